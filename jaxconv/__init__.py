@@ -1,0 +1,42 @@
+"""jaxconv: pure functional convolution and activation ops on jax.lax, the classical filter
+bank, a tiny stacked-filter model and fast optax fitting."""
+
+from jaxconv import filters, data
+from jaxconv.activations import (
+    activation,
+    elu,
+    gelu,
+    leaky_relu,
+    relu,
+    sigmoid,
+    silu,
+    softplus,
+    tanh,
+)
+from jaxconv.conv import conv, conv_transpose, convolve2d, correlate2d
+from jaxconv.pooling import avg_pool, max_pool
+from jaxconv.shapes import output_shape, receptive_field
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "activation",
+    "avg_pool",
+    "conv",
+    "conv_transpose",
+    "convolve2d",
+    "correlate2d",
+    "data",
+    "elu",
+    "filters",
+    "gelu",
+    "leaky_relu",
+    "max_pool",
+    "output_shape",
+    "receptive_field",
+    "relu",
+    "sigmoid",
+    "silu",
+    "softplus",
+    "tanh",
+]

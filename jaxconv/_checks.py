@@ -1,0 +1,156 @@
+"""Argument normalisation and validation for every public op, in one place.
+
+Each check raises ``ValueError`` (shapes, values) or ``TypeError`` (dtypes) with a message
+naming the op, the argument, what was expected, what came, and how to fix it. Nothing here
+touches array data: all checks run in Python at trace time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+# Spatial letters per number of spatial dims, for the named layouts.
+_SPATIAL_LETTERS = {1: "W", 2: "HW", 3: "DHW"}
+
+
+class Layout(NamedTuple):
+    """A resolved data layout.
+
+    Attributes:
+      name: the layout string, e.g. ``"NHWC"`` (``"N...C"`` / ``"NC..."`` beyond 3-D).
+      channels_last: whether channels are the last axis (kernel ``(*spatial, in, out)``);
+        otherwise channels follow the batch axis (kernel ``(out, in, *spatial)``).
+      ndim: number of spatial dims.
+    """
+
+    name: str
+    channels_last: bool
+    ndim: int
+
+    @property
+    def channel_axis(self) -> int:
+        return self.ndim + 1 if self.channels_last else 1
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        start = 1 if self.channels_last else 2
+        return tuple(range(start, start + self.ndim))
+
+    @property
+    def kernel_spatial_axes(self) -> tuple[int, ...]:
+        start = 0 if self.channels_last else 2
+        return tuple(range(start, start + self.ndim))
+
+    @property
+    def kernel_in_axis(self) -> int:
+        return self.ndim if self.channels_last else 1
+
+    @property
+    def kernel_out_axis(self) -> int:
+        return self.ndim + 1 if self.channels_last else 0
+
+    def dimension_numbers(self):
+        """``lax.ConvDimensionNumbers`` for this layout (same as the string form)."""
+        from jax import lax
+
+        n = self.ndim
+        if self.channels_last:
+            lhs = (0, n + 1, *range(1, n + 1))
+            rhs = (n + 1, n, *range(n))
+        else:
+            lhs = (0, 1, *range(2, n + 2))
+            rhs = (0, 1, *range(2, n + 2))
+        return lax.ConvDimensionNumbers(lhs_spec=lhs, rhs_spec=rhs, out_spec=lhs)
+
+    def kernel_doc(self) -> str:
+        if self.channels_last:
+            return f"(*spatial, in_channels // groups, out_channels) for {self.name}"
+        return f"(out_channels, in_channels // groups, *spatial) for {self.name}"
+
+
+def valid_layouts(ndim: int) -> tuple[str, ...]:
+    if ndim in _SPATIAL_LETTERS:
+        s = _SPATIAL_LETTERS[ndim]
+        return (f"N{s}C", f"NC{s}")
+    return ()
+
+
+def resolve_layout(op: str, layout: str | None, ndim: int) -> Layout:
+    """Resolves ``layout`` (None = channels-last by rank) for ``ndim`` spatial dims."""
+    if ndim < 1:
+        raise ValueError(f"{op}: needs at least 1 spatial dim, got {ndim}.")
+    if layout is None:
+        name = f"N{_SPATIAL_LETTERS[ndim]}C" if ndim in _SPATIAL_LETTERS else "N...C"
+        return Layout(name, True, ndim)
+    if not isinstance(layout, str):
+        raise TypeError(f"{op}: layout must be a string or None, got {type(layout).__name__}.")
+    name = layout.upper()
+    valid = valid_layouts(ndim)
+    if name not in valid:
+        hint = (
+            f"one of {', '.join(repr(v) for v in valid)} or None (channels-last)"
+            if valid
+            else "None (channels-last) for more than 3 spatial dims"
+        )
+        raise ValueError(
+            f"{op}: unknown layout {layout!r} for {ndim} spatial dim(s); expected {hint}."
+        )
+    return Layout(name, name.endswith("C"), ndim)
+
+
+def check_float(op: str, name: str, x: Any) -> None:
+    """TypeError unless ``x`` has a real floating dtype."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{op}: {name} must have a real floating dtype (float32, float64, bfloat16, "
+            f"float16), got {dtype}; cast it first, e.g. {name}.astype(jnp.float32)."
+        )
+
+
+def check_ndim(op: str, name: str, x: Any, ndim: int, what: str) -> None:
+    got = np.ndim(x)
+    if got != ndim:
+        raise ValueError(
+            f"{op}: {name} must have rank {ndim} ({what}), got rank {got} "
+            f"with shape {tuple(np.shape(x))}."
+        )
+
+
+def normalize_tuple(
+    op: str, name: str, value: int | Sequence[int], n: int, *, minimum: int = 1
+) -> tuple[int, ...]:
+    """An int or a length-``n`` sequence of ints, each ``>= minimum``, as a tuple."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        values = (int(value),) * n
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != n:
+            raise ValueError(
+                f"{op}: {name} must be an int or a sequence of {n} ints (one per spatial "
+                f"dim), got {len(value)} values: {tuple(value)}."
+            )
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{op}: {name} must contain ints, got {tuple(value)}.")
+        values = tuple(int(v) for v in value)
+    else:
+        raise TypeError(
+            f"{op}: {name} must be an int or a sequence of {n} ints, got {value!r}."
+        )
+    bad = [v for v in values if v < minimum]
+    if bad:
+        word = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{op}: {name} must be {word}, got {name}={value!r}.")
+    return values
+
+
+def check_choice(op: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    """Lower-cased ``value`` if it is one of ``choices`` (case-insensitive)."""
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    raise ValueError(
+        f"{op}: unknown {name} {value!r}; expected one of {', '.join(repr(c) for c in choices)}."
+    )

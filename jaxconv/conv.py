@@ -1,0 +1,382 @@
+"""Convolution ops: N-D ``conv``, its adjoint ``conv_transpose``, scipy-style 2-D filtering.
+
+All are plain functions on ``jax.lax.conv_general_dilated``; validation happens at trace time
+in ``_checks``/``padding``. Alternative exact lowerings live in ``jaxconv.lowering``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv import _checks, padding as padding_lib
+from jaxconv._typing import Array, ArrayLike
+
+_OP = "conv"
+
+
+def _prepare(op, x, w, stride, padding, dilation, groups, layout, pad_mode):
+    """Validates a conv call; returns (x, w, layout, stride, pads, dilation, pad_mode)."""
+    _checks.check_float(op, "x", x)
+    _checks.check_float(op, "w", w)
+    x = jnp.asarray(x)
+    w = jnp.asarray(w)
+    if w.ndim < 3:
+        raise ValueError(
+            f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got rank "
+            f"{w.ndim} with shape {w.shape}; for a single 2-D filter k use "
+            f"k[:, :, None, None] (channels-last)."
+        )
+    n = w.ndim - 2
+    lay = _checks.resolve_layout(op, layout, n)
+    if x.ndim != w.ndim:
+        fix = "add a batch axis with x[None]" if x.ndim == w.ndim - 1 else "reshape x"
+        raise ValueError(
+            f"{op}: x must have rank {n + 2} (batch, {n} spatial, channels in layout "
+            f"{lay.name}) to match w of rank {w.ndim}, got rank {x.ndim} with shape "
+            f"{x.shape}; {fix}."
+        )
+    dtype = jnp.result_type(x, w)
+    x, w = x.astype(dtype), w.astype(dtype)
+    stride = _checks.normalize_tuple(op, "stride", stride, n)
+    dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
+    pad_mode = _checks.check_choice(op, "pad_mode", pad_mode, padding_lib.PAD_MODES)
+    in_ch = x.shape[lay.channel_axis]
+    w_in, w_out = w.shape[lay.kernel_in_axis], w.shape[lay.kernel_out_axis]
+    if in_ch % groups:
+        raise ValueError(
+            f"{op}: in_channels (={in_ch}) must be divisible by groups (={groups})."
+        )
+    if w_out % groups:
+        raise ValueError(
+            f"{op}: out_channels (={w_out}, w.shape[{lay.kernel_out_axis}]) must be divisible "
+            f"by groups (={groups})."
+        )
+    if w_in * groups != in_ch:
+        raise ValueError(
+            f"{op}: x has {in_ch} channels (layout {lay.name}) but w expects {w_in * groups} "
+            f"(w.shape[{lay.kernel_in_axis}] * groups = {w_in} * {groups}); w is "
+            f"{lay.kernel_doc()}."
+        )
+    sizes = [x.shape[a] for a in lay.spatial_axes]
+    kernel = [w.shape[a] for a in lay.kernel_spatial_axes]
+    k_eff = padding_lib.effective_kernel(kernel, dilation)
+    pads = padding_lib.resolve_padding(op, padding, sizes, k_eff, stride)
+    padding_lib.check_kernel_fits(op, sizes, k_eff, pads)
+    return x, w, lay, stride, pads, dilation, pad_mode
+
+
+def conv(
+    x: ArrayLike,
+    w: ArrayLike,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: padding_lib.Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    layout: str | None = None,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    precision: lax.PrecisionLike = None,
+    algorithm: str = "auto",
+) -> Array:
+    """N-D convolution (cross-correlation by default) of a batch ``x`` with kernel ``w``.
+
+    The number of spatial dims is ``w.ndim - 2``. Channels-last layouts use a kernel
+    ``(*spatial, in_channels // groups, out_channels)``; channels-first layouts use torch's
+    ``(out_channels, in_channels // groups, *spatial)``, so a channels-first call equals
+    ``torch.nn.functional.convNd`` with the same weight array.
+
+    Args:
+      x: [N, *spatial, C] (channels-last, the default) or [N, C, *spatial] (channels-first).
+      w: the kernel, laid out as described above.
+      stride: int or one int per spatial dim.
+      padding: ``"VALID"``, ``"SAME"`` (extra pad at the end, TF/lax convention),
+        ``"SAME_LOWER"`` (extra pad at the start), ``"FULL"`` (``k_eff - 1`` each side),
+        ``"CAUSAL"`` (``k_eff - 1`` at the start), an int, a sequence of ints (per dim, both
+        sides) or a sequence of ``(low, high)`` pairs. Strings are case-insensitive.
+      dilation: kernel dilation, int or per dim.
+      groups: feature groups; ``groups == in_channels`` is a depthwise convolution.
+      layout: None (channels-last by rank: NWC, NHWC, NDHWC, ...), or one of NWC, NCW, NHWC,
+        NCHW, NDHWC, NCDHW.
+      pad_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (as torch's
+        ``padding_mode``) or ``"symmetric"`` (edge repeated, numpy's mode).
+      flip: False for cross-correlation (deep learning); True for the mathematical
+        convolution (kernel reversed on every spatial axis).
+      precision: passed to ``lax.conv_general_dilated``.
+      algorithm: ``"auto"`` (let ``jaxconv.plan`` choose an exact lowering) or the name of
+        one lowering (``"xla"`` is ``lax.conv_general_dilated`` itself).
+
+    Returns:
+      [N, *out_spatial, out_channels] (or channels-first), with
+      ``out = (in + low + high - (k - 1) * dilation - 1) // stride + 1`` per spatial dim.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxconv
+      >>> x = jnp.ones((1, 5, 5, 1))
+      >>> w = jaxconv.filters.stack([jaxconv.filters.cross()])
+      >>> jaxconv.conv(x, w, padding="SAME").shape
+      (1, 5, 5, 1)
+    """
+    x, w, lay, stride, pads, dilation, pad_mode = _prepare(
+        _OP, x, w, stride, padding, dilation, groups, layout, pad_mode
+    )
+    if not isinstance(flip, bool):
+        raise TypeError(f"{_OP}: flip must be a bool, got {flip!r}.")
+    if flip:
+        w = jnp.flip(w, axis=lay.kernel_spatial_axes)
+    if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
+        x = padding_lib.pad(_OP, x, pads, pad_mode, lay.spatial_axes)
+        pads = ((0, 0),) * lay.ndim
+    from jaxconv import lowering
+
+    return lowering.dispatch(
+        algorithm,
+        x,
+        w,
+        lowering.ConvArgs(lay, stride, pads, dilation, groups, precision),
+    )
+
+
+def xla_conv(x: Array, w: Array, args) -> Array:
+    """The reference lowering: one ``lax.conv_general_dilated``."""
+    return lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=args.stride,
+        padding=args.pads,
+        rhs_dilation=args.dilation,
+        dimension_numbers=args.layout.dimension_numbers(),
+        feature_group_count=args.groups,
+        precision=args.precision,
+    )
+
+
+def conv_transpose(
+    y: ArrayLike,
+    w: ArrayLike,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] | Sequence[tuple[int, int]] | str = 0,
+    output_padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    layout: str | None = None,
+) -> Array:
+    """Transposed convolution: the adjoint of ``conv(., w, ...)`` with the same kernel ``w``.
+
+    ``<conv(x, w, ...), y> == <x, conv_transpose(y, w, ...)>`` for matching options. With a
+    channels-first layout and int padding it equals torch's ``conv_transposeNd(y, w, ...)``
+    (torch's transposed weight ``(in, out // groups, *spatial)`` is this ``w``).
+
+    Args:
+      y: [N, *spatial, C_out] (channels-last) or [N, C_out, *spatial]; ``C_out`` is the
+        out-channel count of ``w``.
+      w: the forward conv's kernel, ``(*spatial, C_in // groups, C_out)`` channels-last or
+        ``(C_out, C_in // groups, *spatial)`` channels-first.
+      stride: the forward conv's stride.
+      padding: the forward conv's padding: int, per-dim ints, ``(low, high)`` pairs,
+        ``"VALID"``, ``"FULL"`` or ``"CAUSAL"``.
+      output_padding: extra size added at the high end of each output dim (to pick among the
+        input sizes a strided conv maps to the same output size); must be smaller than
+        stride or dilation, as in torch.
+      dilation: the forward conv's dilation.
+      groups: the forward conv's feature groups.
+      layout: as in ``conv``.
+
+    Returns:
+      [N, *out_spatial, C_in] with ``out = (in - 1) * stride - low - high +
+      (k - 1) * dilation + 1 + output_padding``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxconv
+      >>> jaxconv.conv_transpose(jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 2, 8)), stride=2).shape
+      (1, 9, 9, 2)
+    """
+    op = "conv_transpose"
+    _checks.check_float(op, "y", y)
+    _checks.check_float(op, "w", w)
+    y, w = jnp.asarray(y), jnp.asarray(w)
+    if w.ndim < 3:
+        raise ValueError(
+            f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got shape "
+            f"{w.shape}."
+        )
+    n = w.ndim - 2
+    lay = _checks.resolve_layout(op, layout, n)
+    if y.ndim != w.ndim:
+        raise ValueError(
+            f"{op}: y must have rank {n + 2} (batch, {n} spatial, channels in layout "
+            f"{lay.name}) to match w of rank {w.ndim}, got shape {y.shape}."
+        )
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}.")
+    y_ch = y.shape[lay.channel_axis]
+    w_out = w.shape[lay.kernel_out_axis]
+    if y_ch != w_out:
+        raise ValueError(
+            f"{op}: y has {y_ch} channels (layout {lay.name}) but w has {w_out} out_channels "
+            f"(w.shape[{lay.kernel_out_axis}]); w is the forward conv's kernel, "
+            f"{lay.kernel_doc()}."
+        )
+    if w_out % groups:
+        raise ValueError(
+            f"{op}: out_channels (={w_out}) must be divisible by groups (={groups})."
+        )
+    stride = _checks.normalize_tuple(op, "stride", stride, n)
+    dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
+    output_padding = _checks.normalize_tuple(op, "output_padding", output_padding, n, minimum=0)
+    for op_, s, d in zip(output_padding, stride, dilation, strict=True):
+        if op_ >= max(s, d):
+            raise ValueError(
+                f"{op}: output_padding ({output_padding}) must be smaller than stride "
+                f"({stride}) or dilation ({dilation}) on every dim."
+            )
+    if isinstance(padding, str) and padding.upper() in ("SAME", "SAME_LOWER"):
+        raise ValueError(
+            f"{op}: padding {padding!r} depends on the forward input size and is ambiguous "
+            f"here; pass explicit padding (ints or (low, high) pairs) plus output_padding."
+        )
+    kernel = [w.shape[a] for a in lay.kernel_spatial_axes]
+    k_eff = padding_lib.effective_kernel(kernel, dilation)
+    sizes_y = [y.shape[a] for a in lay.spatial_axes]
+    pads = padding_lib.resolve_padding(op, padding, sizes_y, k_eff, stride)
+    out_sizes = [
+        (s_y - 1) * s - lo - hi + k + op_
+        for s_y, s, (lo, hi), k, op_ in zip(
+            sizes_y, stride, pads, k_eff, output_padding, strict=True
+        )
+    ]
+    if any(o < 1 for o in out_sizes):
+        raise ValueError(
+            f"{op}: padding {padding!r} is too large: the output would have spatial size "
+            f"{tuple(out_sizes)}."
+        )
+    in_ch = w.shape[lay.kernel_in_axis] * groups
+    if lay.channels_last:
+        x_shape = (y.shape[0], *out_sizes, in_ch)
+    else:
+        x_shape = (y.shape[0], in_ch, *out_sizes)
+    dtype = jnp.result_type(y, w)
+    y, w = y.astype(dtype), w.astype(dtype)
+    from jaxconv import lowering
+
+    args = lowering.ConvArgs(lay, stride, pads, dilation, groups, None)
+    forward = lambda x: xla_conv(x, w, args)  # noqa: E731
+    (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(x_shape, dtype))(y)
+    return x
+
+
+def _filter2d(op, a, k, mode, boundary, fillvalue, flip):
+    for name, v in (("in1", a), ("in2", k)):
+        _checks.check_float(op, name, v)
+        _checks.check_ndim(op, name, v, 2, "a plain 2-D array; batch with jax.vmap")
+    mode = _checks.check_choice(op, "mode", mode, ("full", "valid", "same"))
+    boundary = _checks.check_choice(op, "boundary", boundary, ("fill", "wrap", "symm"))
+    dtype = jnp.result_type(a, k)
+    a, k = jnp.asarray(a, dtype), jnp.asarray(k, dtype)
+    swapped = False
+    if mode == "valid":
+        a_big = all(s >= t for s, t in zip(a.shape, k.shape, strict=True))
+        k_big = all(t >= s for s, t in zip(a.shape, k.shape, strict=True))
+        if not (a_big or k_big):
+            raise ValueError(
+                f"{op}: for 'valid' mode one input must be at least as large as the other in "
+                f"every dimension, got shapes {a.shape} and {k.shape}."
+            )
+        if not a_big:
+            a, k, swapped = k, a, True
+    if a.size == 0 or k.size == 0:
+        raise ValueError(f"{op}: inputs must be non-empty, got shapes {a.shape} and {k.shape}.")
+    if flip:
+        k = k[::-1, ::-1]
+    kh, kw = k.shape
+    if mode == "full":
+        pads = ((kh - 1, kh - 1), (kw - 1, kw - 1))
+    elif mode == "same":
+        # scipy keeps the centre of the 'full' output: the flipped kernel of a convolution
+        # is anchored at k // 2, the kernel of a correlation at (k - 1) // 2.
+        if flip:
+            pads = ((kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2))
+        else:
+            pads = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
+    else:
+        pads = ((0, 0), (0, 0))
+    if boundary == "fill":
+        a = jnp.pad(a, pads, constant_values=jnp.asarray(fillvalue, dtype))
+    else:
+        np_mode = "wrap" if boundary == "wrap" else "symmetric"
+        a = jnp.pad(a, pads, mode=np_mode)
+    out = lax.conv_general_dilated(
+        a[None, None], k[None, None], (1, 1), "VALID", precision=lax.Precision.HIGHEST
+    )[0, 0]
+    if swapped and not flip:
+        # correlation is not symmetric in its inputs: corr(k, a) is corr(a, k) reversed.
+        out = out[::-1, ::-1]
+    return out
+
+
+def correlate2d(
+    in1: ArrayLike,
+    in2: ArrayLike,
+    *,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: float = 0,
+) -> Array:
+    """2-D cross-correlation with the semantics and defaults of ``scipy.signal.correlate2d``.
+
+    Args:
+      in1: [H, W] array.
+      in2: [kh, kw] array.
+      mode: ``"full"`` ([H + kh - 1, W + kw - 1]), ``"valid"`` ([H - kh + 1, W - kw + 1]) or
+        ``"same"`` ([H, W], centred as scipy does).
+      boundary: ``"fill"`` (pad with ``fillvalue``), ``"wrap"`` (circular) or ``"symm"``
+        (mirror with the edge repeated).
+      fillvalue: the pad value for ``boundary="fill"``.
+
+    Returns:
+      The correlation, shaped by ``mode`` as above. Batch it with ``jax.vmap``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxconv
+      >>> jaxconv.correlate2d(jnp.eye(3), jnp.ones((2, 2)), mode="valid")
+      Array([[2., 1.],
+             [1., 2.]], dtype=float32)
+    """
+    return _filter2d("correlate2d", in1, in2, mode, boundary, fillvalue, flip=False)
+
+
+def convolve2d(
+    in1: ArrayLike,
+    in2: ArrayLike,
+    *,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: float = 0,
+) -> Array:
+    """2-D convolution with the semantics and defaults of ``scipy.signal.convolve2d``.
+
+    Args:
+      in1: [H, W] array.
+      in2: [kh, kw] array.
+      mode: ``"full"``, ``"valid"`` or ``"same"``, as in ``correlate2d``.
+      boundary: ``"fill"``, ``"wrap"`` or ``"symm"``.
+      fillvalue: the pad value for ``boundary="fill"``.
+
+    Returns:
+      The convolution, shaped by ``mode``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxconv
+      >>> jaxconv.convolve2d(jnp.ones((2, 2)), jnp.ones((2, 2))).shape
+      (3, 3)
+    """
+    return _filter2d("convolve2d", in1, in2, mode, boundary, fillvalue, flip=True)

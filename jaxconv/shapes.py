@@ -1,0 +1,2 @@
+"""Placeholder: being written."""
+output_shape = receptive_field = None

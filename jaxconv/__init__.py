@@ -1,7 +1,7 @@
 """jaxconv: pure functional convolution and activation ops on jax.lax, the classical filter
 bank, a tiny stacked-filter model and fast optax fitting."""
 
-from jaxconv import filters, data
+from jaxconv import data, filters, nn
 from jaxconv.activations import (
     activation,
     elu,
@@ -14,12 +14,15 @@ from jaxconv.activations import (
     tanh,
 )
 from jaxconv.conv import conv, conv_transpose, convolve2d, correlate2d
+from jaxconv.fitting import FitResult, NonFiniteError, fit
 from jaxconv.pooling import avg_pool, max_pool
 from jaxconv.shapes import output_shape, receptive_field
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FitResult",
+    "NonFiniteError",
     "activation",
     "avg_pool",
     "conv",
@@ -29,9 +32,11 @@ __all__ = [
     "data",
     "elu",
     "filters",
+    "fit",
     "gelu",
     "leaky_relu",
     "max_pool",
+    "nn",
     "output_shape",
     "receptive_field",
     "relu",

@@ -145,20 +145,6 @@ def conv(
     )
 
 
-def xla_conv(x: Array, w: Array, args) -> Array:
-    """The reference lowering: one ``lax.conv_general_dilated``."""
-    return lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=args.stride,
-        padding=args.pads,
-        rhs_dilation=args.dilation,
-        dimension_numbers=args.layout.dimension_numbers(),
-        feature_group_count=args.groups,
-        precision=args.precision,
-    )
-
-
 def conv_transpose(
     y: ArrayLike,
     w: ArrayLike,
@@ -267,9 +253,10 @@ def conv_transpose(
     dtype = jnp.result_type(y, w)
     y, w = y.astype(dtype), w.astype(dtype)
     from jaxconv import lowering
+    from jaxconv.lowering import xla
 
     args = lowering.ConvArgs(lay, stride, pads, dilation, groups, None)
-    forward = lambda x: xla_conv(x, w, args)  # noqa: E731
+    forward = lambda x: xla.conv(x, w, args)  # noqa: E731
     (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(x_shape, dtype))(y)
     return x
 

@@ -1,0 +1,123 @@
+"""Shift-and-add lowering: one strided slice per kernel tap, multiplied and summed.
+
+Exact for every option of ``conv``; fast on CPU when ``taps * in_channels/groups * out`` is
+small, where XLA's CPU convolution is slow. Works channels-first internally ([C, N, *spatial])
+so size-1 channel axes never sit in the minor dimension. Differentiation goes through a custom
+JVP whose kernel tangent is one matmul against the stacked tap windows, so the kernel gradient
+is a single fast dot instead of one slow reduction per tap.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+NAME = "shift_add"
+# Largest taps * (in_channels // groups) * out_channels that auto picks this lowering for;
+# above it the elementwise work outgrows what XLA's conv or a GEMM does (benchmarks/NOTES.md).
+MAX_MACS_PER_PIXEL = 72
+
+
+def _macs(w_shape, args) -> int:
+    lay = args.layout
+    k = [w_shape[a] for a in lay.kernel_spatial_axes]
+    return math.prod(k) * w_shape[lay.kernel_in_axis] * w_shape[lay.kernel_out_axis]
+
+
+def declines(x_shape, w_shape, dtype, args) -> str | None:
+    return None
+
+
+def auto_declines(x_shape, w_shape, dtype, args) -> str | None:
+    macs = _macs(w_shape, args)
+    if macs > MAX_MACS_PER_PIXEL:
+        return f"{macs} multiply-adds per output pixel > {MAX_MACS_PER_PIXEL}"
+    return None
+
+
+def why(x_shape, w_shape, dtype, args) -> str:
+    return (
+        f"few multiply-adds per output pixel ({_macs(w_shape, args)} <= {MAX_MACS_PER_PIXEL}):"
+        " strided slices and one fused multiply-add loop beat XLA's CPU convolution"
+    )
+
+
+def _windows(x, kernel, stride, dilation):
+    """Each tap's strided window of the padded [C, N, *spatial] input, in tap order."""
+    n = len(kernel)
+    out = [
+        (x.shape[2 + i] - (kernel[i] - 1) * dilation[i] - 1) // stride[i] + 1 for i in range(n)
+    ]
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start = [t * d for t, d in zip(tap, dilation, strict=True)]
+        limit = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, stride, strict=True)]
+        yield tap, lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *stride))
+
+
+def _fma(x, w, stride, dilation, groups):
+    """[C, N, *sp] x [*k, C // groups, O] -> [O, N, *out] as sums of scaled windows."""
+    n = w.ndim - 2
+    c_group, o_group = w.shape[n], w.shape[n + 1] // groups
+    bcast = (1,) * (n + 1)
+    acc = [None] * groups
+    for tap, window in _windows(x, w.shape[:n], stride, dilation):
+        for g in range(groups):
+            for c in range(c_group):
+                coef = w[(*tap, c, slice(g * o_group, (g + 1) * o_group))]
+                term = coef.reshape(o_group, *bcast) * window[g * c_group + c][None]
+                acc[g] = term if acc[g] is None else acc[g] + term
+    return acc[0] if groups == 1 else jnp.concatenate(acc, axis=0)
+
+
+def _patch_matmul(x, w, stride, dilation, groups):
+    """The same map as ``_fma`` as one batched matmul of stacked windows with the kernel."""
+    n = w.ndim - 2
+    taps = math.prod(w.shape[:n])
+    c_group, out_ch = w.shape[n], w.shape[n + 1]
+    windows = jnp.stack([win for _, win in _windows(x, w.shape[:n], stride, dilation)])
+    out_sp = windows.shape[3:]
+    # windows [taps, C, N, *out] -> [G, taps * Cg, M]; kernel [*k, Cg, O] -> [G, taps * Cg, Og]
+    p = windows.reshape(taps, groups, c_group, -1).transpose(1, 0, 2, 3)
+    p = p.reshape(groups, taps * c_group, -1)
+    k = w.reshape(taps, c_group, groups, out_ch // groups).transpose(2, 0, 1, 3)
+    k = k.reshape(groups, taps * c_group, out_ch // groups)
+    if groups == 1:  # XLA's CPU dot is much faster without a (trivial) batch dim
+        y = lax.dot_general(k[0], p[0], (((0,), (0,)), ((), ())))  # [O, M]
+    else:
+        y = lax.dot_general(k, p, (((1,), (1,)), ((0,), (0,))))  # [G, Og, M]
+    return y.reshape(out_ch, x.shape[1], *out_sp)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _conv_cf(x, w, stride, dilation, groups):
+    return _fma(x, w, stride, dilation, groups)
+
+
+@functools.partial(_conv_cf.defjvp, symbolic_zeros=True)
+def _conv_cf_jvp(stride, dilation, groups, primals, tangents):
+    x, w = primals
+    x_dot, w_dot = tangents
+    y = _fma(x, w, stride, dilation, groups)
+    y_dot = jnp.zeros_like(y)
+    if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
+        y_dot = y_dot + _conv_cf(x_dot, w, stride, dilation, groups)
+    if not isinstance(w_dot, jax.custom_derivatives.SymbolicZero):
+        y_dot = y_dot + _patch_matmul(x, w_dot, stride, dilation, groups)
+    return y, y_dot
+
+
+def conv(x, w, args):
+    lay = args.layout
+    n = lay.ndim
+    x = jnp.moveaxis(x, lay.channel_axis, 0)  # [C, N, *spatial]
+    if not lay.channels_last:
+        w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
+    if any(p != (0, 0) for p in args.pads):
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(*p, 0) for p in args.pads])
+    y = _conv_cf(x, w, args.stride, args.dilation, args.groups)
+    return jnp.moveaxis(y, 0, lay.channel_axis)

@@ -1,0 +1,321 @@
+"""The stacked-filter model: small immutable layer descriptions with ``init``/``apply``.
+
+Params are plain pytrees (dicts of arrays keyed by layer name); every fixed setting lives in
+the (hashable, frozen) layer description and never becomes a leaf. Channels-last throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxconv import _checks, activations, pooling, shapes
+from jaxconv._typing import Array, ArrayLike
+from jaxconv.conv import conv
+
+Params = dict[str, Any]
+Initializer = Callable[..., Array]
+Shape = tuple[int, ...]
+
+
+def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) < min_rank:
+        raise ValueError(
+            f"{op}: input_shape must have rank >= {min_rank} (batch, ..., channels), got "
+            f"{shape}."
+        )
+    return shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """A convolution layer over channels-last input ``[N, *spatial, C]``.
+
+    Attributes:
+      features: number of output channels.
+      kernel_size: int or per-spatial-dim tuple; the rank of the input decides the dims.
+      stride, padding, pad_mode, dilation, groups, flip, algorithm: as in ``jaxconv.conv``.
+      use_bias: add a learned per-channel bias.
+      kernel_init: a ``jax.nn.initializers`` initializer (default lecun-normal).
+      bias_init: initializer of the bias (default zeros).
+    """
+
+    features: int
+    kernel_size: int | tuple[int, ...] = 3
+    stride: int | tuple[int, ...] = 1
+    padding: Any = "VALID"
+    pad_mode: str = "zeros"
+    dilation: int | tuple[int, ...] = 1
+    groups: int = 1
+    use_bias: bool = True
+    flip: bool = False
+    algorithm: str = "auto"
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal()
+    bias_init: Initializer = jax.nn.initializers.zeros
+
+    kind = "conv"
+
+    def _kernel_shape(self, input_shape: Shape) -> Shape:
+        n = len(input_shape) - 2
+        k = _checks.normalize_tuple("Conv", "kernel_size", self.kernel_size, n)
+        in_ch = input_shape[-1]
+        if in_ch % self.groups:
+            raise ValueError(
+                f"Conv: in_channels (={in_ch}) must be divisible by groups (={self.groups})."
+            )
+        return (*k, in_ch // self.groups, self.features)
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        """Params ``{"kernel": (*kernel_size, C // groups, features), "bias": (features,)}``."""
+        shape = _shape("Conv", input_shape, 3)
+        kshape = self._kernel_shape(shape)
+        self.output_shape(shape)  # validates the whole configuration before any randomness
+        k_key, b_key = jax.random.split(key)
+        params = {"kernel": self.kernel_init(k_key, kshape, jnp.float32)}
+        if self.use_bias:
+            params["bias"] = self.bias_init(b_key, (self.features,), jnp.float32)
+        return params
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        y = conv(
+            x,
+            params["kernel"],
+            stride=self.stride,
+            padding=self.padding,
+            pad_mode=self.pad_mode,
+            dilation=self.dilation,
+            groups=self.groups,
+            flip=self.flip,
+            algorithm=self.algorithm,
+        )
+        if self.use_bias:
+            y = y + params["bias"]
+        return y
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _shape("Conv", input_shape, 3)
+        return shapes.output_shape(
+            shape,
+            self._kernel_shape(shape),
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An elementwise activation by name (see ``jaxconv.activation``), e.g. ``"relu"``."""
+
+    name: str = "relu"
+
+    kind = "activation"
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        activations.activation(self.name)
+        return {}
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        return activations.activation(self.name)(x)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return tuple(input_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pool:
+    window: int | tuple[int, ...] = 2
+    stride: int | tuple[int, ...] | None = None
+    padding: Any = "VALID"
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        self.output_shape(input_shape)
+        return {}
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _shape(type(self).__name__, input_shape, 3)
+        return shapes.output_shape(
+            shape, self.window, stride=self.stride, padding=self.padding, op="pool"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool(_Pool):
+    """Max pooling over the spatial dims (see ``jaxconv.max_pool``)."""
+
+    kind = "max_pool"
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        return pooling.max_pool(x, self.window, stride=self.stride, padding=self.padding)
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool(_Pool):
+    """Average pooling over the spatial dims (see ``jaxconv.avg_pool``)."""
+
+    count_include_pad: bool = True
+
+    kind = "avg_pool"
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        return pooling.avg_pool(
+            x,
+            self.window,
+            stride=self.stride,
+            padding=self.padding,
+            count_include_pad=self.count_include_pad,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalPool:
+    """Pools every spatial dim away: ``[N, *spatial, C] -> [N, C]`` (``"avg"`` or ``"max"``)."""
+
+    reduce: str = "avg"
+
+    kind = "global_pool"
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        _checks.check_choice("GlobalPool", "reduce", self.reduce, ("avg", "max"))
+        return {}
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        axes = tuple(range(1, x.ndim - 1))
+        return jnp.mean(x, axes) if self.reduce == "avg" else jnp.max(x, axes)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _shape("GlobalPool", input_shape, 3)
+        return (shape[0], shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """Flattens everything but the batch axis: ``[N, ...] -> [N, prod(...)]``."""
+
+    kind = "flatten"
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        return {}
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        return x.reshape(x.shape[0], -1)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _shape("Flatten", input_shape, 1)
+        return (shape[0], math.prod(shape[1:]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A fully connected layer on the last axis: ``[..., C] -> [..., features]``."""
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal()
+    bias_init: Initializer = jax.nn.initializers.zeros
+
+    kind = "dense"
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        shape = _shape("Dense", input_shape, 1)
+        k_key, b_key = jax.random.split(key)
+        params = {"kernel": self.kernel_init(k_key, (shape[-1], self.features), jnp.float32)}
+        if self.use_bias:
+            params["bias"] = self.bias_init(b_key, (self.features,), jnp.float32)
+        return params
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        y = jnp.asarray(x) @ params["kernel"]
+        return y + params["bias"] if self.use_bias else y
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return (*tuple(input_shape)[:-1], self.features)
+
+
+Layer = Conv | Activation | MaxPool | AvgPool | GlobalPool | Flatten | Dense
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """Layers applied in order; params and features are keyed by layer name.
+
+    Names are ``f"{layer.kind}_{index}"`` (e.g. ``"conv_0"``, ``"activation_1"``) unless given.
+
+    Example:
+      >>> import jax, jaxconv.nn as nn
+      >>> model = nn.Stack([nn.Conv(2, 3), nn.Activation("relu"), nn.Conv(1, 3)])
+      >>> params = model.init(jax.random.key(0), (8, 12, 12, 1))
+      >>> model.apply(params, jax.numpy.ones((8, 12, 12, 1))).shape
+      (8, 8, 8, 1)
+    """
+
+    layers: tuple
+    names: tuple[str, ...] | None = None
+
+    def __init__(self, layers: Sequence, names: Sequence[str] | None = None):
+        layers = tuple(layers)
+        if not layers:
+            raise ValueError("Stack: needs at least one layer, got none.")
+        if names is None:
+            names = tuple(f"{getattr(l, 'kind', type(l).__name__.lower())}_{i}"
+                          for i, l in enumerate(layers))
+        names = tuple(names)
+        if len(names) != len(layers) or len(set(names)) != len(names):
+            raise ValueError(
+                f"Stack: names must be unique, one per layer ({len(layers)}), got {names}."
+            )
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "names", names)
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        """Params for every layer that has any, keyed by layer name."""
+        shape = tuple(input_shape)
+        params = {}
+        for k, name, layer in zip(
+            jax.random.split(key, len(self.layers)), self.names, self.layers, strict=True
+        ):
+            p = layer.init(k, shape)
+            if p:
+                params[name] = p
+            shape = layer.output_shape(shape)
+        return params
+
+    def apply(self, params: Params, x: ArrayLike, *, return_features: bool = False):
+        """Runs the stack; with ``return_features`` also every layer's output by name."""
+        features = {}
+        for name, layer in zip(self.names, self.layers, strict=True):
+            x = layer.apply(params.get(name, {}), x)
+            features[name] = x
+        return (x, features) if return_features else x
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return self.shapes(input_shape)[self.names[-1]]
+
+    def shapes(self, input_shape: Sequence[int]) -> dict[str, Shape]:
+        """Each layer's output shape, keyed by name."""
+        out, shape = {}, tuple(input_shape)
+        for name, layer in zip(self.names, self.layers, strict=True):
+            shape = layer.output_shape(shape)
+            out[name] = shape
+        return out
+
+
+__all__ = [
+    "Activation",
+    "AvgPool",
+    "Conv",
+    "Dense",
+    "Flatten",
+    "GlobalPool",
+    "MaxPool",
+    "Stack",
+]

@@ -1,0 +1,141 @@
+"""Figures for the experiments: images, filter banks side by side, feature maps, loss curves.
+
+Needs the optional extra ``viz`` (matplotlib), imported lazily with the Agg backend; every
+function writes a PNG and returns its path. Nothing here computes results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "jaxconv.viz needs matplotlib: pip install 'jaxconv[viz]'"
+        ) from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def image_grid(
+    rows: Mapping[str, Sequence[np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    cmap: str = "RdBu_r",
+    annotate: bool = False,
+    symmetric: bool = True,
+) -> str:
+    """A grid of 2-D arrays: one row per key, its arrays left to right.
+
+    Args:
+      rows: row label -> sequence of 2-D arrays (filters, images or feature maps).
+      path: where the PNG goes.
+      title: figure title.
+      cmap: matplotlib colour map; diverging by default so the sign of a weight shows.
+      annotate: print each value in its cell (for small filters).
+      symmetric: centre the colour scale of each panel on zero.
+
+    Returns:
+      ``path`` as a string.
+    """
+    plt = _plt()
+    labels = list(rows)
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(
+        len(labels), ncols, figsize=(1.9 * ncols + 1.2, 1.9 * len(labels) + 0.4), squeeze=False
+    )
+    for r, label in enumerate(labels):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(rows[label]):
+                ax.axis("off")
+                continue
+            a = np.asarray(rows[label][c], dtype=np.float32)
+            lim = float(np.max(np.abs(a))) or 1.0
+            kw = {"vmin": -lim, "vmax": lim} if symmetric else {}
+            ax.imshow(a, cmap=cmap, **kw)
+            if annotate and a.size <= 49:
+                for (i, j), v in np.ndenumerate(a):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def filters_side_by_side(
+    reference: Mapping[str, np.ndarray],
+    learned: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    title: str = "hand-designed (top) vs learned (bottom)",
+) -> str:
+    """Reference filters on the top row, the learned ones below, values printed in cells."""
+    plt = _plt()
+    names = list(reference)
+    fig, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 5), squeeze=False)
+    for c, name in enumerate(names):
+        for r, (label, bank) in enumerate((("hand-designed", reference), ("learned", learned))):
+            a = np.asarray(bank[name], dtype=np.float32)
+            lim = float(np.max(np.abs(a))) or 1.0
+            ax = axes[r][c]
+            ax.imshow(a, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            for (i, j), v in np.ndenumerate(a):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}\n{label}" if r == 0 else label, fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def loss_curves(
+    curves: Mapping[str, np.ndarray] | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    title: str = "training loss",
+    highlight: str | int | None = None,
+) -> str:
+    """Loss against step on a log scale; a 2-D array draws one faint line per row."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if isinstance(curves, Mapping):
+        for label, y in curves.items():
+            y = np.asarray(y)
+            lw = 2.2 if label == highlight else 1.2
+            ax.plot(np.arange(1, y.size + 1), y, label=str(label), lw=lw)
+        ax.legend(fontsize=8)
+    else:
+        arr = np.atleast_2d(np.asarray(curves))
+        for i, y in enumerate(arr):
+            strong = i == highlight
+            ax.plot(
+                np.arange(1, y.size + 1), y, lw=2 if strong else 0.7,
+                alpha=1.0 if strong else 0.35, color="C3" if strong else "C0",
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

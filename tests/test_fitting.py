@@ -1,0 +1,188 @@
+"""Tests for jaxconv.fitting: convergence, restarts == separate runs, the non-finite guard,
+determinism, minibatches and argument errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxconv
+from jaxconv import fit
+
+
+def _linear_problem(key, n=32):
+    kx, kw = jax.random.split(key)
+    x = jax.random.normal(kx, (n, 3))
+    w_true = jnp.array([1.5, -2.0, 0.5])
+    return (x, x @ w_true), w_true
+
+
+def _loss(p, batch):
+    x, y = batch
+    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+
+P0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+
+
+def test_fit_converges_and_reports(key):
+    data, w_true = _linear_problem(key)
+    out = fit(_loss, P0, optax.adam(0.05), data, steps=600, progress=False)
+    np.testing.assert_allclose(out.params["w"], w_true, atol=1e-3)
+    assert out.losses.shape == (600,)
+    assert out.losses[-1] < out.losses[0] * 1e-4
+    assert out.steps == 600 and out.nonfinite_steps == 0
+    assert out.wall_s > 0 and out.compile_s > 0 and out.steps_per_s > 0
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 100, 1000], ids=lambda c: f"chunk{c}")
+def test_chunking_does_not_change_the_result(key, chunk_size):
+    data, _ = _linear_problem(key)
+    ref = fit(_loss, P0, optax.sgd(0.05), data, steps=50, chunk_size=50, progress=False)
+    out = fit(_loss, P0, optax.sgd(0.05), data, steps=50, chunk_size=chunk_size, progress=False)
+    np.testing.assert_allclose(out.losses, ref.losses, rtol=1e-6)
+    np.testing.assert_allclose(out.params["w"], ref.params["w"], rtol=1e-6)
+
+
+def test_matches_a_plain_python_loop(key):
+    data, _ = _linear_problem(key)
+    opt = optax.adam(0.05)
+    params, state = P0, opt.init(P0)
+    losses = []
+    for _ in range(20):
+        loss, grads = jax.value_and_grad(_loss)(params, data)
+        updates, state = opt.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        losses.append(loss)
+    out = fit(_loss, P0, opt, data, steps=20, progress=False)
+    np.testing.assert_allclose(out.losses, np.array(losses), rtol=1e-5)
+    np.testing.assert_allclose(out.params["w"], params["w"], rtol=1e-5, atol=1e-7)
+
+
+def test_restarts_equal_separate_runs_with_the_same_keys(key):
+    data, _ = _linear_problem(key, n=40)
+    restarts = 3
+    init = lambda k: {"w": jax.random.normal(k, (3,)), "b": jnp.zeros(())}
+    params = jax.vmap(init)(jax.random.split(jax.random.key(7), restarts))
+    out = fit(_loss, params, optax.adam(0.05), data, steps=30, key=key, batch_size=8,
+              restarts=restarts, progress=False)
+    assert out.losses.shape == (restarts, 30)
+    assert out.nonfinite_steps.shape == (restarts,)
+    run_keys = jax.random.split(key, restarts)
+    for r in range(restarts):
+        single = fit(_loss, jax.tree.map(lambda x: x[r], params), optax.adam(0.05), data,
+                     steps=30, key=run_keys[r], batch_size=8, progress=False)
+        np.testing.assert_allclose(out.losses[r], single.losses, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(out.params["w"][r], single.params["w"], rtol=1e-5, atol=1e-7)
+
+
+def test_deterministic_bit_identical(key):
+    data, _ = _linear_problem(key)
+    a = fit(_loss, P0, optax.adam(0.05), data, steps=40, key=key, batch_size=5, progress=False)
+    b = fit(_loss, P0, optax.adam(0.05), data, steps=40, key=key, batch_size=5, progress=False)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    c = fit(_loss, P0, optax.adam(0.05), data, steps=40, key=jax.random.key(99), batch_size=5,
+            progress=False)
+    assert not np.array_equal(a.losses, c.losses)
+
+
+def test_minibatches_are_subsets_without_replacement(key):
+    x = jnp.arange(10.0)[:, None]
+    seen = []
+
+    def loss(p, batch):
+        jax.debug.callback(lambda b: seen.append(np.asarray(b)), batch[:, 0])
+        return jnp.sum(p["w"] * batch)
+
+    fit(loss, {"w": jnp.zeros(())}, optax.sgd(0.0), x, steps=3, key=key, batch_size=4,
+        progress=False)
+    assert len(seen) == 3
+    for b in seen:
+        assert b.shape == (4,) and len(set(b.tolist())) == 4
+
+
+def test_nonfinite_steps_are_skipped_and_counted(key):
+    data, _ = _linear_problem(key)
+
+    def loss(p, batch):
+        x, y = batch
+        # every third example batch is poisoned: pick a minibatch containing index 0
+        bad = jnp.any(x[:, 0] == data[0][0, 0])
+        return jnp.where(bad, jnp.nan, _loss(p, batch))
+
+    out = fit(loss, P0, optax.adam(0.05), data, steps=60, key=key, batch_size=4,
+              progress=False)
+    assert 0 < out.nonfinite_steps < 60
+    assert np.isnan(out.losses).sum() == out.nonfinite_steps
+    for leaf in jax.tree.leaves(out.params):
+        assert np.all(np.isfinite(leaf))
+
+
+def test_a_wholly_nonfinite_chunk_raises_naming_the_step(key):
+    data, _ = _linear_problem(key)
+    loss = lambda p, b: _loss(p, b) * jnp.nan
+    with pytest.raises(jaxconv.NonFiniteError, match=r"every step from 0 to 9 .*first at step 0"):
+        fit(loss, P0, optax.adam(0.05), data, steps=20, chunk_size=10, progress=False)
+
+
+def test_nan_in_data_is_rejected_with_its_index(key):
+    (x, y), _ = _linear_problem(key)
+    x = x.at[5, 2].set(jnp.inf)
+    with pytest.raises(ValueError, match=r"data\[0\] has a non-finite value .* index \(5, 2\)"):
+        fit(_loss, P0, optax.adam(0.05), (x, y), steps=5, progress=False)
+    # opting out hands the bad data to the guard: every full-batch step is non-finite
+    with pytest.raises(jaxconv.NonFiniteError, match="every step from 0 to 4"):
+        fit(_loss, P0, optax.adam(0.05), (x, y), steps=5, progress=False, check_data=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"steps": 0}, ValueError, "steps must be a positive int"),
+        ({"steps": 5, "chunk_size": 0}, ValueError, "chunk_size must be a positive int"),
+        ({"steps": 5, "batch_size": 0}, ValueError, r"batch_size must be an int in \[1, 32\]"),
+        ({"steps": 5, "batch_size": 33}, ValueError, r"batch_size must be an int in \[1, 32\]"),
+        ({"steps": 5, "restarts": 0}, ValueError, "restarts must be a positive int"),
+        ({"steps": 5, "restarts": 2}, ValueError, "leading axis of size 2"),
+    ],
+    ids=["steps", "chunk", "batch0", "batch_big", "restarts0", "restarts_shape"],
+)
+def test_argument_errors(key, kwargs, exc, match):
+    data, _ = _linear_problem(key)
+    with pytest.raises(exc, match=match):
+        fit(_loss, P0, optax.adam(0.05), data, progress=False, **kwargs)
+
+
+def test_loss_must_be_scalar_and_data_consistent(key):
+    data, _ = _linear_problem(key)
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        fit(lambda p, b: b[0] @ p["w"], P0, optax.adam(0.1), data, steps=2, progress=False)
+    with pytest.raises(ValueError, match="same leading"):
+        fit(_loss, P0, optax.adam(0.1), (data[0], data[1][:5]), steps=2, progress=False)
+    with pytest.raises(TypeError, match="optax.GradientTransformation"):
+        fit(_loss, P0, "adam", data, steps=2, progress=False)
+    with pytest.raises(TypeError, match="floating"):
+        fit(_loss, {"w": jnp.zeros(3, jnp.int32), "b": jnp.zeros(())}, optax.adam(0.1), data,
+            steps=2, progress=False)
+
+
+def test_progress_bar_runs(key, capsys):
+    data, _ = _linear_problem(key)
+    fit(_loss, P0, optax.adam(0.05), data, steps=20, chunk_size=5, progress=True)
+    err = capsys.readouterr().err
+    assert "20/20" in err and "loss=" in err
+
+
+def test_fit_trains_a_conv_model(key):
+    model = jaxconv.nn.Stack([jaxconv.nn.Conv(1, 3, use_bias=False)])
+    x = jax.random.normal(key, (16, 10, 10, 1))
+    teacher = {"conv_0": {"kernel": jaxconv.filters.stack([jaxconv.filters.cross()])}}
+    y = model.apply(teacher, x)
+    params = model.init(jax.random.key(1), x.shape)
+    loss = lambda p, b: jnp.mean((model.apply(p, b[0]) - b[1]) ** 2)
+    out = fit(loss, params, optax.adam(0.05), (x, y), steps=1500, progress=False)
+    np.testing.assert_allclose(out.params["conv_0"]["kernel"], teacher["conv_0"]["kernel"],
+                               atol=1e-3)

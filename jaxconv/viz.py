@@ -25,6 +25,13 @@ def _plt():
     return plt
 
 
+def _annotate(ax, a: np.ndarray, lim: float) -> None:
+    """Prints each value in its cell, white on strong colours so it stays readable."""
+    for (i, j), v in np.ndenumerate(a):
+        colour = "white" if abs(v) > 0.6 * lim else "black"
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=colour)
+
+
 def _save(fig, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -41,6 +48,7 @@ def image_grid(
     cmap: str = "RdBu_r",
     annotate: bool = False,
     symmetric: bool = True,
+    col_titles: Sequence[str] | None = None,
 ) -> str:
     """A grid of 2-D arrays: one row per key, its arrays left to right.
 
@@ -51,6 +59,7 @@ def image_grid(
       cmap: matplotlib colour map; diverging by default so the sign of a weight shows.
       annotate: print each value in its cell (for small filters).
       symmetric: centre the colour scale of each panel on zero.
+      col_titles: optional titles over the columns.
 
     Returns:
       ``path`` as a string.
@@ -74,10 +83,11 @@ def image_grid(
             kw = {"vmin": -lim, "vmax": lim} if symmetric else {}
             ax.imshow(a, cmap=cmap, **kw)
             if annotate and a.size <= 49:
-                for (i, j), v in np.ndenumerate(a):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+                _annotate(ax, a, lim)
             if c == 0:
                 ax.set_ylabel(label, fontsize=9)
+            if r == 0 and col_titles is not None and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=9)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -100,8 +110,7 @@ def filters_side_by_side(
             lim = float(np.max(np.abs(a))) or 1.0
             ax = axes[r][c]
             ax.imshow(a, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            for (i, j), v in np.ndenumerate(a):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+            _annotate(ax, a, lim)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{name}\n{label}" if r == 0 else label, fontsize=9)

@@ -1,2 +1,240 @@
-"""Placeholder: being written."""
-avg_pool = max_pool = None
+"""Max and average pooling over the spatial dims, on ``lax.reduce_window``, sharing padding.py.
+
+Validation and shape arithmetic happen here once (``shapes.output_shape`` reuses them); no
+convolution and no learned parameters live here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv import _checks
+from jaxconv import padding as padding_lib
+from jaxconv._typing import Array, ArrayLike
+
+# Half-precision sums of many terms lose digits fast; avg_pool accumulates these in float32.
+_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+
+class PoolArgs(NamedTuple):
+    """Validated, normalised options of one pooling call.
+
+    Attributes:
+      layout: the resolved layout.
+      window: window size per spatial dim.
+      stride: stride per spatial dim.
+      pads: ``(low, high)`` pads per spatial dim.
+      sizes: input spatial sizes.
+    """
+
+    layout: _checks.Layout
+    window: tuple[int, ...]
+    stride: tuple[int, ...]
+    pads: padding_lib.Pads
+    sizes: tuple[int, ...]
+
+    @property
+    def out_sizes(self) -> tuple[int, ...]:
+        return tuple(
+            padding_lib.output_size(n, k, s, lo, hi)
+            for n, k, s, (lo, hi) in zip(self.sizes, self.window, self.stride, self.pads,
+                                         strict=True)
+        )
+
+    def out_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The output shape for input ``shape`` (channels and batch unchanged)."""
+        out = list(shape)
+        for axis, size in zip(self.layout.spatial_axes, self.out_sizes, strict=True):
+            out[axis] = size
+        return tuple(out)
+
+    def full(self, per_dim: Sequence, fill) -> tuple:
+        """``per_dim`` spread over all axes of x, ``fill`` on the batch and channel axes."""
+        out = [fill] * (self.layout.ndim + 2)
+        for axis, v in zip(self.layout.spatial_axes, per_dim, strict=True):
+            out[axis] = v
+        return tuple(out)
+
+
+def _is_torch_padding(padding) -> bool:
+    """An int or per-dim ints: the forms torch's pooling accepts (pairs and strings are ours)."""
+    if padding_lib._is_int(padding):
+        return True
+    return (
+        isinstance(padding, Sequence)
+        and not isinstance(padding, str)
+        and all(padding_lib._is_int(p) for p in padding)
+    )
+
+
+def resolve(
+    op: str,
+    shape: Sequence[int],
+    window: int | Sequence[int],
+    stride: int | Sequence[int] | None,
+    padding: padding_lib.Padding,
+    layout: str | None,
+) -> PoolArgs:
+    """Validates a pooling call on an input of ``shape``; raises ValueError/TypeError.
+
+    Shared by ``max_pool``, ``avg_pool`` and ``shapes.output_shape``, so the messages match.
+    """
+    shape = tuple(shape)
+    if len(shape) < 3:
+        raise ValueError(
+            f"{op}: x must have rank >= 3 (batch, spatial dims, channels), got rank "
+            f"{len(shape)} with shape {shape}; add a batch axis with x[None] (and a channel "
+            f"axis with x[..., None])."
+        )
+    n = len(shape) - 2
+    lay = _checks.resolve_layout(op, layout, n)
+    window = _checks.normalize_tuple(op, "window", window, n)
+    stride = window if stride is None else _checks.normalize_tuple(op, "stride", stride, n)
+    sizes = tuple(shape[a] for a in lay.spatial_axes)
+    pads = padding_lib.resolve_padding(op, padding, sizes, window, stride)
+    if _is_torch_padding(padding):
+        for axis, (k, (lo, _)) in enumerate(zip(window, pads, strict=True)):
+            if lo > k // 2:
+                raise ValueError(
+                    f"{op}: padding ({lo} on spatial dim {axis}) must be at most half the "
+                    f"window ({k} // 2 = {k // 2}), as torch's pooling requires; pad less, or "
+                    f"pass (low, high) pairs or padding='SAME' to pad more."
+                )
+    padding_lib.check_kernel_fits(op, sizes, window, pads, what="window")
+    args = PoolArgs(lay, window, stride, pads, sizes)
+    for axis, (size, k, s, (lo, _), out) in enumerate(
+        zip(sizes, window, stride, pads, args.out_sizes, strict=True)
+    ):
+        last_start = (out - 1) * s - lo
+        if lo >= k or last_start >= size:
+            which = "first" if lo >= k else "last"
+            raise ValueError(
+                f"{op}: padding {padding!r} puts the {which} window on spatial dim {axis} "
+                f"entirely in the padding (window {k}, stride {s}, pads {pads[axis]}, input "
+                f"size {size}); every window must cover at least one input element, so pad "
+                f"less than the window on each side."
+            )
+    return args
+
+
+def _prepare(op: str, x: ArrayLike, window, stride, padding, layout) -> tuple[Array, PoolArgs]:
+    _checks.check_float(op, "x", x)
+    x = jnp.asarray(x)
+    return x, resolve(op, x.shape, window, stride, padding, layout)
+
+
+def max_pool(
+    x: ArrayLike,
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: padding_lib.Padding = "VALID",
+    layout: str | None = None,
+) -> Array:
+    """Max pooling over every spatial dim of a batch ``x``; padded positions count as -inf.
+
+    With a channels-first layout and int padding this equals torch's ``max_poolNd(x, window,
+    stride, padding)`` (floor mode, ``ceil_mode=False``).
+
+    Args:
+      x: [N, *spatial, C] (channels-last, the default) or [N, C, *spatial] (channels-first);
+        the number of spatial dims is ``x.ndim - 2``. Real floating dtype.
+      window: window size, int or one int per spatial dim.
+      stride: int or per dim; None (default) uses the window (non-overlapping windows).
+      padding: as in ``jaxconv.conv``: ``"VALID"``, ``"SAME"``, ``"SAME_LOWER"``, ``"FULL"``,
+        ``"CAUSAL"``, an int, per-dim ints or ``(low, high)`` pairs. Int padding must be at
+        most ``window // 2`` (as torch); no window may lie entirely in the padding.
+      layout: None (channels-last by rank) or one of NWC, NCW, NHWC, NCHW, NDHWC, NCDHW.
+
+    Returns:
+      x's dtype, [N, *out_spatial, C] (or channels-first) with
+      ``out = (in + low + high - window) // stride + 1`` per spatial dim.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxconv
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+      >>> jaxconv.max_pool(x, 2)[0, :, :, 0]
+      Array([[ 5.,  7.],
+             [13., 15.]], dtype=float32)
+    """
+    x, args = _prepare("max_pool", x, window, stride, padding, layout)
+    # A numpy (always concrete) identity lets lax pick reduce_window_max, with its dedicated
+    # grad rule; a jnp scalar made under a trace is not concrete and falls back to the generic
+    # reduce_window.
+    init = np.array(-np.inf, x.dtype)
+    return lax.reduce_window(
+        x, init, lax.max, args.full(args.window, 1), args.full(args.stride, 1),
+        args.full(args.pads, (0, 0)),
+    )
+
+
+def avg_pool(
+    x: ArrayLike,
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: padding_lib.Padding = "VALID",
+    layout: str | None = None,
+    count_include_pad: bool = True,
+) -> Array:
+    """Average pooling over every spatial dim of a batch ``x``; padded positions are zeros.
+
+    With a channels-first layout and int padding this equals torch's ``avg_poolNd(x, window,
+    stride, padding, count_include_pad=...)`` (floor mode, ``ceil_mode=False``).
+    ``count_include_pad=False`` with ``padding="SAME"`` is TF's ``avg_pool``.
+
+    Args:
+      x: [N, *spatial, C] (channels-last, the default) or [N, C, *spatial] (channels-first);
+        the number of spatial dims is ``x.ndim - 2``. Real floating dtype; bfloat16 and
+        float16 are summed in float32.
+      window: window size, int or one int per spatial dim.
+      stride: int or per dim; None (default) uses the window (non-overlapping windows).
+      padding: as in ``max_pool``.
+      layout: None (channels-last by rank) or one of NWC, NCW, NHWC, NCHW, NDHWC, NCDHW.
+      count_include_pad: True divides every window sum by the full window size
+        ``prod(window)``; False divides by the number of real (unpadded) elements it covers.
+
+    Returns:
+      x's dtype, [N, *out_spatial, C] (or channels-first) with
+      ``out = (in + low + high - window) // stride + 1`` per spatial dim.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxconv
+      >>> x = jnp.ones((1, 3, 1))
+      >>> jaxconv.avg_pool(x, 2, stride=1, padding=1)[0, :, 0]
+      Array([0.5, 1. , 1. , 0.5], dtype=float32)
+      >>> jaxconv.avg_pool(x, 2, stride=1, padding=1, count_include_pad=False)[0, :, 0]
+      Array([1., 1., 1., 1.], dtype=float32)
+    """
+    op = "avg_pool"
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"{op}: count_include_pad must be a bool, got {count_include_pad!r}.")
+    x, args = _prepare(op, x, window, stride, padding, layout)
+    dtype = x.dtype
+    acc = jnp.float32 if dtype in _LOW_PRECISION else dtype
+    total = lax.reduce_window(
+        x.astype(acc), np.array(0, acc), lax.add, args.full(args.window, 1),
+        args.full(args.stride, 1), args.full(args.pads, (0, 0)),
+    )
+    padded = any(p != (0, 0) for p in args.pads)
+    if count_include_pad or not padded:
+        return (total / math.prod(args.window)).astype(dtype)
+    # The count of real elements per window is separable and static: one numpy vector per dim,
+    # multiplied out at trace time and baked in as a constant.
+    per_dim = []
+    for size, k, s, (lo, _), out in zip(
+        args.sizes, args.window, args.stride, args.pads, args.out_sizes, strict=True
+    ):
+        starts = np.arange(out) * s - lo
+        per_dim.append(np.minimum(starts + k, size) - np.maximum(starts, 0))
+    counts = functools.reduce(np.multiply.outer, per_dim)
+    counts = counts.reshape(args.full(counts.shape, 1))
+    return (total / jnp.asarray(counts, acc)).astype(dtype)
+

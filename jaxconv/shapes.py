@@ -1,2 +1,385 @@
-"""Placeholder: being written."""
-output_shape = receptive_field = None
+"""Shape arithmetic without running anything: ``output_shape`` of an op, ``receptive_field``.
+
+Pure Python on shapes that reuses the ops' own validation (same messages); it never builds
+arrays or calls lax, so it is free to call at init time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from jaxconv import _checks, pooling
+from jaxconv import padding as padding_lib
+
+_OPS = ("conv", "conv_transpose", "max_pool", "avg_pool", "pool")
+_POOL_OPS = ("max_pool", "avg_pool", "pool")
+_RF = "receptive_field"
+
+
+class ReceptiveField(NamedTuple):
+    """The receptive field of one layer's output on the stack's input, per spatial dim.
+
+    Output pixel ``i`` (per dim) sees input coordinates ``start + i * jump`` to
+    ``start + i * jump + size - 1`` (dilated or strided stacks may skip some inside).
+
+    Attributes:
+      size: receptive field size.
+      jump: distance in input pixels between neighbouring outputs (product of strides).
+      start: input coordinate of the first pixel of output 0's field; negative when the
+        field reaches into padding.
+    """
+
+    size: tuple[int, ...]
+    jump: tuple[int, ...]
+    start: tuple[int, ...]
+
+
+def _as_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, Sequence) or isinstance(shape, str):
+        raise TypeError(f"{op}: {name} must be a sequence of ints (a shape), got {shape!r}.")
+    if not all(padding_lib._is_int(s) for s in shape):
+        raise TypeError(f"{op}: {name} must contain ints, got {tuple(shape)}.")
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{op}: {name} must have non-negative sizes, got {shape}.")
+    return shape
+
+
+def _is_default(value: Any, default: int) -> bool:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return all(v == default for v in value)
+    return value == default
+
+
+def _check_groups(op: str, groups: Any) -> None:
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
+
+
+def _check_conv_channels(op: str, lay, in_ch: int, w_in: int, w_out: int, groups: int) -> None:
+    """``conv``'s channel checks, word for word (tests pin them to the op's own messages)."""
+    if in_ch % groups:
+        raise ValueError(
+            f"{op}: in_channels (={in_ch}) must be divisible by groups (={groups})."
+        )
+    if w_out % groups:
+        raise ValueError(
+            f"{op}: out_channels (={w_out}, w.shape[{lay.kernel_out_axis}]) must be divisible "
+            f"by groups (={groups})."
+        )
+    if w_in * groups != in_ch:
+        raise ValueError(
+            f"{op}: x has {in_ch} channels (layout {lay.name}) but w expects {w_in * groups} "
+            f"(w.shape[{lay.kernel_in_axis}] * groups = {w_in} * {groups}); w is "
+            f"{lay.kernel_doc()}."
+        )
+
+
+def _with_spatial(lay, batch: int, channels: int, spatial: Sequence[int]) -> tuple[int, ...]:
+    if lay.channels_last:
+        return (batch, *spatial, channels)
+    return (batch, channels, *spatial)
+
+
+def _conv_shape(x, w, stride, padding, dilation, groups, layout) -> tuple[int, ...]:
+    op = "conv"
+    if len(w) < 3:
+        raise ValueError(
+            f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got rank "
+            f"{len(w)} with shape {w}; for a single 2-D filter k use "
+            f"k[:, :, None, None] (channels-last)."
+        )
+    n = len(w) - 2
+    lay = _checks.resolve_layout(op, layout, n)
+    if len(x) != len(w):
+        fix = "add a batch axis with x[None]" if len(x) == len(w) - 1 else "reshape x"
+        raise ValueError(
+            f"{op}: x must have rank {n + 2} (batch, {n} spatial, channels in layout "
+            f"{lay.name}) to match w of rank {len(w)}, got rank {len(x)} with shape "
+            f"{x}; {fix}."
+        )
+    stride = _checks.normalize_tuple(op, "stride", stride, n)
+    dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
+    _check_groups(op, groups)
+    w_out = w[lay.kernel_out_axis]
+    _check_conv_channels(op, lay, x[lay.channel_axis], w[lay.kernel_in_axis], w_out, groups)
+    sizes = [x[a] for a in lay.spatial_axes]
+    k_eff = padding_lib.effective_kernel([w[a] for a in lay.kernel_spatial_axes], dilation)
+    pads = padding_lib.resolve_padding(op, padding, sizes, k_eff, stride)
+    padding_lib.check_kernel_fits(op, sizes, k_eff, pads)
+    out = [
+        padding_lib.output_size(size, k, s, lo, hi)
+        for size, k, s, (lo, hi) in zip(sizes, k_eff, stride, pads, strict=True)
+    ]
+    return _with_spatial(lay, x[0], w_out, out)
+
+
+def _conv_transpose_shape(
+    y, w, stride, padding, output_padding, dilation, groups, layout
+) -> tuple[int, ...]:
+    op = "conv_transpose"
+    if len(w) < 3:
+        raise ValueError(
+            f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got shape "
+            f"{w}."
+        )
+    n = len(w) - 2
+    lay = _checks.resolve_layout(op, layout, n)
+    if len(y) != len(w):
+        raise ValueError(
+            f"{op}: y must have rank {n + 2} (batch, {n} spatial, channels in layout "
+            f"{lay.name}) to match w of rank {len(w)}, got shape {y}."
+        )
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}.")
+    y_ch, w_out = y[lay.channel_axis], w[lay.kernel_out_axis]
+    if y_ch != w_out:
+        raise ValueError(
+            f"{op}: y has {y_ch} channels (layout {lay.name}) but w has {w_out} out_channels "
+            f"(w.shape[{lay.kernel_out_axis}]); w is the forward conv's kernel, "
+            f"{lay.kernel_doc()}."
+        )
+    if w_out % groups:
+        raise ValueError(
+            f"{op}: out_channels (={w_out}) must be divisible by groups (={groups})."
+        )
+    stride = _checks.normalize_tuple(op, "stride", stride, n)
+    dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
+    output_padding = _checks.normalize_tuple(op, "output_padding", output_padding, n, minimum=0)
+    for op_, s, d in zip(output_padding, stride, dilation, strict=True):
+        if op_ >= max(s, d):
+            raise ValueError(
+                f"{op}: output_padding ({output_padding}) must be smaller than stride "
+                f"({stride}) or dilation ({dilation}) on every dim."
+            )
+    if isinstance(padding, str) and padding.upper() in ("SAME", "SAME_LOWER"):
+        raise ValueError(
+            f"{op}: padding {padding!r} depends on the forward input size and is ambiguous "
+            f"here; pass explicit padding (ints or (low, high) pairs) plus output_padding."
+        )
+    k_eff = padding_lib.effective_kernel([w[a] for a in lay.kernel_spatial_axes], dilation)
+    sizes_y = [y[a] for a in lay.spatial_axes]
+    pads = padding_lib.resolve_padding(op, padding, sizes_y, k_eff, stride)
+    out = [
+        (s_y - 1) * s - lo - hi + k + op_
+        for s_y, s, (lo, hi), k, op_ in zip(
+            sizes_y, stride, pads, k_eff, output_padding, strict=True
+        )
+    ]
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f"{op}: padding {padding!r} is too large: the output would have spatial size "
+            f"{tuple(out)}."
+        )
+    return _with_spatial(lay, y[0], w[lay.kernel_in_axis] * groups, out)
+
+
+def output_shape(
+    input_shape: Sequence[int],
+    kernel_shape: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: padding_lib.Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    layout: str | None = None,
+    op: str = "conv",
+    output_padding: int | Sequence[int] = 0,
+) -> tuple[int, ...]:
+    """The shape ``jaxconv.conv``, ``conv_transpose`` or a pooling op returns, without running it.
+
+    Raises exactly what the op would raise for these shapes and options.
+
+    Args:
+      input_shape: the op's input shape, [N, *spatial, C] or [N, C, *spatial] per ``layout``.
+      kernel_shape: ``op="conv"``/``"conv_transpose"``: the full kernel shape as those ops
+        take it (``(*spatial, C_in // groups, C_out)`` channels-last, ``(C_out,
+        C_in // groups, *spatial)`` channels-first; for ``conv_transpose`` the forward conv's
+        kernel). Pooling ops: the window, int or per spatial dim.
+      stride: int or per dim; None (default) is the op's default: 1 for convs, the window
+        for pooling.
+      padding: as the op takes it (see ``jaxconv.conv``).
+      dilation: convs only (1 for pooling).
+      groups: convs only (1 for pooling).
+      layout: None (channels-last by rank) or a named layout, as in the ops.
+      op: ``"conv"``, ``"conv_transpose"``, ``"max_pool"``, ``"avg_pool"`` or ``"pool"``
+        (either pooling op: they share their shapes).
+      output_padding: ``conv_transpose`` only.
+
+    Returns:
+      The output shape as a tuple: convs ``[N, *out_spatial, C_out]`` (``C_out = C_in *
+      groups`` of the kernel for ``conv_transpose``), pooling ``[N, *out_spatial, C]``, or
+      channels-first. ``out = (in + low + high - (k - 1) * dilation - 1) // stride + 1`` for
+      conv and pooling, ``(in - 1) * stride - low - high + (k - 1) * dilation + 1 +
+      output_padding`` for ``conv_transpose``.
+
+    Example:
+      >>> import jaxconv
+      >>> jaxconv.output_shape((8, 32, 32, 3), (3, 3, 3, 16), stride=2, padding="SAME")
+      (8, 16, 16, 16)
+      >>> jaxconv.output_shape((8, 3, 32, 32), 2, op="max_pool", layout="NCHW")
+      (8, 3, 16, 16)
+    """
+    kind = _checks.check_choice("output_shape", "op", op, _OPS)
+    shape = _as_shape("output_shape", "input_shape", input_shape)
+    if kind in _POOL_OPS:
+        for name, value, default in (
+            ("dilation", dilation, 1), ("groups", groups, 1), ("output_padding", output_padding, 0)
+        ):
+            if not _is_default(value, default):
+                raise ValueError(
+                    f"output_shape: {name}={value!r} does not apply to op={op!r} (pooling has "
+                    f"no {name}); leave it at {default}."
+                )
+        return pooling.resolve(kind, shape, kernel_shape, stride, padding, layout).out_shape(shape)
+    kernel = _as_shape("output_shape", "kernel_shape", kernel_shape)
+    stride = 1 if stride is None else stride
+    if kind == "conv":
+        if not _is_default(output_padding, 0):
+            raise ValueError(
+                f"output_shape: output_padding={output_padding!r} applies to "
+                f"op='conv_transpose' only, not op={op!r}; leave it at 0."
+            )
+        return _conv_shape(shape, kernel, stride, padding, dilation, groups, layout)
+    return _conv_transpose_shape(
+        shape, kernel, stride, padding, output_padding, dilation, groups, layout
+    )
+
+
+class _Layer(NamedTuple):
+    kernel_name: str
+    kernel: Any
+    stride: Any
+    dilation: Any
+    padding: Any
+
+
+_TUPLE_FIELDS = ("kernel_size", "stride", "dilation", "padding")
+
+
+def _read_layer(i: int, layer: Any) -> _Layer:
+    """The geometry of one layer, from a mapping, a tuple or an object's attributes."""
+    if isinstance(layer, Mapping):
+        get = layer.get
+    elif isinstance(layer, Sequence) and not isinstance(layer, str):
+        if not 2 <= len(layer) <= 4:
+            raise ValueError(
+                f"{_RF}: layers[{i}] as a tuple must be (kernel_size, stride) or (kernel_size, "
+                f"stride, dilation[, padding]), got {len(layer)} values: {tuple(layer)!r}; for "
+                f"a 2-D kernel nest it, e.g. ((3, 3), 1)."
+            )
+        get = dict(zip(_TUPLE_FIELDS, layer, strict=False)).get
+    else:
+        get = lambda name: getattr(layer, name, None)
+    kernel, window = get("kernel_size"), get("window")
+    if (kernel is None) == (window is None):
+        got = "both" if kernel is not None else "neither"
+        raise ValueError(
+            f"{_RF}: layers[{i}] must give exactly one of kernel_size (conv) or window "
+            f"(pooling), got {got} in {layer!r}; leave out layers that keep the geometry "
+            f"(activations)."
+        )
+    stride, dilation, padding = get("stride"), get("dilation"), get("padding")
+    if stride is None:
+        # as the ops: conv strides 1 by default, pooling by its window.
+        stride = 1 if window is None else window
+    return _Layer(
+        "kernel_size" if window is None else "window",
+        kernel if window is None else window,
+        stride,
+        1 if dilation is None else dilation,
+        "VALID" if padding is None else padding,
+    )
+
+
+def _spatial_ndim(layers: Sequence[_Layer]) -> int:
+    """The length of the first per-dim sequence among the layers' options (1 if all are ints);
+    a later layer that disagrees is the one the error names."""
+    for layer in layers:
+        for value in (layer.kernel, layer.stride, layer.dilation, layer.padding):
+            if isinstance(value, Sequence) and not isinstance(value, str):
+                return len(value)
+    return 1
+
+
+def receptive_field(
+    layers: Sequence[Any], *, input_shape: Sequence[int] | None = None
+) -> list[ReceptiveField]:
+    """Receptive field, jump and start of every layer's output in a stack of conv/pool layers.
+
+    Uses the recurrence ``size_l = size_{l-1} + (k_eff_l - 1) * jump_{l-1}``,
+    ``jump_l = jump_{l-1} * stride_l``, ``start_l = start_{l-1} - pad_low_l * jump_{l-1}``
+    with ``k_eff = (k - 1) * dilation + 1``, from ``size = jump = 1``, ``start = 0``.
+
+    Args:
+      layers: a sequence of layers, each one of
+        a mapping or an object (e.g. ``jaxconv.nn.Conv``/``MaxPool``) with ``kernel_size``
+        (conv) or ``window`` (pooling), and optional ``stride`` (default 1 for conv, the window
+        for pooling), ``dilation`` (1) and ``padding`` (``"VALID"``); other keys/attributes
+        are ignored;
+        or a tuple ``(kernel_size, stride)`` or ``(kernel_size, stride, dilation[, padding])``.
+        Each option is an int or one entry per spatial dim; padding as in ``jaxconv.conv``.
+      input_shape: the spatial shape of the stack's input, e.g. ``(28, 28)`` (no batch or
+        channel axes). Needed only for ``"SAME"``/``"SAME_LOWER"`` padding; when given, every
+        layer's kernel is also checked to fit its input. Sets the number of spatial dims;
+        without it, the length of the first per-dim option (1 if all are ints).
+
+    Returns:
+      One ``ReceptiveField(size, jump, start)`` per layer, each field a tuple with one int per
+      spatial dim.
+
+    Example:
+      >>> import jaxconv
+      >>> jaxconv.receptive_field([(3, 1), (2, 2), (3, 1)])[-1]
+      ReceptiveField(size=(8,), jump=(2,), start=(0,))
+      >>> rf = jaxconv.receptive_field([{"kernel_size": 3, "padding": "SAME"}, {"window": 2}],
+      ...                              input_shape=(8, 8))
+      >>> rf[-1]
+      ReceptiveField(size=(4, 4), jump=(2, 2), start=(-1, -1))
+    """
+    if not isinstance(layers, Sequence) or isinstance(layers, str):
+        raise TypeError(f"{_RF}: layers must be a sequence of layers, got {layers!r}.")
+    parsed = [_read_layer(i, layer) for i, layer in enumerate(layers)]
+    if input_shape is None:
+        n, sizes = _spatial_ndim(parsed), None
+    else:
+        sizes = _as_shape(_RF, "input_shape", input_shape)
+        if not sizes:
+            raise ValueError(
+                f"{_RF}: input_shape must be the spatial shape (at least one dim, no batch or "
+                f"channel axes), got {tuple(input_shape)}."
+            )
+        n = len(sizes)
+    size, jump, start = (1,) * n, (1,) * n, (0,) * n
+    fields = []
+    for i, layer in enumerate(parsed):
+        op = f"{_RF}: layers[{i}]"
+        kernel = _checks.normalize_tuple(op, layer.kernel_name, layer.kernel, n)
+        stride = _checks.normalize_tuple(op, "stride", layer.stride, n)
+        dilation = _checks.normalize_tuple(op, "dilation", layer.dilation, n)
+        k_eff = padding_lib.effective_kernel(kernel, dilation)
+        padding = layer.padding
+        if sizes is None and isinstance(padding, str) and padding.upper() in ("SAME",
+                                                                              "SAME_LOWER"):
+            raise ValueError(
+                f"{op}: padding {padding!r} depends on the input size; pass input_shape= "
+                f"(the stack input's spatial shape, e.g. (28, 28)) or give explicit padding."
+            )
+        # without input_shape no padding left here reads the sizes, only their count.
+        pads = padding_lib.resolve_padding(
+            op, padding, sizes if sizes is not None else (0,) * n, k_eff, stride
+        )
+        if sizes is not None:
+            padding_lib.check_kernel_fits(op, sizes, k_eff, pads, what=layer.kernel_name)
+            sizes = tuple(
+                padding_lib.output_size(m, k, s, lo, hi)
+                for m, k, s, (lo, hi) in zip(sizes, k_eff, stride, pads, strict=True)
+            )
+        size = tuple(r + (k - 1) * j for r, k, j in zip(size, k_eff, jump, strict=True))
+        start = tuple(a - lo * j for a, (lo, _), j in zip(start, pads, jump, strict=True))
+        jump = tuple(j * s for j, s in zip(jump, stride, strict=True))
+        fields.append(ReceptiveField(size, jump, start))
+    return fields

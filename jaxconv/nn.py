@@ -33,6 +33,11 @@ def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
     return shape
 
 
+def _add_bias(y: Array, bias: Array) -> Array:
+    # explicit broadcast: works under jax_numpy_rank_promotion="raise"
+    return y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class Conv:
     """A convolution layer over channels-last input ``[N, *spatial, C]``.
@@ -94,9 +99,7 @@ class Conv:
             flip=self.flip,
             algorithm=self.algorithm,
         )
-        if self.use_bias:
-            y = y + params["bias"]
-        return y
+        return _add_bias(y, params["bias"]) if self.use_bias else y
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         shape = _shape("Conv", input_shape, 3)
@@ -235,7 +238,7 @@ class Dense:
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
         y = jnp.asarray(x) @ params["kernel"]
-        return y + params["bias"] if self.use_bias else y
+        return _add_bias(y, params["bias"]) if self.use_bias else y
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         return (*tuple(input_shape)[:-1], self.features)

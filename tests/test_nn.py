@@ -60,7 +60,7 @@ def test_apply_matches_the_functional_ops(key):
     x = jax.random.normal(key, (2, 8, 8, 1))
     p = params["conv_0"]
     ref = jaxconv.max_pool(
-        jaxconv.leaky_relu(jaxconv.conv(x, p["kernel"], padding="SAME") + p["bias"]), 2
+        jaxconv.leaky_relu(jaxconv.conv(x, p["kernel"], padding="SAME") + p["bias"][None, None, None]), 2
     )
     np.testing.assert_allclose(model.apply(params, x), ref, rtol=1e-6, atol=1e-6)
 
@@ -107,7 +107,7 @@ def test_layers_are_frozen(key):
          "sequence of 3 ints"),
         (lambda: nn.Stack([nn.Conv(2, 3)]), (5, 5), ValueError, "rank >= 3"),
         (lambda: nn.Stack([nn.Activation("nope")]), (1, 5, 5, 1), ValueError,
-         "unknown activation"),
+         "unknown name"),
         (lambda: nn.Stack([nn.GlobalPool("median")]), (1, 5, 5, 1), ValueError,
          "unknown reduce"),
         (lambda: nn.Stack([nn.MaxPool(0)]), (1, 5, 5, 1), ValueError, "window"),

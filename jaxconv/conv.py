@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv import _checks, padding as padding_lib
+from jaxconv import _checks
+from jaxconv import padding as padding_lib
 from jaxconv._typing import Array, ArrayLike
 
 _OP = "conv"
@@ -202,8 +203,10 @@ def conv_transpose(
             f"{op}: y must have rank {n + 2} (batch, {n} spatial, channels in layout "
             f"{lay.name}) to match w of rank {w.ndim}, got shape {y.shape}."
         )
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}.")
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
     y_ch = y.shape[lay.channel_axis]
     w_out = w.shape[lay.kernel_out_axis]
     if y_ch != w_out:
@@ -256,7 +259,15 @@ def conv_transpose(
     from jaxconv.lowering import xla
 
     args = lowering.ConvArgs(lay, stride, pads, dilation, groups, None)
-    forward = lambda x: xla.conv(x, w, args)  # noqa: E731
+
+    def forward(x):
+        out = xla.conv(x, w, args)
+        # output_padding >= stride (allowed below dilation, as in torch) makes the forward conv
+        # of an x this size longer than y; y holds only its leading positions.
+        if out.shape != y.shape:
+            out = out[tuple(slice(0, s) for s in y.shape)]
+        return out
+
     (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(x_shape, dtype))(y)
     return x
 

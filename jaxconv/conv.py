@@ -203,10 +203,8 @@ def conv_transpose(
             f"{op}: y must have rank {n + 2} (batch, {n} spatial, channels in layout "
             f"{lay.name}) to match w of rank {w.ndim}, got shape {y.shape}."
         )
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}.")
     y_ch = y.shape[lay.channel_axis]
     w_out = w.shape[lay.kernel_out_axis]
     if y_ch != w_out:

@@ -143,7 +143,14 @@ def align(
 
 
 def summary(matches: list[FilterMatch]) -> dict[str, float]:
-    """Worst-case numbers over a list of matches: min cosine, max abs error."""
+    """Worst-case numbers over a list of matches.
+
+    Args:
+      matches: the output of ``align``.
+
+    Returns:
+      ``{"min_cosine": ..., "max_abs_error": ...}`` over all matches.
+    """
     return {
         "min_cosine": float(min(m.cosine for m in matches)),
         "max_abs_error": float(max(m.max_abs_error for m in matches)),

@@ -1,0 +1,847 @@
+"""Side-by-side CPU timings: jaxconv (auto) vs raw lax, torch, flax nnx and equinox.
+
+Times every implementation in one process, interleaved round by round, on the conv workloads
+A-G (forward, and gradient w.r.t. input and kernel) and on the full task-A recovery training
+(500 Adam steps). Medians after warm-up, every call synchronised; ratios are to the best peer
+of the same run. Timings live here, never in tests (DESIGN.md: "Measure, don't guess").
+
+Run: ``python benchmarks/bench.py [--quick] [--workloads A,B,...] [--out benchmarks/results.json]``
+(``make bench`` installs the light peers, flax and equinox; torch is used only if installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+import jaxconv
+
+IMPLS = ("jaxconv", "lax", "torch", "flax", "equinox")
+PEERS = IMPLS[1:]
+DN = ("NHWC", "HWIO", "NHWC")
+# The task-A teacher: a 3x3 cross detector (+1 on the cross, -1 in the corners).
+CROSS = np.array([[-1.0, 1.0, -1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, -1.0]], np.float32)
+# Relative max error (vs lax) above which a result is flagged: every peer computes the same
+# float32 function, so anything bigger is a bug, not rounding.
+REL_TOL = 1e-3
+# Seconds of timed training runs per implementation after which it stops at 2 runs.
+TRAIN_BUDGET_S = 15.0
+
+
+class Workload(NamedTuple):
+    name: str
+    x_shape: tuple[int, int, int, int]  # NHWC
+    kernel: tuple[int, int]
+    out_channels: int
+    what: str
+    grad: bool = True
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("A", (64, 16, 16, 1), (3, 3), 1, "the recovery task"),
+        Workload("B", (64, 16, 16, 1), (3, 3), 8, "a 1->8 filter bank"),
+        Workload("C", (32, 64, 64, 16), (3, 3), 32, "a CNN layer"),
+        Workload("D", (8, 128, 128, 3), (5, 5), 16, "an RGB stem"),
+        Workload("E", (32, 32, 32, 64), (3, 3), 64, "a wide CNN layer"),
+        Workload("F", (1, 512, 512, 1), (3, 3), 1, "filtering one image"),
+        Workload("G", (1, 1024, 1024, 1), (31, 31), 1, "a 31x31 Gaussian blur"),
+    )
+}
+
+
+class Settings(NamedTuple):
+    budget_s: float  # timed seconds per (workload, pass), all implementations together
+    sample_s: float  # target seconds per sample (inner repeats of fast calls)
+    min_rounds: int
+    max_rounds: int
+    train_repeats: int
+    train_steps: int
+    train_warmup: bool  # one untimed training run per library first (the workloads warm up too)
+    pause_s: float  # idle gap between samples, so one library's spinning threads don't tax the next
+
+
+FULL = Settings(2.5, 0.01, 3, 25, 5, 500, True, 0.005)
+QUICK = Settings(0.2, 0.002, 3, 5, 1, 500, False, 0.002)
+
+
+# --------------------------------------------------------------------------------------------
+# Peers: imported only if present.
+
+
+def _optional(name: str):
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - any import failure means "skip this peer"
+        return e
+
+
+def load_peers() -> tuple[dict[str, Any], dict[str, str]]:
+    mods, skipped = {}, {}
+    for impl, module, hint in (
+        ("torch", "torch", "pip install torch (CPU build)"),
+        ("flax", "flax.nnx", "pip install -e '.[bench]'"),
+        ("equinox", "equinox", "pip install -e '.[bench]'"),
+    ):
+        mod = _optional(module)
+        if isinstance(mod, Exception):
+            skipped[impl] = f"{module} not importable ({type(mod).__name__}: {mod}); {hint}"
+        else:
+            mods[impl] = mod
+    return mods, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Machine description.
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+    except OSError:
+        pass
+    return []
+
+
+def _git(*args: str) -> str | None:
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info(mods) -> dict:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "versions": {
+            d: _version(d) for d in ("jax", "jaxlib", "optax", "numpy", "torch", "flax", "equinox")
+        },
+        "jaxconv_commit": _git("rev-parse", "--short", "HEAD"),
+        "jaxconv_dirty": bool(_git("status", "--porcelain", "--", "jaxconv")),
+        "env": {
+            k: os.environ[k]
+            for k in ("XLA_FLAGS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
+            if k in os.environ
+        },
+    }
+    if "torch" in mods:
+        info["torch_threads"] = mods["torch"].get_num_threads()
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# What auto picks.
+
+
+def auto_plan(x, w) -> tuple[str, str]:
+    """(algorithm, reason) that ``conv(x, w, padding="VALID")`` runs, via ``plan`` if present."""
+    plan = getattr(jaxconv, "plan", None)
+    if plan is not None:
+        try:
+            p = plan(x, w, padding="VALID")
+            return str(getattr(p, "algorithm", p)), str(getattr(p, "reason", ""))
+        except Exception:  # noqa: BLE001 - fall back to the planner below
+            pass
+    try:
+        from jaxconv import _checks, lowering
+
+        lay = _checks.resolve_layout("conv", None, w.ndim - 2)
+        n = w.ndim - 2
+        args = lowering.ConvArgs(lay, (1,) * n, ((0, 0),) * n, (1,) * n, 1, None)
+        p = lowering.choose(x.shape, w.shape, x.dtype, args)
+        return p.algorithm, p.reason
+    except Exception as e:  # noqa: BLE001 - the planner is being written; say so, don't crash
+        return "?", f"planner unavailable: {type(e).__name__}: {e}"
+
+
+# --------------------------------------------------------------------------------------------
+# One call of each implementation, synchronised. Each builder returns (call, result) where
+# call() runs once and blocks, and result() gives numpy outputs in NHWC/HWIO for the check.
+
+
+def _lax_conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=DN)
+
+
+def _jaxconv_conv(x, w):
+    return jaxconv.conv(x, w, padding="VALID", algorithm="auto")
+
+
+def _jax_builder(conv_fn):
+    def build(pass_, x, w, ct, mods):
+        if pass_ == "fwd":
+            f = jax.jit(conv_fn)
+            return (lambda: jax.block_until_ready(f(x, w))), (lambda: np.asarray(f(x, w)))
+
+        def loss(x, w):
+            return jnp.sum(conv_fn(x, w) * ct)
+
+        g = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        return (lambda: jax.block_until_ready(g(x, w))), (
+            lambda: tuple(np.asarray(a) for a in g(x, w))
+        )
+
+    return build
+
+
+def _c_copy(a, axes) -> np.ndarray:
+    """A writable, C-contiguous numpy copy of ``a`` transposed (torch's default memory format)."""
+    return np.array(np.transpose(np.asarray(a), axes), order="C")
+
+
+def _torch_build(pass_, x, w, ct, mods):
+    torch = mods["torch"]
+    F = torch.nn.functional
+    xt = torch.from_numpy(_c_copy(x, (0, 3, 1, 2)))  # NCHW
+    wt = torch.from_numpy(_c_copy(w, (3, 2, 0, 1)))  # OIHW
+    if pass_ == "fwd":
+
+        def call():
+            with torch.no_grad():
+                return F.conv2d(xt, wt)
+
+        return call, lambda: call().numpy().transpose(0, 2, 3, 1)
+    ctt = torch.from_numpy(_c_copy(ct, (0, 3, 1, 2)))
+    xr, wr = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True)
+
+    def call():
+        xr.grad = wr.grad = None
+        F.conv2d(xr, wr).backward(ctt)
+        return xr.grad, wr.grad
+
+    def result():
+        dx, dw = call()
+        return dx.numpy().transpose(0, 2, 3, 1), dw.numpy().transpose(2, 3, 1, 0)
+
+    return call, result
+
+
+def _flax_build(pass_, x, w, ct, mods):
+    nnx = mods["flax"]
+    kh, kw, cin, cout = w.shape
+    model = nnx.Conv(cin, cout, (kh, kw), padding="VALID", use_bias=False, rngs=nnx.Rngs(0))
+    model.kernel[...] = w
+    if pass_ == "fwd":
+        f = nnx.jit(lambda m, x: m(x))
+        return (lambda: jax.block_until_ready(f(model, x))), (lambda: np.asarray(f(model, x)))
+
+    @nnx.jit
+    def g(m, x):
+        return nnx.grad(lambda m, x: jnp.sum(m(x) * ct), argnums=(0, 1))(m, x)
+
+    def result():
+        gm, dx = g(model, x)
+        (dw,) = jax.tree.leaves(gm)
+        return np.asarray(dx), np.asarray(dw)
+
+    return (lambda: jax.block_until_ready(g(model, x))), result
+
+
+def _equinox_build(pass_, x, w, ct, mods):
+    eqx = mods["equinox"]
+    kh, kw, cin, cout = w.shape
+    model = eqx.nn.Conv2d(cin, cout, (kh, kw), use_bias=False, key=jax.random.key(0))
+    model = eqx.tree_at(lambda m: m.weight, model, jnp.transpose(w, (3, 2, 0, 1)))
+    xc = jnp.transpose(x, (0, 3, 1, 2))  # equinox layers are channels-first, per example
+    if pass_ == "fwd":
+        f = eqx.filter_jit(lambda m, x: jax.vmap(m)(x))
+        return (lambda: jax.block_until_ready(f(model, xc))), (
+            lambda: np.asarray(f(model, xc)).transpose(0, 2, 3, 1)
+        )
+    ctc = jnp.transpose(ct, (0, 3, 1, 2))
+
+    @eqx.filter_jit
+    def g(m, x):
+        return eqx.filter_grad(lambda mx: jnp.sum(jax.vmap(mx[0])(mx[1]) * ctc))((m, x))
+
+    def result():
+        gm, dx = g(model, xc)
+        return np.asarray(dx).transpose(0, 2, 3, 1), np.asarray(gm.weight).transpose(2, 3, 1, 0)
+
+    return (lambda: jax.block_until_ready(g(model, xc))), result
+
+
+BUILDERS: dict[str, Callable] = {
+    "jaxconv": _jax_builder(_jaxconv_conv),
+    "lax": _jax_builder(_lax_conv),
+    "torch": _torch_build,
+    "flax": _flax_build,
+    "equinox": _equinox_build,
+}
+
+
+def _rel_err(got, ref) -> float:
+    got = got if isinstance(got, tuple) else (got,)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    errs = []
+    for a, b in zip(got, ref, strict=True):
+        if a.shape != b.shape:
+            return math.inf
+        scale = max(float(np.max(np.abs(b))), 1e-30)
+        errs.append(float(np.max(np.abs(a.astype(np.float64) - b))) / scale)
+    return max(errs)
+
+
+def _gaussian(size: int, sigma: float) -> np.ndarray:
+    r = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(r**2) / (2 * sigma**2))
+    k = np.outer(g, g)
+    return (k / k.sum()).astype(np.float32)
+
+
+def make_inputs(wl: Workload, seed: int = 0):
+    kx, kw, kc = jax.random.split(jax.random.key(seed), 3)
+    n, h, w_, c = wl.x_shape
+    kh, kwid = wl.kernel
+    x = jax.random.normal(kx, wl.x_shape, jnp.float32)
+    if wl.name == "G":
+        w = jnp.asarray(_gaussian(kh, kh / 6)[:, :, None, None])
+    else:
+        w = jax.random.normal(kw, (kh, kwid, c, wl.out_channels), jnp.float32)
+        w = w / math.sqrt(kh * kwid * c)
+    ct = jax.random.normal(kc, (n, h - kh + 1, w_ - kwid + 1, wl.out_channels), jnp.float32)
+    return x, w, ct
+
+
+# --------------------------------------------------------------------------------------------
+# Timing.
+
+
+def _sample(call, k: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(k):
+        call()
+    return (time.perf_counter() - t0) / k
+
+
+def time_impls(calls: dict[str, Callable], s: Settings) -> dict[str, dict]:
+    """Interleaved timed rounds of already compiled calls; per-call statistics in us."""
+    out: dict[str, dict] = {}
+    est = {}
+    for name, call in calls.items():
+        est[name] = _sample(call, 1)
+        if est[name] < 0.1:  # a second look is cheap for fast calls, and steadier
+            est[name] = min(est[name], _sample(call, 1))
+        out[name] = {}
+    inner = {n: max(1, min(2000, int(s.sample_s / max(t, 1e-7)))) for n, t in est.items()}
+    per_round = sum(inner[n] * est[n] + s.pause_s for n in calls)
+    rounds = max(s.min_rounds, min(s.max_rounds, int(s.budget_s / max(per_round, 1e-9))))
+    samples: dict[str, list[float]] = {n: [] for n in calls}
+    names = list(calls)
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            # Rotate the order so no implementation always runs right after the same other one.
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                time.sleep(s.pause_s)
+                samples[name].append(_sample(calls[name], inner[name]))
+    finally:
+        gc.enable()
+    for name in calls:
+        v = samples[name]
+        out[name].update(
+            median_us=statistics.median(v) * 1e6,
+            min_us=min(v) * 1e6,
+            max_us=max(v) * 1e6,
+            rounds=len(v),
+            inner=inner[name],
+        )
+    return out
+
+
+def bench_workload(wl: Workload, pass_: str, impls, mods, s: Settings) -> dict:
+    x, w, ct = make_inputs(wl)
+    algo, reason = auto_plan(x, w)
+    entry = {
+        "workload": wl.name,
+        "pass": pass_,
+        "what": wl.what,
+        "x_shape": list(wl.x_shape),
+        "w_shape": [*wl.kernel, wl.x_shape[3], wl.out_channels],
+        "auto_algorithm": algo,
+        "auto_reason": reason,
+        "results": {},
+        "errors": {},
+    }
+    calls, results = {}, {}
+    for name in impls:
+        try:
+            calls[name], results[name] = BUILDERS[name](pass_, x, w, ct, mods)
+        except Exception as e:  # noqa: BLE001 - report and go on with the others
+            entry["errors"][name] = f"{type(e).__name__}: {e}"
+    # The first call of each compiles (its time is kept) and gives the output to check.
+    outputs, first = {}, {}
+    for name in list(calls):
+        try:
+            t0 = time.perf_counter()
+            outputs[name] = results[name]()
+            first[name] = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001
+            entry["errors"][name] = f"{type(e).__name__}: {e}"
+            calls.pop(name)
+    del results
+    entry["results"] = time_impls(calls, s)
+    ref = outputs.get("lax")
+    for name, r in entry["results"].items():
+        r["first_call_s"] = first[name]
+        if ref is not None:
+            r["rel_err"] = _rel_err(outputs[name], ref)
+    del outputs, ref
+    peers = {n: r["median_us"] for n, r in entry["results"].items() if n in PEERS}
+    if peers:
+        best = min(peers, key=peers.get)
+        entry["best_peer"] = best
+        entry["best_peer_us"] = peers[best]
+        if "jaxconv" in entry["results"]:
+            entry["ratio"] = entry["results"]["jaxconv"]["median_us"] / peers[best]
+    return entry
+
+
+# --------------------------------------------------------------------------------------------
+# Task A recovery training: 64 images 16x16, cross teacher, Adam 1e-2, MSE.
+
+
+def train_problem(seed: int = 0):
+    kx, kw = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (64, 16, 16, 1), jnp.float32)
+    teacher = jnp.asarray(CROSS[:, :, None, None])
+    y = _lax_conv(x, teacher)
+    w0 = 0.1 * jax.random.normal(kw, (3, 3, 1, 1), jnp.float32)
+    return x, y, w0, teacher
+
+
+def _train_jaxconv(x, y, w0, steps, mods):
+    def loss_fn(params, batch):
+        xb, yb = batch
+        return jnp.mean((jaxconv.conv(xb, params["w"]) - yb) ** 2)
+
+    t0 = time.perf_counter()
+    res = jaxconv.fit(
+        loss_fn,
+        {"w": w0},
+        optax.adam(1e-2),
+        (x, y),
+        steps=steps,
+        key=jax.random.key(0),
+        progress=False,
+    )
+    w = jax.block_until_ready(res.params["w"])
+    total = time.perf_counter() - t0
+    return np.asarray(w), {
+        "total_s": total,
+        "compile_s": res.compile_s,
+        "per_step_us": res.wall_s / steps * 1e6,
+    }
+
+
+def _loop_timings(t0, t1, t2, steps):
+    """t0 start, t1 after the first (compiling) step, t2 after the last."""
+    return {"total_s": t2 - t0, "compile_s": t1 - t0, "per_step_us": (t2 - t1) / (steps - 1) * 1e6}
+
+
+def _train_lax(x, y, w0, steps, mods):
+    opt = optax.adam(1e-2)
+
+    def loss_fn(w, x, y):
+        return jnp.mean((_lax_conv(x, w) - y) ** 2)
+
+    @jax.jit
+    def step(w, state, x, y):
+        loss, g = jax.value_and_grad(loss_fn)(w, x, y)
+        updates, state = opt.update(g, state, w)
+        return optax.apply_updates(w, updates), state, loss
+
+    t0 = time.perf_counter()
+    w, state = w0, opt.init(w0)
+    w, state, loss = jax.block_until_ready(step(w, state, x, y))
+    t1 = time.perf_counter()
+    for _ in range(steps - 1):
+        w, state, loss = step(w, state, x, y)
+    jax.block_until_ready((w, loss))
+    return np.asarray(w), _loop_timings(t0, t1, time.perf_counter(), steps)
+
+
+def _train_flax(x, y, w0, steps, mods):
+    nnx = mods["flax"]
+    t0 = time.perf_counter()
+    model = nnx.Conv(1, 1, (3, 3), padding="VALID", use_bias=False, rngs=nnx.Rngs(0))
+    model.kernel[...] = w0
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    jax.block_until_ready(train_step(model, optimizer, x, y))
+    t1 = time.perf_counter()
+    for _ in range(steps - 1):
+        loss = train_step(model, optimizer, x, y)
+    jax.block_until_ready((model.kernel[...], loss))
+    return np.asarray(model.kernel[...]), _loop_timings(t0, t1, time.perf_counter(), steps)
+
+
+def _train_equinox(x, y, w0, steps, mods):
+    eqx = mods["equinox"]
+    xc, yc = jnp.transpose(x, (0, 3, 1, 2)), jnp.transpose(y, (0, 3, 1, 2))
+    t0 = time.perf_counter()
+    model = eqx.nn.Conv2d(1, 1, 3, use_bias=False, key=jax.random.key(0))
+    model = eqx.tree_at(lambda m: m.weight, model, jnp.transpose(w0, (3, 2, 0, 1)))
+    opt = optax.adam(1e-2)
+    state = opt.init(eqx.filter(model, eqx.is_array))
+
+    @eqx.filter_jit
+    def step(model, state, x, y):
+        def loss_fn(m):
+            return jnp.mean((jax.vmap(m)(x) - y) ** 2)
+
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
+        updates, state = opt.update(grads, state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), state, loss
+
+    model, state, loss = step(model, state, xc, yc)
+    jax.block_until_ready(loss)
+    t1 = time.perf_counter()
+    for _ in range(steps - 1):
+        model, state, loss = step(model, state, xc, yc)
+    jax.block_until_ready((model.weight, loss))
+    w = np.asarray(model.weight).transpose(2, 3, 1, 0)
+    return w, _loop_timings(t0, t1, time.perf_counter(), steps)
+
+
+def _train_torch(x, y, w0, steps, mods):
+    torch = mods["torch"]
+    F = torch.nn.functional
+    xt = torch.from_numpy(_c_copy(x, (0, 3, 1, 2)))
+    yt = torch.from_numpy(_c_copy(y, (0, 3, 1, 2)))
+    t0 = time.perf_counter()
+    w = torch.tensor(np.asarray(w0).transpose(3, 2, 0, 1), requires_grad=True)
+    opt = torch.optim.Adam([w], lr=1e-2)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((F.conv2d(xt, w) - yt) ** 2)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step()
+    t1 = time.perf_counter()
+    for _ in range(steps - 1):
+        step()
+    t2 = time.perf_counter()
+    return w.detach().numpy().transpose(2, 3, 1, 0), _loop_timings(t0, t1, t2, steps)
+
+
+TRAINERS = {
+    "jaxconv": _train_jaxconv,
+    "lax": _train_lax,
+    "torch": _train_torch,
+    "flax": _train_flax,
+    "equinox": _train_equinox,
+}
+
+
+def bench_training(impls, mods, s: Settings) -> dict:
+    x, y, w0, teacher = train_problem()
+    runs: dict[str, list[dict]] = {n: [] for n in impls}
+    final: dict[str, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    names = list(impls)
+    first = 0 if s.train_warmup else 1
+    for r in range(first, 1 + s.train_repeats):  # round 0 is the untimed warm-up
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name in errors:
+                continue
+            spent = sum(t["total_s"] for t in runs[name])
+            if len(runs[name]) >= 2 and spent > TRAIN_BUDGET_S:
+                continue  # a loaded machine can make a loop take seconds a run; 2 runs will do
+            time.sleep(10 * s.pause_s)
+            gc.collect()
+            try:
+                w, t = TRAINERS[name](x, y, w0, s.train_steps, mods)
+            except Exception as e:  # noqa: BLE001
+                errors[name] = f"{type(e).__name__}: {e}"
+                continue
+            if r:
+                runs[name].append(t)
+            final[name] = w
+    out: dict[str, Any] = {
+        "task": "A: 64 x 16x16x1 Gaussian-noise images, 3x3 cross teacher, Adam 1e-2, MSE",
+        "steps": s.train_steps,
+        "repeats": s.train_repeats,
+        "warmup": s.train_warmup,
+        "results": {},
+        "errors": errors,
+    }
+    for name, ts in runs.items():
+        if not ts:
+            continue
+        w = final[name]
+        loss = float(jnp.mean((_lax_conv(x, jnp.asarray(w)) - y) ** 2))
+        out["results"][name] = {
+            "runs": len(ts),
+            "per_step_us": statistics.median(t["per_step_us"] for t in ts),
+            "total_s": statistics.median(t["total_s"] for t in ts),
+            "compile_s": statistics.median(t["compile_s"] for t in ts),
+            "final_loss": loss,
+            "max_abs_kernel_err": float(np.max(np.abs(w - np.asarray(teacher)))),
+        }
+    peers = {n: r for n, r in out["results"].items() if n in PEERS}
+    if peers and "jaxconv" in out["results"]:
+        mine = out["results"]["jaxconv"]
+        for key in ("per_step_us", "total_s"):
+            best = min(peers, key=lambda n: peers[n][key])
+            out[f"best_peer_{key}"] = best
+            out[f"ratio_{key}"] = mine[key] / peers[best][key]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Report.
+
+
+def _fmt_us(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| workload | pass | jaxconv us | lax us | torch us | flax us | equinox us | best peer "
+        "| jaxconv/best | auto picked |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for e in report["workloads"]:
+        res = e["results"]
+        cells = []
+        for n in IMPLS:
+            c = _fmt_us(res[n]["median_us"]) if n in res else "-"
+            if n in res and res[n].get("rel_err", 0) > REL_TOL:
+                c += f" (WRONG: rel err {res[n]['rel_err']:.1e})"
+            cells.append(c)
+        best = e.get("best_peer", "-")
+        ratio = f"{e['ratio']:.2f}" if "ratio" in e else "-"
+        lines.append(
+            f"| {e['workload']} | {e['pass']} | "
+            + " | ".join(cells)
+            + f" | {best} | {ratio} | {e['auto_algorithm']} |"
+        )
+    t = report.get("training")
+    if t and t["results"]:
+        lines += [
+            "",
+            f"Recovery training, task A ({t['steps']} Adam steps; medians over timed runs"
+            + (" after one warm-up run" if t["warmup"] else "")
+            + "; total = fresh compile + all steps):",
+            "",
+            "| implementation | us/step | total ms (incl. compile) | compile ms | runs | final MSE "
+            "| max abs kernel err |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n in IMPLS:
+            if n not in t["results"]:
+                continue
+            r = t["results"][n]
+            lines.append(
+                f"| {n} | {_fmt_us(r['per_step_us'])} | {r['total_s'] * 1e3:,.0f} "
+                f"| {r['compile_s'] * 1e3:,.0f} | {r['runs']} | {r['final_loss']:.2e} "
+                f"| {r['max_abs_kernel_err']:.2e} |"
+            )
+        if "ratio_per_step_us" in t:
+            lines += [
+                "",
+                f"jaxconv / best peer: per step {t['ratio_per_step_us']:.3f} "
+                f"(best: {t['best_peer_per_step_us']}), total {t['ratio_total_s']:.3f} "
+                f"(best: {t['best_peer_total_s']}).",
+            ]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="few repeats and workloads A,F only (a smoke run, < 60 s)",
+    )
+    p.add_argument(
+        "--workloads",
+        default=None,
+        help="comma-separated subset of A-G (default: all; --quick: A,F)",
+    )
+    p.add_argument("--passes", default="fwd,grad", help="fwd, grad or both (default)")
+    p.add_argument("--no-training", action="store_true", help="skip the recovery training")
+    p.add_argument("--no-g-grad", action="store_true", help="time only the forward pass of G")
+    p.add_argument(
+        "--impls", default=",".join(IMPLS), help=f"comma-separated subset of {','.join(IMPLS)}"
+    )
+    p.add_argument(
+        "--out",
+        default=os.path.join("benchmarks", "results.json"),
+        help="where to write the JSON report",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    s = QUICK if args.quick else FULL
+    names = args.workloads or ("A,F" if args.quick else ",".join(WORKLOADS))
+    names = [n.strip().upper() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        print(f"bench: unknown workload(s) {unknown}; expected some of {list(WORKLOADS)}.")
+        return 2
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+    if not set(passes) <= {"fwd", "grad"}:
+        print(f"bench: --passes must be fwd, grad or both, got {args.passes!r}.")
+        return 2
+    wanted = [n.strip() for n in args.impls.split(",") if n.strip()]
+    if not set(wanted) <= set(IMPLS):
+        print(f"bench: --impls must name some of {IMPLS}, got {args.impls!r}.")
+        return 2
+
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+    mods, skipped = load_peers()
+    for name, why in skipped.items():
+        print(f"note: skipping {name}: {why}")
+    impls = [n for n in IMPLS if n in wanted and (n in ("jaxconv", "lax") or n in mods)]
+    report: dict[str, Any] = {
+        "machine": machine_info(mods),
+        "settings": {**s._asdict(), "quick": args.quick, "impls": impls},
+        "skipped": skipped,
+        "load_before": {"loadavg": load_before, "uptime": _uptime()},
+        "workloads": [],
+    }
+    m = report["machine"]
+    print(
+        f"# {m['cpu']}, {m['usable_cores']} cores; jax {m['versions']['jax']}, "
+        f"torch {m['versions']['torch']}, flax {m['versions']['flax']}, "
+        f"equinox {m['versions']['equinox']}; load {load_before[0]:.2f}"
+    )
+    if load_before[0] > 0.5 * (m["usable_cores"] or 1):
+        print(
+            f"note: load average {load_before[0]:.2f} on {m['usable_cores']} cores: other "
+            "processes compete for the CPU, so timings will be slow and noisy (torch's "
+            "spinning OpenMP threads suffer most)."
+        )
+    for wname in names:
+        wl = WORKLOADS[wname]
+        for pass_ in passes:
+            if pass_ == "grad" and wname == "G" and args.no_g_grad:
+                continue
+            t0 = time.perf_counter()
+            e = bench_workload(wl, pass_, impls, mods, s)
+            report["workloads"].append(e)
+            r = e["results"]
+            summary = ", ".join(f"{n} {_fmt_us(r[n]['median_us'])}" for n in r)
+            print(
+                f"{wname} {pass_} ({time.perf_counter() - t0:.1f} s): {summary} us"
+                f"  [auto: {e['auto_algorithm']}]",
+                flush=True,
+            )
+            for n, err in e["errors"].items():
+                print(f"  error in {n}: {err}")
+            for n, rr in r.items():
+                if rr.get("rel_err", 0) > REL_TOL:
+                    print(f"  WARNING: {n} differs from lax by rel err {rr['rel_err']:.2e}")
+    if not args.no_training:
+        t0 = time.perf_counter()
+        report["training"] = bench_training(impls, mods, s)
+        tr = report["training"]
+        summary = ", ".join(f"{n} {_fmt_us(v['per_step_us'])}" for n, v in tr["results"].items())
+        print(f"training ({time.perf_counter() - t0:.1f} s): {summary} us/step", flush=True)
+        for n, err in tr["errors"].items():
+            print(f"  error in {n}: {err}")
+    report["load_after"] = {"loadavg": os.getloadavg(), "uptime": _uptime()}
+    report["elapsed_s"] = time.perf_counter() - t_start
+    table = markdown(report)
+    report["markdown"] = table
+    print()
+    print(table)
+    print()
+    la = report["load_after"]["loadavg"]
+    print(
+        f"load average before {load_before[0]:.2f}, after {la[0]:.2f} "
+        f"(1 min); {report['elapsed_s']:.0f} s in all"
+    )
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1, default=float)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -148,3 +148,80 @@ def loss_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def restart_outcomes(
+    values: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    success: np.ndarray | None = None,
+    ylabel: str = "value",
+    title: str = "restarts, sorted",
+) -> str:
+    """One bar per restart, sorted, on a log scale: which restarts worked and by how much.
+
+    Args:
+      values: [R] a per-restart number where lower is better (e.g. held-out error).
+      path: where the PNG goes.
+      threshold: draws a dashed line at this value (the success cut-off).
+      success: [R] bool; successful restarts are drawn in green, the others in grey.
+      ylabel: the y-axis label.
+      title: figure title.
+
+    Returns:
+      ``path`` as a string.
+    """
+    plt = _plt()
+    v = np.asarray(values, dtype=np.float64).ravel()
+    order = np.argsort(v)
+    ok = np.zeros(v.shape, bool) if success is None else np.asarray(success, bool).ravel()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    colors = np.where(ok[order], "C2", "0.55")
+    floor = np.finfo(np.float64).tiny
+    ax.bar(np.arange(v.size), np.maximum(v[order], floor), color=colors, width=0.85)
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", color="C3", lw=1, label=f"threshold {threshold:g}")
+        ax.legend(fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("restart (sorted)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def confusion_matrix(
+    counts: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> str:
+    """A confusion matrix: true class down, predicted class across, counts in the cells.
+
+    Args:
+      counts: [C, C] integer counts, ``counts[t, p]`` = examples of class t predicted as p.
+      class_names: C names, in class-index order.
+      path: where the PNG goes.
+      title: figure title (default: the overall accuracy).
+
+    Returns:
+      ``path`` as a string.
+    """
+    plt = _plt()
+    m = np.asarray(counts)
+    total = m.sum()
+    accuracy = np.trace(m) / total if total else float("nan")
+    fig, ax = plt.subplots(figsize=(1.1 * len(class_names) + 1.6, 1.1 * len(class_names) + 1))
+    rows = np.maximum(m.sum(axis=1, keepdims=True), 1)
+    ax.imshow(m / rows, cmap="Blues", vmin=0, vmax=1)
+    for (t, p), v in np.ndenumerate(m):
+        ax.text(p, t, str(v), ha="center", va="center", fontsize=9,
+                color="white" if v / rows[t, 0] > 0.5 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"accuracy {accuracy:.1%} ({int(np.trace(m))}/{int(total)})")
+    return _save(fig, path)

@@ -100,7 +100,17 @@ def filters_side_by_side(
     *,
     title: str = "hand-designed (top) vs learned (bottom)",
 ) -> str:
-    """Reference filters on the top row, the learned ones below, values printed in cells."""
+    """Reference filters on the top row, the learned ones below, values printed in cells.
+
+    Args:
+      reference: filter name -> 2-D hand-designed filter.
+      learned: filter name -> 2-D learned filter (same names).
+      path: where the PNG goes.
+      title: figure title.
+
+    Returns:
+      ``path`` as a string.
+    """
     plt = _plt()
     names = list(reference)
     fig, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 5), squeeze=False)
@@ -125,7 +135,17 @@ def loss_curves(
     title: str = "training loss",
     highlight: str | int | None = None,
 ) -> str:
-    """Loss against step on a log scale; a 2-D array draws one faint line per row."""
+    """Loss against step on a log scale.
+
+    Args:
+      curves: label -> 1-D loss history, or a [runs, steps] array (one faint line per run).
+      path: where the PNG goes.
+      title: figure title.
+      highlight: the label (mapping) or row index (array) to draw strongly.
+
+    Returns:
+      ``path`` as a string.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     if isinstance(curves, Mapping):

@@ -1,0 +1,461 @@
+"""Checkpoints with orbax-checkpoint: a pytree of arrays plus JSON metadata per step, atomic,
+integrity-checked, the last few kept.
+
+It saves and restores; what to save and when is the caller's business (``fit`` uses it). The
+on-disk format is orbax's own; this module only adds a sha256 per array and a fallback to the
+previous checkpoint when the newest one does not verify. orbax is imported lazily (optional
+extra ``checkpoint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxconv._typing import PyTree
+
+FORMAT = "jaxconv.checkpoint/1"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint that cannot be read back or whose arrays fail their sha256 check."""
+
+
+class Restored(NamedTuple):
+    """What ``restore_latest`` returns.
+
+    Attributes:
+      step: the step the checkpoint was saved at.
+      state: the restored pytree (the target's structure and shardings when one was given).
+      metadata: the JSON metadata given to ``save`` (a dict).
+      path: the checkpoint's directory.
+    """
+
+    step: int
+    state: PyTree
+    metadata: dict
+    path: pathlib.Path
+
+
+def _orbax():
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "jaxconv.checkpoint needs orbax-checkpoint; install it with "
+            "pip install 'jaxconv[checkpoint]'."
+        ) from e
+    return ocp
+
+
+def _host_value(x) -> np.ndarray:
+    """The full value of ``x`` on this host (replicated arrays are read from one shard)."""
+    if isinstance(x, jax.Array):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            raise TypeError(
+                "checkpoint: typed PRNG keys cannot be saved as arrays; save "
+                "jax.random.key_data(key) and rebuild with jax.random.wrap_key_data."
+            )
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def _digest(x) -> str:
+    a = np.ascontiguousarray(_host_value(x))
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _path_str(path) -> str:
+    """A leaf's path as ``a/b/0``: the same whether a node is a namedtuple (attribute keys),
+    a dict or a list, as orbax restores namedtuples without a target as dicts or lists."""
+    parts = []
+    for k in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _leaves(tree) -> dict[str, Any]:
+    return {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _describe(tree) -> dict[str, list]:
+    """``{path: [shape, dtype]}`` for every leaf."""
+    out = {}
+    for path, leaf in _leaves(tree).items():
+        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        out[path] = [list(np.shape(leaf)), dtype.str]
+    return out
+
+
+def _abstract(tree):
+    """Restore target: jax arrays become ShapeDtypeStructs that keep their sharding."""
+
+    def one(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        return np.zeros(np.shape(x), np.asarray(x).dtype)
+
+    return jax.tree.map(one, tree)
+
+
+def _tree_difference(saved: dict, wanted: dict) -> str:
+    missing = [k for k in wanted if k not in saved]
+    extra = [k for k in saved if k not in wanted]
+    changed = [
+        f"{k}: saved {tuple(saved[k][0])} {np.dtype(saved[k][1])}, "
+        f"target {tuple(wanted[k][0])} {np.dtype(wanted[k][1])}"
+        for k in wanted
+        if k in saved and saved[k] != wanted[k]
+    ]
+    parts = []
+    if missing:
+        parts.append(f"not in the checkpoint: {missing[:5]}")
+    if extra:
+        parts.append(f"not in the target: {extra[:5]}")
+    if changed:
+        parts.append("; ".join(changed[:5]))
+    return "; ".join(parts)
+
+
+class Checkpointer:
+    """Numbered checkpoints of a pytree of arrays in one directory, via an orbax
+    ``CheckpointManager``.
+
+    Each ``save`` writes ``directory/<step>/`` atomically (orbax writes to a temporary
+    directory and renames it when complete, so a half-written checkpoint is never listed),
+    with a JSON metadata item that records every array's shape, dtype and sha256. Only the
+    newest ``keep`` checkpoints are kept. ``restore_latest`` verifies the hashes and falls
+    back to the previous checkpoint, with a warning naming the bad one, when the newest is
+    corrupt or truncated.
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp
+      >>> from jaxconv.checkpoint import Checkpointer
+      >>> with Checkpointer(tempfile.mkdtemp(), keep=2) as ckpt:
+      ...     _ = ckpt.save(10, {"w": jnp.ones(3)}, metadata={"lr": 0.1})
+      ...     restored = ckpt.restore_latest()
+      >>> restored.step, restored.metadata, restored.state["w"].tolist()
+      (10, {'lr': 0.1}, [1.0, 1.0, 1.0])
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3):
+        """Opens (creating if needed) a checkpoint directory.
+
+        Args:
+          directory: where the numbered checkpoint directories live.
+          keep: how many of the newest checkpoints to keep (None keeps all).
+
+        Returns:
+          None.
+        """
+        if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+            raise ValueError(f"Checkpointer: keep must be a positive int or None, got {keep!r}.")
+        if not isinstance(directory, str | os.PathLike) or not os.fspath(directory):
+            raise TypeError(
+                f"Checkpointer: directory must be a non-empty path (str or os.PathLike), got "
+                f"{directory!r}."
+            )
+        ocp = _orbax()
+        self._ocp = ocp
+        self.directory = pathlib.Path(os.fspath(directory)).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            # saves are synchronous: when save returns, the checkpoint is on disk
+            enable_async_checkpointing=False,
+            # removes temporary directories left behind by a killed save
+            cleanup_tmp_directories=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Waits for pending writes and releases orbax's resources."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def steps(self) -> list[int]:
+        """The steps of the complete (renamed into place) checkpoints, oldest first."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def path(self, step: int) -> pathlib.Path:
+        """The directory of the checkpoint at ``step``."""
+        return self.directory / str(step)
+
+    def delete(self, step: int) -> None:
+        """Deletes the checkpoint at ``step``."""
+        self._manager.delete(step)
+
+    def save(self, step: int, state: PyTree, *, metadata: dict | None = None) -> pathlib.Path:
+        """Saves ``state`` (a pytree of arrays) as the checkpoint of ``step``.
+
+        Args:
+          step: a non-negative int, greater than every step already saved here.
+          state: a pytree of jax or numpy arrays (sharded jax arrays are saved shard by
+            shard; save typed PRNG keys as ``jax.random.key_data(key)``).
+          metadata: a JSON-serialisable dict saved next to the arrays.
+
+        Returns:
+          The checkpoint's directory.
+        """
+        if not isinstance(step, int | np.integer) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"Checkpointer.save: step must be a non-negative int, got {step!r}.")
+        step = int(step)
+        metadata = {} if metadata is None else metadata
+        if not isinstance(metadata, dict):
+            raise TypeError(f"Checkpointer.save: metadata must be a dict, got {type(metadata)}.")
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"Checkpointer.save: metadata must be JSON-serialisable: {e}") from e
+        latest = self._manager.latest_step()
+        if latest is not None and step <= latest:
+            raise ValueError(
+                f"Checkpointer.save: step (={step}) must be greater than the newest saved step "
+                f"(={latest}) in {self.directory}; delete the newer checkpoints first."
+            )
+        for path, leaf in _leaves(state).items():
+            dtype = getattr(leaf, "dtype", None)
+            if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+                raise TypeError(
+                    f"Checkpointer.save: state leaf {path!r} is a typed PRNG key; save "
+                    "jax.random.key_data(key) and rebuild it with jax.random.wrap_key_data."
+                )
+            if not isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float):
+                raise TypeError(
+                    f"Checkpointer.save: state leaf {path!r} must be an array, got "
+                    f"{type(leaf).__name__}."
+                )
+        meta = {
+            "format": FORMAT,
+            "step": step,
+            "tree": _describe(state),
+            "sha256": {path: _digest(x) for path, x in _leaves(state).items()},
+            "user": metadata,
+        }
+        ocp = self._ocp
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+        return self.path(step)
+
+    def read_metadata(self, step: int) -> dict:
+        """The metadata saved with ``step`` (raises ``CorruptCheckpointError`` if unreadable)."""
+        ocp = self._ocp
+        try:
+            meta = self._manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )["meta"]
+        except Exception as e:  # any failure to read it means the checkpoint is unusable
+            raise CorruptCheckpointError(
+                f"checkpoint {self.path(step)}: metadata unreadable ({type(e).__name__}: "
+                f"{str(e)[:200]})"
+            ) from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("step") != step:
+            raise CorruptCheckpointError(
+                f"checkpoint {self.path(step)}: metadata is not a {FORMAT} record for step {step}"
+            )
+        return meta
+
+    def restore(self, step: int, target: PyTree = None) -> Restored:
+        """Restores and verifies the checkpoint of ``step``.
+
+        Args:
+          step: which checkpoint.
+          target: a pytree like the saved one (arrays or ``jax.ShapeDtypeStruct``s); restored
+            jax arrays take the target leaves' shardings. None restores numpy arrays in the
+            saved structure (namedtuples become lists).
+
+        Returns:
+          A ``Restored`` (step, state, metadata, path).
+
+        Raises:
+          CorruptCheckpointError: the checkpoint cannot be read or fails its sha256 check.
+          ValueError: the target's tree, shapes or dtypes differ from the saved ones.
+        """
+        meta = self.read_metadata(step)
+        return self._restore(step, meta, target)
+
+    def _restore(self, step: int, meta: dict, target) -> Restored:
+        ocp = self._ocp
+        path = self.path(step)
+        if target is not None:
+            diff = _tree_difference(meta["tree"], _describe(target))
+            if diff:
+                raise ValueError(
+                    f"restore: checkpoint {path} holds a different tree than the target: {diff}."
+                )
+            abstract = _abstract(target)
+        else:
+            try:
+                tree = self._manager.item_metadata(step)["state"]
+                tree = getattr(tree, "tree", tree)
+                abstract = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
+            except Exception as e:
+                raise CorruptCheckpointError(
+                    f"checkpoint {path}: array metadata unreadable ({type(e).__name__})"
+                ) from e
+        try:
+            state = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+            )["state"]
+        except Exception as e:  # tensorstore reports truncation/corruption in many ways
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: arrays unreadable ({type(e).__name__}: {str(e)[:200]})"
+            ) from e
+        saved = meta["sha256"]
+        got = {path: _digest(x) for path, x in _leaves(state).items()}
+        if set(got) != set(saved):
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: restored tree differs from its record"
+            )
+        bad = [k for k in got if got[k] != saved[k]]
+        if bad:
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: sha256 mismatch in {bad[:5]} (the files were changed after "
+                "saving)"
+            )
+        return Restored(step=step, state=state, metadata=meta["user"], path=path)
+
+    def restore_latest(
+        self,
+        target: PyTree = None,
+        *,
+        check_metadata: Callable[[dict, pathlib.Path], None] | None = None,
+    ) -> Restored | None:
+        """Restores the newest checkpoint that verifies, warning about any newer bad ones.
+
+        Args:
+          target: as in ``restore``.
+          check_metadata: called as ``check_metadata(metadata, path)`` on the newest readable
+            checkpoint before its arrays are read; an exception it raises propagates (use it
+            to reject a checkpoint written by a different configuration).
+
+        Returns:
+          A ``Restored``, or None when the directory holds no checkpoint.
+
+        Raises:
+          CorruptCheckpointError: checkpoints exist but none of them verifies.
+        """
+        steps = self.steps()
+        failures = []
+        checked = False
+        for step in reversed(steps):
+            try:
+                meta = self.read_metadata(step)
+                if check_metadata is not None and not checked:
+                    check_metadata(meta["user"], self.path(step))
+                    checked = True
+                restored = self._restore(step, meta, target)
+            except CorruptCheckpointError as e:
+                failures.append(str(e))
+                warnings.warn(
+                    f"{e}; falling back to the previous checkpoint.", RuntimeWarning, stacklevel=2
+                )
+                continue
+            return restored
+        if failures:
+            raise CorruptCheckpointError(
+                f"no checkpoint in {self.directory} verifies ({len(failures)} tried): "
+                f"{failures[0]}"
+            )
+        return None
+
+
+def save(
+    directory: str | os.PathLike,
+    step: int,
+    state: PyTree,
+    *,
+    metadata: dict | None = None,
+    keep: int | None = 3,
+) -> pathlib.Path:
+    """Saves ``state`` as checkpoint ``step`` in ``directory`` (see ``Checkpointer``).
+
+    Args:
+      directory: the checkpoint directory (created if needed).
+      step: a non-negative int greater than every step already saved there.
+      state: a pytree of arrays.
+      metadata: a JSON-serialisable dict stored with it.
+      keep: how many of the newest checkpoints to keep (None keeps all).
+
+    Returns:
+      The checkpoint's directory.
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp
+      >>> from jaxconv import checkpoint
+      >>> d = tempfile.mkdtemp()
+      >>> checkpoint.save(d, 5, {"w": jnp.arange(3.0)}).name
+      '5'
+      >>> checkpoint.restore_latest(d).state["w"].tolist()
+      [0.0, 1.0, 2.0]
+    """
+    with Checkpointer(directory, keep=keep) as ckpt:
+        return ckpt.save(step, state, metadata=metadata)
+
+
+def restore_latest(directory: str | os.PathLike, *, target: PyTree = None) -> Restored | None:
+    """The newest valid checkpoint in ``directory`` (see ``Checkpointer.restore_latest``).
+
+    Args:
+      directory: the checkpoint directory.
+      target: a pytree like the saved one whose leaves' shardings the restored arrays take;
+        None restores numpy arrays.
+
+    Returns:
+      A ``Restored`` (step, state, metadata, path), or None if there is no checkpoint.
+    """
+    if not pathlib.Path(os.fspath(directory)).is_dir():
+        return None
+    with Checkpointer(directory, keep=None) as ckpt:
+        return ckpt.restore_latest(target)
+
+
+__all__ = [
+    "Checkpointer",
+    "CorruptCheckpointError",
+    "Restored",
+    "restore_latest",
+    "save",
+]

@@ -1,0 +1,371 @@
+"""Tests for jaxconv.checkpoint and fit's checkpoints: save/restore, keep-last, resume ==
+uninterrupted (also after SIGKILL of a child), corruption fallback, half-written checkpoints,
+config mismatch, and divergence leaving a good checkpoint behind."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+import _fit_worker
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxconv
+from jaxconv import checkpoint
+from jaxconv.checkpoint import Checkpointer, CorruptCheckpointError
+from jaxconv.fitting import DivergenceError
+
+WORKER = pathlib.Path(_fit_worker.__file__)
+ROOT = WORKER.parent.parent
+
+
+def _problem(n=32):
+    x = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    return x, x @ np.array([1.5, -2.0, 0.5], np.float32)
+
+
+def _loss(p, batch):
+    x, y = batch
+    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+
+P0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+# full batch: compiles in a third of the time; the SIGKILL test covers minibatches + restarts
+RUN = dict(steps=30, key=jax.random.key(5), chunk_size=4, checkpoint_every=10, progress=False)
+
+
+def _fit(directory, **kwargs):
+    return jaxconv.fit(_loss, P0, optax.adam(0.05), _problem(), checkpoint_dir=directory,
+                       **{**RUN, **kwargs})
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(step):
+    def on_chunk(s, losses):
+        if s == step:
+            raise _Stop
+
+    return on_chunk
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted checkpointed run: its directory (steps 10, 20, 30) and result."""
+    d = tmp_path_factory.mktemp("finished")
+    return d, _fit(d / "ckpt")
+
+
+def _copy(finished, tmp_path):
+    d = tmp_path / "ckpt"
+    shutil.copytree(finished[0] / "ckpt", d)
+    return d
+
+
+# ---- the Checkpointer on its own ----
+
+def test_save_and_restore_keep_the_newest(tmp_path):
+    opt = optax.adam(0.1)
+    state = {"params": P0, "opt_state": opt.init(P0), "step_losses": np.arange(4.0)}
+    with Checkpointer(tmp_path, keep=2) as ckpt:
+        for step in (1, 2, 3):
+            path = ckpt.save(step, state, metadata={"note": f"s{step}"})
+            assert path == tmp_path.absolute() / str(step)
+        assert ckpt.steps() == [2, 3]
+        got = ckpt.restore_latest(state)
+    assert got.step == 3 and got.metadata == {"note": "s3"}
+    assert type(got.state["opt_state"][0]) is type(state["opt_state"][0])  # namedtuples kept
+    _assert_same(got.state, state)
+    # the module-level helpers, without a target: numpy arrays
+    plain = checkpoint.restore_latest(tmp_path)
+    assert plain.step == 3 and isinstance(plain.state["params"]["w"], np.ndarray)
+    assert checkpoint.restore_latest(tmp_path / "nothing") is None
+    checkpoint.save(tmp_path, 7, {"a": np.ones(2)}, keep=None)
+    assert checkpoint.restore_latest(tmp_path).step == 7
+
+
+def test_save_argument_errors(tmp_path):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(5, {"a": np.ones(2)})
+        with pytest.raises(ValueError, match=r"step \(=5\) must be greater than the newest"):
+            ckpt.save(5, {"a": np.ones(2)})
+        with pytest.raises(ValueError, match="step must be a non-negative int"):
+            ckpt.save(-1, {"a": np.ones(2)})
+        with pytest.raises(TypeError, match="JSON-serialisable"):
+            ckpt.save(6, {"a": np.ones(2)}, metadata={"x": object()})
+        with pytest.raises(TypeError, match="key_data"):
+            ckpt.save(6, {"k": jax.random.key(0)})
+        with pytest.raises(ValueError, match=r"different tree than the target: "
+                                             r"not in the checkpoint: \['b'\]"):
+            ckpt.restore_latest({"a": np.ones(2), "b": np.ones(1)})
+        with pytest.raises(ValueError, match=r"a: saved \(2,\) float64, target \(3,\) float64"):
+            ckpt.restore_latest({"a": np.ones(3)})
+    with pytest.raises(ValueError, match="keep must be a positive int"):
+        Checkpointer(tmp_path, keep=0)
+
+
+# ---- fit writes checkpoints ----
+
+def test_fit_checkpoints_every_k_steps_and_at_the_end(tmp_path):
+    out = _fit(tmp_path, steps=25, keep=2)
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.steps() == [20, 25]
+        got = ckpt.restore_latest()
+    meta = got.metadata
+    assert meta["step"] == 25
+    assert meta["config"]["steps"] == 25 and meta["config"]["batch_size"] is None
+    assert meta["config"]["chunk"] == 4 and meta["config"]["restarts"] is None
+    np.testing.assert_array_equal(got.state["losses"], out.losses)
+    np.testing.assert_array_equal(got.state["params"]["w"], out.params["w"])
+    np.testing.assert_array_equal(got.state["key_data"], jax.random.key_data(RUN["key"]))
+    assert int(got.state["nonfinite"]) == out.nonfinite_steps == 0
+
+
+def test_checkpointing_does_not_change_the_result(finished):
+    plain = jaxconv.fit(_loss, P0, optax.adam(0.05), _problem(),
+                        **{k: v for k, v in RUN.items() if k != "checkpoint_every"})
+    np.testing.assert_allclose(finished[1].losses, plain.losses, rtol=1e-6)
+    np.testing.assert_allclose(finished[1].params["w"], plain.params["w"], rtol=1e-6)
+
+
+def test_interrupted_then_resumed_is_bit_identical(finished, tmp_path):
+    with pytest.raises(_Stop):
+        _fit(tmp_path, on_chunk=_stop_at(20))
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.steps() == [10, 20]
+    seen = []
+    out = _fit(tmp_path, resume=True, on_chunk=lambda s, losses: seen.append(s))
+    assert seen == [24, 28, 30]  # continued from step 20, in the same chunks
+    _assert_same(out.params, finished[1].params)
+    _assert_same(out.opt_state, finished[1].opt_state)
+    np.testing.assert_array_equal(out.losses, finished[1].losses)
+
+
+def test_resume_of_a_finished_run_returns_it(finished, tmp_path):
+    d = _copy(finished, tmp_path)
+    out = _fit(d, resume=True)
+    _assert_same(out.params, finished[1].params)
+    np.testing.assert_array_equal(out.losses, finished[1].losses)
+    assert out.compile_s == 0.0
+
+
+def test_resume_on_an_empty_directory_starts_afresh(finished, tmp_path):
+    out = _fit(tmp_path / "new", resume=True)
+    _assert_same(out.params, finished[1].params)
+
+
+def test_existing_checkpoints_need_resume(finished, tmp_path):
+    d = _copy(finished, tmp_path)
+    with pytest.raises(ValueError, match=r"already holds checkpoints \(steps \[10, 20, 30\]\); "
+                                         "pass resume=True"):
+        _fit(d)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 40}, "steps: checkpoint has 30, this call has 40"),
+        ({"batch_size": 4}, "batch_size: checkpoint has None, this call has 4"),
+        ({"key": jax.random.key(6)}, r"key: checkpoint has \['threefry2x32', \[0, 5\]\]"),
+        ({"chunk_size": 5}, "chunk: checkpoint has 4, this call has 5"),
+    ],
+    ids=["steps", "batch_size", "key", "chunk"],
+)
+def test_resume_with_a_different_config_raises(finished, tmp_path, kwargs, match):
+    d = _copy(finished, tmp_path)
+    with pytest.raises(ValueError, match=rf"cannot resume from .*{match}"):
+        _fit(d, resume=True, **kwargs)
+
+
+def test_resume_with_a_different_optimizer_raises(finished, tmp_path):
+    d = _copy(finished, tmp_path)
+    with pytest.raises(ValueError, match="holds a different tree than the target"):
+        jaxconv.fit(_loss, P0, optax.sgd(0.05), _problem(), checkpoint_dir=d, resume=True, **RUN)
+
+
+# ---- corruption, truncation, half-written checkpoints ----
+
+def _largest_file(directory):
+    files = [p for p in pathlib.Path(directory).rglob("*") if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _corrupt(step_dir, how):
+    if how == "flip":  # bytes changed in place: orbax would restore different numbers
+        path = _largest_file(step_dir / "state")
+        data = bytearray(path.read_bytes())
+        for i in range(len(data) // 3, len(data), max(1, len(data) // 7)):
+            data[i] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif how == "truncate":
+        path = _largest_file(step_dir / "state")
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "metadata":
+        path = step_dir / "meta" / "metadata"
+        path.write_text(path.read_text()[:20])
+    elif how == "arrays_gone":
+        shutil.rmtree(step_dir / "state")
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "metadata", "arrays_gone"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(finished, tmp_path, how):
+    d = _copy(finished, tmp_path)
+    _corrupt(d / "30", how)
+    bad = rf"checkpoint {d.absolute()}/30\b"
+    with pytest.warns(RuntimeWarning, match=bad):
+        got = checkpoint.restore_latest(d)
+    assert got.step == 20
+    np.testing.assert_array_equal(got.state["losses"][:20], finished[1].losses[:20])
+    # fit resumes from step 20, replaces the bad checkpoint and ends where it would have
+    with pytest.warns(RuntimeWarning, match=bad):
+        out = _fit(d, resume=True)
+    _assert_same(out.params, finished[1].params)
+    np.testing.assert_array_equal(out.losses, finished[1].losses)
+    with Checkpointer(d) as ckpt:
+        assert ckpt.steps() == [10, 20, 30]
+        assert ckpt.restore_latest().step == 30
+
+
+def test_every_checkpoint_corrupt_raises(finished, tmp_path):
+    d = _copy(finished, tmp_path)
+    for step in (10, 20, 30):
+        _corrupt(d / str(step), "metadata")
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        with pytest.raises(CorruptCheckpointError,
+                           match=r"no checkpoint in .* verifies \(3 tried\)"):
+            _fit(d, resume=True)
+
+
+def test_half_written_checkpoint_is_never_picked_up(finished, tmp_path):
+    d = _copy(finished, tmp_path)
+    # what a save killed mid-write leaves: orbax's temporary directory, never renamed into place
+    shutil.rmtree(d / "30")
+    tmp = d / "30.orbax-checkpoint-tmp"
+    shutil.copytree(d / "20", tmp)
+    _corrupt(tmp, "truncate")
+    got = checkpoint.restore_latest(d)  # no warning: it is not a checkpoint at all
+    assert got.step == 20
+    out = _fit(d, resume=True)
+    _assert_same(out.params, finished[1].params)
+    with Checkpointer(d) as ckpt:
+        assert ckpt.steps() == [10, 20, 30]
+    assert not tmp.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+    """A child fit is SIGKILLed after its second checkpoint; a second child resumes it; the
+    params equal (bit for bit) those of an uninterrupted run in this process."""
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("XLA_FLAGS", None)
+    d = tmp_path / "ckpt"
+    cmd = [sys.executable, str(WORKER), "train", "--dir", str(d)]
+    seen = []
+    with open(tmp_path / "stderr1.txt", "w") as err, subprocess.Popen(
+        cmd + ["--pause", "0.2"], stdout=subprocess.PIPE, stderr=err, text=True, env=env
+    ) as child:
+        watchdog = threading.Timer(120, child.kill)
+        watchdog.start()
+        for line in child.stdout:
+            seen.append(line.strip())
+            if line.strip() == "CKPT 20":
+                child.send_signal(signal.SIGKILL)
+                break
+        child.wait()
+        watchdog.cancel()
+    assert "CKPT 20" in seen, (seen, (tmp_path / "stderr1.txt").read_text()[-2000:])
+    assert child.returncode == -signal.SIGKILL
+    with Checkpointer(d) as ckpt:
+        left = ckpt.steps()
+    assert 20 <= left[-1] < _fit_worker.TRAIN["steps"], left
+
+    with open(tmp_path / "stderr2.txt", "w") as err:
+        done = subprocess.run(cmd + ["--resume", "--out", str(tmp_path / "out.npz")],
+                              stdout=subprocess.PIPE, stderr=err, text=True, env=env, timeout=120)
+    assert done.returncode == 0, (tmp_path / "stderr2.txt").read_text()[-2000:]
+    first = int(done.stdout.split()[1])  # the first checkpoint it wrote after resuming
+    assert first == left[-1] + _fit_worker.TRAIN["checkpoint_every"]
+    resumed = np.load(tmp_path / "out.npz")
+
+    whole = _fit_worker.train_problem(tmp_path / "whole")
+    expected = _fit_worker.leaves(whole.params)
+    assert set(expected) <= set(resumed.files)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+    np.testing.assert_array_equal(resumed["losses"], whole.losses)
+
+
+# ---- divergence ----
+
+def test_divergence_stops_with_an_error_and_a_good_checkpoint(tmp_path):
+    # converges for 20 steps, then the learning rate jumps to 1.0 and the loss explodes
+    opt = optax.sgd(optax.piecewise_constant_schedule(0.05, {20: 20.0}))
+    with pytest.raises(DivergenceError, match=r"loss 1\d\d\.?\d* at step 30 exceeds "
+                                               r"max_loss=100.*/20\) predates it") as info:
+        jaxconv.fit(_loss, P0, opt, _problem(), steps=60, chunk_size=10, checkpoint_every=10,
+                    checkpoint_dir=tmp_path, max_loss=100.0, progress=False)
+    err = info.value
+    assert isinstance(err, FloatingPointError)
+    assert err.step == 30 and err.loss > 100 and err.checkpoint_step == 20
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.steps() == [10, 20]  # step 30's params gave the exploding loss: dropped
+        got = ckpt.restore_latest()
+    assert got.step == 20
+    params = jax.tree.map(jnp.asarray, got.state["params"])
+    assert float(_loss(params, _problem())) < 100.0
+    assert np.nanmax(got.state["losses"][:20]) < 100.0
+
+
+def test_divergence_in_a_restart_names_it():
+    params = {"w": jnp.zeros((2, 3)), "b": jnp.array([0.0, 50.0])}
+    with pytest.raises(DivergenceError, match=r"at step 0 in restart 1 exceeds max_loss=1000"):
+        jaxconv.fit(_loss, params, optax.sgd(0.01), _problem(), steps=5, restarts=2,
+                    max_loss=1000.0, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"checkpoint_every": 5}, ValueError, "checkpoint_every and resume need checkpoint_dir"),
+        ({"resume": True}, ValueError, "checkpoint_every and resume need checkpoint_dir"),
+        ({"checkpoint_dir": "D", "checkpoint_every": 0}, ValueError,
+         "checkpoint_every must be a positive int or None"),
+        ({"checkpoint_dir": "D", "keep": 0}, ValueError, "keep must be a positive int"),
+        ({"checkpoint_dir": 3}, TypeError, "checkpoint_dir must be a path"),
+        ({"max_loss": float("nan")}, ValueError, "max_loss must be a finite number"),
+        ({"max_loss": "big"}, ValueError, "max_loss must be a finite number"),
+        ({"on_chunk": 3}, TypeError, "on_chunk must be callable"),
+        ({"resume": "yes", "checkpoint_dir": "D"}, TypeError, "resume must be a bool"),
+    ],
+    ids=["every_no_dir", "resume_no_dir", "every0", "keep0", "dir_type", "max_nan", "max_str",
+         "on_chunk", "resume_str"],
+)
+def test_checkpoint_argument_errors(tmp_path, kwargs, exc, match):
+    kwargs = {k: (str(tmp_path) if v == "D" else v) for k, v in kwargs.items()}
+    with pytest.raises(exc, match=match):
+        jaxconv.fit(_loss, P0, optax.adam(0.1), _problem(), steps=5, progress=False, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing written before the arguments were checked
+
+
+def test_metadata_is_plain_json(finished):
+    meta_file = finished[0] / "ckpt" / "30" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert meta["format"] == "jaxconv.checkpoint/1" and meta["step"] == 30
+    assert set(meta["sha256"]) == set(meta["tree"])
+    assert all(len(h) == 64 for h in meta["sha256"].values())

@@ -47,7 +47,9 @@ class Conv:
       kernel_size: int or per-spatial-dim tuple; the rank of the input decides the dims.
       stride, padding, pad_mode, dilation, groups, flip, algorithm: as in ``jaxconv.conv``.
       use_bias: add a learned per-channel bias.
-      kernel_init: a ``jax.nn.initializers`` initializer (default lecun-normal).
+      kernel_init: a ``jax.nn.initializers`` initializer (default lecun-normal), called with
+        the 2-D shape ``(prod(kernel_size) * C // groups, features)`` and reshaped, so
+        fan-in and fan-out are those of the convolution.
       bias_init: initializer of the bias (default zeros).
     """
 
@@ -82,7 +84,11 @@ class Conv:
         kshape = self._kernel_shape(shape)
         self.output_shape(shape)  # validates the whole configuration before any randomness
         k_key, b_key = jax.random.split(key)
-        params = {"kernel": self.kernel_init(k_key, kshape, jnp.float32)}
+        # Drawn as the 2-D (fan_in, features) matrix it is and reshaped: the same values
+        # distribution for jax.nn's variance-scaling initializers, and XLA compiles a 2-D
+        # draw in a fraction of the time a 4-D one takes on CPU (~1 s vs ~9 s).
+        flat = self.kernel_init(k_key, (math.prod(kshape[:-1]), kshape[-1]), jnp.float32)
+        params = {"kernel": flat.reshape(kshape)}
         if self.use_bias:
             params["bias"] = self.bias_init(b_key, (self.features,), jnp.float32)
         return params
@@ -280,8 +286,15 @@ class Stack:
         object.__setattr__(self, "names", names)
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
-        """Params for every layer that has any, keyed by layer name."""
-        shape = tuple(input_shape)
+        """Params for every layer that has any, keyed by layer name.
+
+        Runs as one compiled call (cached per model and shape): eager initialisation would
+        compile every random draw separately.
+        """
+        return _jit_init(self, key, tuple(int(s) for s in input_shape))
+
+    def _init(self, key: Array, input_shape: Shape) -> Params:
+        shape = input_shape
         params = {}
         for k, name, layer in zip(
             jax.random.split(key, len(self.layers)), self.names, self.layers, strict=True
@@ -311,6 +324,15 @@ class Stack:
             out[name] = shape
         return out
 
+
+def _init_untraced(model: Stack, key: Array, shape: Shape) -> Params:
+    # The non-partitionable threefry lowering compiles several times faster on CPU for the
+    # small multi-dimensional draws of initializers (and their vmapped restarts).
+    with jax.threefry_partitionable(False):
+        return model._init(key, shape)
+
+
+_jit_init = jax.jit(_init_untraced, static_argnums=(0, 2))
 
 __all__ = [
     "Activation",

@@ -287,10 +287,12 @@ def fit(
     1-device mesh gives the single-device result. On several hosts (after
     ``jax.distributed.initialize()``, ``jax.process_count() > 1``) every process calls ``fit``
     with the same arguments except ``data``, which holds that process's own slice of the
-    examples (numpy or single-host arrays, consecutive blocks in process order; the global
-    array is built with ``jax.make_array_from_process_local_data``), or global ``jax.Array``s
-    already sharded over the mesh. Params, key and settings must be equal on every process;
-    ``checkpoint_dir`` must then be on a filesystem all hosts share.
+    examples: numpy or single-host arrays of equal size on every process, which become the
+    shards on that process's devices (``jax.make_array_from_process_local_data``; the global
+    example count is the local one times ``jax.process_count()``), or global ``jax.Array``s
+    already sharded over the mesh. Params, key and all other arguments must be equal on every
+    process; ``checkpoint_dir`` must be on a filesystem all hosts share. (Not exercised by
+    the test suite, which runs in one process.)
 
     Checkpoints (orbax-checkpoint, optional extra ``checkpoint``): with ``checkpoint_dir``,
     params, optimizer state, step, the key, the loss history so far, non-finite counts and the
@@ -525,8 +527,7 @@ def fit(
         )
     else:
         key_data = jnp.asarray(key_data)
-        # one compiled call, not one compile per eager op of the optimizer's init
-        init = jax.jit(optimizer.init if restarts is None else jax.vmap(optimizer.init))
+        init = optimizer.init if restarts is None else jax.vmap(optimizer.init)
     opt_state = init(params)
 
     step_fn = make_step(loss_fn, optimizer, batch_size=batch_size, n=n,

@@ -1,7 +1,7 @@
 """jaxconv: pure functional convolution and activation ops on jax.lax, the classical filter
 bank, a tiny stacked-filter model and fast optax fitting."""
 
-from jaxconv import data, filters, nn
+from jaxconv import checkpoint, data, filters, nn, recovery
 from jaxconv.activations import (
     activation,
     elu,
@@ -14,17 +14,19 @@ from jaxconv.activations import (
     tanh,
 )
 from jaxconv.conv import conv, conv_transpose, convolve2d, correlate2d
-from jaxconv.fitting import FitResult, NonFiniteError, fit
+from jaxconv.fitting import DivergenceError, FitResult, NonFiniteError, fit
 from jaxconv.pooling import avg_pool, max_pool
 from jaxconv.shapes import output_shape, receptive_field
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DivergenceError",
     "FitResult",
     "NonFiniteError",
     "activation",
     "avg_pool",
+    "checkpoint",
     "conv",
     "conv_transpose",
     "convolve2d",
@@ -38,6 +40,7 @@ __all__ = [
     "max_pool",
     "nn",
     "output_shape",
+    "recovery",
     "receptive_field",
     "relu",
     "sigmoid",

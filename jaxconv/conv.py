@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv import _checks
@@ -31,6 +32,8 @@ def _prepare(op, x, w, stride, padding, dilation, groups, layout, pad_mode):
             f"{w.ndim} with shape {w.shape}; for a single 2-D filter k use "
             f"k[:, :, None, None] (channels-last)."
         )
+    if 0 in w.shape:
+        raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w.shape}.")
     n = w.ndim - 2
     lay = _checks.resolve_layout(op, layout, n)
     if x.ndim != w.ndim:
@@ -196,6 +199,8 @@ def conv_transpose(
             f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got shape "
             f"{w.shape}."
         )
+    if 0 in w.shape:
+        raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w.shape}.")
     n = w.ndim - 2
     lay = _checks.resolve_layout(op, layout, n)
     if y.ndim != w.ndim:
@@ -274,6 +279,9 @@ def _filter2d(op, a, k, mode, boundary, fillvalue, flip):
     for name, v in (("in1", a), ("in2", k)):
         _checks.check_float(op, name, v)
         _checks.check_ndim(op, name, v, 2, "a plain 2-D array; batch with jax.vmap")
+    if isinstance(fillvalue, (bool, str)) or not isinstance(fillvalue, (int, float, np.number)):
+        if not (hasattr(fillvalue, "shape") and np.ndim(fillvalue) == 0):
+            raise TypeError(f"{op}: fillvalue must be a real scalar, got {fillvalue!r}.")
     mode = _checks.check_choice(op, "mode", mode, ("full", "valid", "same"))
     boundary = _checks.check_choice(op, "boundary", boundary, ("fill", "wrap", "symm"))
     dtype = jnp.result_type(a, k)

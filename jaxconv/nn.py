@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxconv import _checks, activations, pooling, shapes
 from jaxconv._typing import Array, ArrayLike
@@ -24,13 +25,33 @@ Shape = tuple[int, ...]
 
 
 def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
+    if isinstance(input_shape, str) or not isinstance(input_shape, Sequence):
+        raise TypeError(f"{op}: input_shape must be a sequence of ints, got {input_shape!r}.")
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+               for s in input_shape):
+        raise TypeError(f"{op}: input_shape must contain ints, got {tuple(input_shape)}.")
     shape = tuple(int(s) for s in input_shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"{op}: input_shape entries must be positive, got {shape}.")
     if len(shape) < min_rank:
         raise ValueError(
             f"{op}: input_shape must have rank >= {min_rank} (batch, ..., channels), got "
             f"{shape}."
         )
     return shape
+
+
+def _positive_int(op: str, name: str, value) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be an int, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{op}: {name} must be positive, got {name}={value}.")
+    return int(value)
+
+
+def _check_apply(layer, params: Params, shape: Shape) -> None:
+    """Traces ``layer.apply`` on the shape: every setting is validated by the op it feeds."""
+    jax.eval_shape(layer.apply, params, jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
 def _add_bias(y: Array, bias: Array) -> Array:
@@ -69,6 +90,8 @@ class Conv:
     kind = "conv"
 
     def _kernel_shape(self, input_shape: Shape) -> Shape:
+        _positive_int("Conv", "features", self.features)
+        _positive_int("Conv", "groups", self.groups)
         n = len(input_shape) - 2
         k = _checks.normalize_tuple("Conv", "kernel_size", self.kernel_size, n)
         in_ch = input_shape[-1]
@@ -91,6 +114,7 @@ class Conv:
         params = {"kernel": flat.reshape(kshape)}
         if self.use_bias:
             params["bias"] = self.bias_init(b_key, (self.features,), jnp.float32)
+        _check_apply(self, params, shape)
         return params
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
@@ -145,7 +169,7 @@ class _Pool:
     padding: Any = "VALID"
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
-        self.output_shape(input_shape)
+        _check_apply(self, {}, _shape(type(self).__name__, input_shape, 3))
         return {}
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
@@ -236,6 +260,7 @@ class Dense:
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
         shape = _shape("Dense", input_shape, 1)
+        _positive_int("Dense", "features", self.features)
         k_key, b_key = jax.random.split(key)
         params = {"kernel": self.kernel_init(k_key, (shape[-1], self.features), jnp.float32)}
         if self.use_bias:
@@ -247,7 +272,8 @@ class Dense:
         return _add_bias(y, params["bias"]) if self.use_bias else y
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        return (*tuple(input_shape)[:-1], self.features)
+        shape = _shape("Dense", input_shape, 1)
+        return (*shape[:-1], _positive_int("Dense", "features", self.features))
 
 
 Layer = Conv | Activation | MaxPool | AvgPool | GlobalPool | Flatten | Dense

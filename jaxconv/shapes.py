@@ -236,6 +236,11 @@ def output_shape(
                 )
         return pooling.resolve(kind, shape, kernel_shape, stride, padding, layout).out_shape(shape)
     kernel = _as_shape("output_shape", "kernel_shape", kernel_shape)
+    if 0 in kernel:
+        raise ValueError(
+            f"{'conv' if kind == 'conv' else 'conv_transpose'}: w must not have a zero-size "
+            f"dimension, got shape {kernel}."
+        )
     stride = 1 if stride is None else stride
     if kind == "conv":
         if not _is_default(output_padding, 0):

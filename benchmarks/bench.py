@@ -53,7 +53,6 @@ class Workload(NamedTuple):
     kernel: tuple[int, int]
     out_channels: int
     what: str
-    grad: bool = True
 
 
 WORKLOADS = {
@@ -831,11 +830,11 @@ def main(argv=None) -> int:
         "workloads": [],
     }
     m = report["machine"]
-    print(
-        f"# {m['cpu']}, {m['usable_cores']} cores; jax {m['versions']['jax']}, "
-        f"torch {m['versions']['torch']}, flax {m['versions']['flax']}, "
-        f"equinox {m['versions']['equinox']}; load {load_before[0]:.2f}"
+    libs = ", ".join(
+        f"{n} {m['versions'][n] if n in mods or n == 'jax' else '(skipped)'}"
+        for n in ("jax", "torch", "flax", "equinox")
     )
+    print(f"# {m['cpu']}, {m['usable_cores']} cores; {libs}; load {load_before[0]:.2f}")
     if load_before[0] > 0.5 * (m["usable_cores"] or 1):
         print(
             f"note: load average {load_before[0]:.2f} on {m['usable_cores']} cores: other "

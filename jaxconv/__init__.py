@@ -15,6 +15,7 @@ from jaxconv.activations import (
 )
 from jaxconv.conv import conv, conv_transpose, convolve2d, correlate2d
 from jaxconv.fitting import DivergenceError, FitResult, NonFiniteError, fit
+from jaxconv.lowering import Plan, plan
 from jaxconv.pooling import avg_pool, max_pool
 from jaxconv.shapes import output_shape, receptive_field
 
@@ -24,6 +25,7 @@ __all__ = [
     "DivergenceError",
     "FitResult",
     "NonFiniteError",
+    "Plan",
     "activation",
     "avg_pool",
     "checkpoint",
@@ -40,6 +42,7 @@ __all__ = [
     "max_pool",
     "nn",
     "output_shape",
+    "plan",
     "recovery",
     "receptive_field",
     "relu",

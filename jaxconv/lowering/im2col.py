@@ -1,10 +1,194 @@
-"""Placeholder lowering, being written."""
+"""im2col lowering: the conv as GEMMs of stacked input patches with the reshaped kernel.
+
+Exact for every option of ``conv`` (N-D, stride, dilation, groups, both layouts). The patch
+matrix ``[pixels, taps * Cg]`` times the kernel ``[taps * Cg, Og]`` runs on XLA's CPU dot, which
+is several times faster than XLA's CPU convolution once there are a few channels. All three
+A custom JVP picks the fastest form of each gradient: the kernel gradient is the GEMM
+``patches^T @ g`` (XLA's kernel-gradient conv was 5-7x slower), the input gradient is the
+transpose of a lax conv, i.e. XLA's input-gradient conv (as fast as ``col2im(g @ W^T)`` here or
+faster). Must not build
+big temporaries: XLA:CPU mallocs each call's scratch afresh, and above glibc's 32 MiB mmap
+threshold every page of it faults in again on every call (a 72 MB patch matrix cost 5x its
+GEMM), so the batch runs in chunks of at most ``CHUNK_BYTES`` of patches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
 NAME = "im2col"
-def declines(x_shape, w_shape, dtype, args):
-    return "not written yet"
-def auto_declines(x_shape, w_shape, dtype, args):
-    return "not written yet"
-def why(*a):
-    return ""
+# Patch bytes per chunk of the batch: small enough to stay cached and below the mmap threshold
+# (C and E ran fastest between 2 and 4 MiB; 16 MiB was 1.5-1.7x slower; benchmarks/NOTES.md).
+CHUNK_BYTES = 4 * 2**20
+# One batch element's patch matrix above this is not built at all (memory, not speed).
+MAX_ITEM_PATCH_BYTES = 2**28
+
+
+def _geometry(x_shape, w_shape, args):
+    lay = args.layout
+    kernel = [w_shape[a] for a in lay.kernel_spatial_axes]
+    sizes = [x_shape[a] for a in lay.spatial_axes]
+    out = [
+        _out_size(s + lo + hi, k, st, d)
+        for s, (lo, hi), k, st, d in zip(
+            sizes, args.pads, kernel, args.stride, args.dilation, strict=True
+        )
+    ]
+    return kernel, out
+
+
+def item_patch_bytes(x_shape, w_shape, dtype, args) -> int:
+    """Bytes of one batch element's patch matrix (the unit this lowering chunks by)."""
+    kernel, out = _geometry(x_shape, w_shape, args)
+    if all(s == 1 for s in args.stride):  # the flat form makes patches at every input pixel
+        lay = args.layout
+        out = [x_shape[a] + lo + hi for a, (lo, hi) in zip(lay.spatial_axes, args.pads)]
+    cols = math.prod(kernel) * x_shape[args.layout.channel_axis]
+    return math.prod(out) * cols * jnp.dtype(dtype).itemsize
+
+
+def declines(x_shape, w_shape, dtype, args) -> str | None:
+    size = item_patch_bytes(x_shape, w_shape, dtype, args)
+    if size > MAX_ITEM_PATCH_BYTES:
+        return (
+            f"one batch element's patch matrix would take {size / 2**20:.0f} MiB > "
+            f"{MAX_ITEM_PATCH_BYTES / 2**20:.0f} MiB"
+        )
+    return None
+
+
+def why(x_shape, w_shape, dtype, args) -> str:
+    lay = args.layout
+    taps = math.prod(w_shape[a] for a in lay.kernel_spatial_axes)
+    k = taps * w_shape[lay.kernel_in_axis]
+    return (
+        f"{k} multiply-adds per output value: a GEMM of the [pixels, {k}] patch matrix with the "
+        f"[{k}, {w_shape[lay.kernel_out_axis] // args.groups}] kernel runs on XLA's fast CPU dot"
+    )
+
+
+def _out_size(size, k, stride, dilation):
+    return (size - (k - 1) * dilation - 1) // stride + 1
+
+
+def _gemm(p, k):
+    """[M, K] @ [K, O] with no batch dimension (XLA's CPU dot is much slower with one)."""
+    return lax.dot_general(p, k, (((1,), (0,)), ((), ())))
+
+
+def _windows(x, kernel, stride, dilation):
+    """Each tap's strided window [N, *out, C] of the padded [N, *sp, C] input, in tap order."""
+    n = len(kernel)
+    out = [_out_size(x.shape[1 + i], kernel[i], stride[i], dilation[i]) for i in range(n)]
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start = [t * d for t, d in zip(tap, dilation, strict=True)]
+        limit = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, stride, strict=True)]
+        yield lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *stride, 1))
+
+
+def _gather_strided(x, w, stride, dilation, groups):
+    """Patches stacked from each tap's strided window: [N, *out, taps, C] @ [taps * Cg, Og]."""
+    n = w.ndim - 2
+    kernel, taps = w.shape[:n], math.prod(w.shape[:n])
+    c_group, out_ch = w.shape[n], w.shape[n + 1]
+    o_group = out_ch // groups
+    wins = list(_windows(x, kernel, stride, dilation))
+    out_shape = wins[0].shape[: n + 1]
+    m = math.prod(out_shape)
+    p = jnp.stack(wins, axis=-2)
+    ys = []
+    for g in range(groups):
+        pg = p[..., g * c_group : (g + 1) * c_group].reshape(m, taps * c_group)
+        wg = w[..., g * o_group : (g + 1) * o_group].reshape(taps * c_group, o_group)
+        ys.append(_gemm(pg, wg))
+    y = ys[0] if groups == 1 else jnp.concatenate(ys, axis=-1)
+    return y.reshape(*out_shape, out_ch)
+
+
+def _gather_flat(x, w, dilation, groups):
+    """Stride 1: patches from row ranges of the flattened [N * prod(sp), C] input.
+
+    Each tap's window is one contiguous range of rows, shifted by the tap's flat offset, so the
+    patch matrix is a concatenation XLA copies fast (1.3-1.5x faster forward on C and D than
+    stacked strided windows). Outputs are computed at every input position and the valid
+    ones cropped: ``prod(sp) / prod(out)`` extra work (6% on C, 14% on E).
+    """
+    n = w.ndim - 2
+    kernel, taps = w.shape[:n], math.prod(w.shape[:n])
+    c_group, out_ch = w.shape[n], w.shape[n + 1]
+    o_group = out_ch // groups
+    sp = x.shape[1:-1]
+    rows = x.shape[0] * math.prod(sp)
+    xf = x.reshape(rows, x.shape[-1])
+    row_strides = [math.prod(sp[i + 1 :]) for i in range(n)]
+    offsets = [
+        sum(t * d * r for t, d, r in zip(tap, dilation, row_strides, strict=True))
+        for tap in itertools.product(*(range(k) for k in kernel))
+    ]
+    length = rows - max(offsets)
+    ys = []
+    for g in range(groups):
+        xg = xf if groups == 1 else xf[:, g * c_group : (g + 1) * c_group]
+        p = jnp.concatenate([lax.slice_in_dim(xg, o, o + length) for o in offsets], axis=1)
+        wg = w[..., g * o_group : (g + 1) * o_group].reshape(taps * c_group, o_group)
+        ys.append(_gemm(p, wg))
+    y = ys[0] if groups == 1 else jnp.concatenate(ys, axis=-1)
+    y = jnp.pad(y, ((0, rows - length), (0, 0))).reshape(x.shape[0], *sp, out_ch)
+    out = [_out_size(sp[i], kernel[i], 1, dilation[i]) for i in range(n)]
+    return lax.slice(y, (0,) * (n + 2), (x.shape[0], *out, out_ch))
+
+
+def _gather(x, w, stride, dilation, groups):
+    """y = patches(x) @ W: x [N, *sp, C] padded, w [*k, Cg, O] -> [N, *out, O]."""
+    if all(s == 1 for s in stride):
+        return _gather_flat(x, w, dilation, groups)
+    return _gather_strided(x, w, stride, dilation, groups)
+
+
+def _in_chunks(fn, x, per_item_bytes):
+    """``fn`` over batch chunks of x run one after another, each with <= CHUNK_BYTES of patches.
+
+    The body is rematerialised so that reverse mode keeps no per-chunk patches alive either.
+    """
+    batch = x.shape[0]
+    size = max([d for d in range(1, batch + 1) if batch % d == 0 and d * per_item_bytes
+                <= CHUNK_BYTES] or [1])
+    if size == batch:
+        return fn(x)
+    y = lax.map(jax.checkpoint(fn), x.reshape(batch // size, size, *x.shape[1:]))
+    return y.reshape(batch, *y.shape[2:])
+
+
+def _patch_item_bytes(x, w, stride, dilation):
+    """Patch bytes per batch element (the flat form makes patches at every input position)."""
+    n = w.ndim - 2
+    if all(s == 1 for s in stride):
+        out = x.shape[1:-1]
+    else:
+        out = [_out_size(x.shape[1 + i], w.shape[i], stride[i], dilation[i]) for i in range(n)]
+    return math.prod(out) * math.prod(w.shape[:n]) * x.shape[-1] * x.dtype.itemsize
+
+
+def _conv_cl(x, w, stride, dilation, groups):
+    per_item = _patch_item_bytes(x, w, stride, dilation)
+    return _in_chunks(lambda xc: _gather(xc, w, stride, dilation, groups), x, per_item)
+
+
 def conv(x, w, args):
-    raise NotImplementedError
+    lay = args.layout
+    n = lay.ndim
+    if not lay.channels_last:
+        x = jnp.moveaxis(x, 1, -1)  # [N, *spatial, C]
+        w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
+    if any(p != (0, 0) for p in args.pads):
+        cfg = [(0, 0, 0), *((*p, 0) for p in args.pads), (0, 0, 0)]
+        x = lax.pad(x, jnp.zeros((), x.dtype), cfg)
+    y = _conv_cl(x, w, args.stride, args.dilation, args.groups)
+    if not lay.channels_last:
+        y = jnp.moveaxis(y, -1, 1)
+    return y

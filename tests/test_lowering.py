@@ -1,0 +1,239 @@
+"""Tests for jaxconv.lowering: every lowering equals the xla lowering and the numpy oracle
+(forward, both gradients, forward-mode, under jit and vmap), and the planner's decisions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax import lax
+
+import _reference as ref
+import jaxconv
+from jaxconv import lowering
+from jaxconv.lowering import fft, im2col, plan
+
+FAST = ("shift_add", "im2col", "fft")
+_LAYOUTS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
+
+
+@st.composite
+def conv_configs(draw):
+    """A random but valid conv call: rank 1-3, stride, dilation, groups, layout, padding."""
+    n = draw(st.integers(1, 3))
+    dims = st.lists(st.integers(1, 3), min_size=n, max_size=n)
+    kernel = draw(dims)
+    stride = draw(st.lists(st.integers(1, 2), min_size=n, max_size=n))
+    dilation = draw(st.lists(st.integers(1, 2), min_size=n, max_size=n))
+    groups = draw(st.integers(1, 3))
+    c_group, o_group = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    extra = 5 if n < 3 else 2
+    sizes = [k + draw(st.integers(0, extra)) for k in k_eff]
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["VALID", "SAME", "SAME_LOWER", "FULL", "CAUSAL"]),
+            st.integers(0, 2),
+            st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=n, max_size=n),
+        )
+    )
+    layout = _LAYOUTS[n][draw(st.integers(0, 1))]
+    return dict(
+        n=n, kernel=kernel, sizes=sizes, c_in=groups * c_group, c_out=groups * o_group,
+        options=dict(stride=stride, dilation=dilation, groups=groups, padding=padding,
+                     layout=layout),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _arrays(cfg, batch=2):
+    rng = np.random.default_rng(cfg["seed"])
+    n, opts = cfg["n"], cfg["options"]
+    x = rng.normal(size=(batch, *cfg["sizes"], cfg["c_in"])).astype(np.float32)
+    w = rng.normal(size=(*cfg["kernel"], cfg["c_in"] // opts["groups"], cfg["c_out"]))
+    w = w.astype(np.float32)
+    if not opts["layout"].endswith("C"):
+        x, w = ref.x_to_channels_first(x), ref.w_to_channels_first(w)
+    return jnp.asarray(x), jnp.asarray(w), rng
+
+
+def _everything(algorithm, opts):
+    """One jitted function: forward, both gradients (VJP), a JVP and a vmapped forward."""
+
+    def conv(x, w):
+        return jaxconv.conv(x, w, algorithm=algorithm, **opts)
+
+    def run(x, w, ct, tx, tw):
+        y, vjp = jax.vjp(conv, x, w)
+        dx, dw = vjp(ct)
+        _, y_dot = jax.jvp(conv, (x, w), (tx, tw))
+        y_vmap = jax.vmap(lambda xi: conv(xi[None], w)[0])(x)
+        return y, dx, dw, y_dot, y_vmap
+
+    return jax.jit(run)
+
+
+def _close(actual, expected, what):
+    """Equal up to float32 rounding, relative to the expected array's scale."""
+    expected = np.asarray(expected, np.float64)
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=0,
+                               atol=1e-5 * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("algorithm", FAST)
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(cfg=conv_configs())
+def test_lowering_matches_xla_and_the_oracle(algorithm, cfg):
+    opts = cfg["options"]
+    x, w, rng = _arrays(cfg)
+    y_ref = ref.conv(np.asarray(x), np.asarray(w), **opts)
+    ct = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    tx = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    tw = jnp.asarray(rng.normal(size=w.shape), jnp.float32)
+    got = _everything(algorithm, opts)(x, w, ct, tx, tw)
+    want = _everything("xla", opts)(x, w, ct, tx, tw)
+    _close(got[0], y_ref, "forward vs numpy oracle")
+    for name, a, b in zip(("forward", "grad x", "grad w", "jvp", "vmap"), got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        _close(a, b, f"{name} vs xla")
+
+
+@pytest.mark.parametrize("algorithm", FAST)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+def test_low_precision_dtypes_stay_in_their_dtype(algorithm, dtype):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 9, 9, 2)), dtype)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), dtype)
+    y = jaxconv.conv(x, w, padding="SAME", algorithm=algorithm)
+    y_ref = ref.conv(np.asarray(x, np.float32), np.asarray(w, np.float32), padding="SAME")
+    assert y.dtype == dtype
+    np.testing.assert_allclose(np.asarray(y, np.float32), y_ref, rtol=0, atol=0.25)
+
+
+def test_eager_equals_jit():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 12, 12, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 2)), jnp.float32)
+    for algorithm in FAST:
+        f = lambda x, w, a=algorithm: jaxconv.conv(x, w, stride=2, padding="SAME", algorithm=a)
+        np.testing.assert_allclose(f(x, w), jax.jit(f)(x, w), rtol=1e-6, atol=1e-5)
+
+
+# --- the planner -------------------------------------------------------------------------------
+
+WORKLOADS = {  # issue 4's CPU workloads (NHWC, VALID, float32): (x shape, w shape)
+    "A": ((64, 16, 16, 1), (3, 3, 1, 1)),
+    "B": ((64, 16, 16, 1), (3, 3, 1, 8)),
+    "C": ((32, 64, 64, 16), (3, 3, 16, 32)),
+    "D": ((8, 128, 128, 3), (5, 5, 3, 16)),
+    "E": ((32, 32, 32, 64), (3, 3, 64, 64)),
+    "F": ((1, 512, 512, 1), (3, 3, 1, 1)),
+    "G": ((1, 1024, 1024, 1), (31, 31, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+@pytest.mark.parametrize("backend", ["gpu", "tpu", "cuda"])
+def test_plan_picks_xla_off_cpu(name, backend):
+    x_shape, w_shape = WORKLOADS[name]
+    p = plan(x_shape, w_shape, backend=backend)
+    assert p.algorithm == "xla" and backend in p.reason
+
+
+def test_plan_picks_xla_for_an_explicit_precision():
+    p = plan((64, 16, 16, 1), (3, 3, 1, 1), precision=lax.Precision.HIGHEST, backend="cpu")
+    assert p.algorithm == "xla" and "precision" in p.reason
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_plan_on_cpu_picks_a_lowering_with_a_reason(name):
+    x_shape, w_shape = WORKLOADS[name]
+    p = plan(x_shape, w_shape, backend="cpu")
+    assert p.algorithm in lowering.algorithms() and p.algorithm != "auto"
+    assert isinstance(p.reason, str) and p.reason
+
+
+def test_plan_expected_choices_for_the_issue_workloads():
+    picks = {k: plan(*v, backend="cpu").algorithm for k, v in WORKLOADS.items()}
+    assert picks["A"] == picks["F"] == "shift_add"
+    assert picks["G"] == "fft"
+    assert picks["C"] == picks["E"] == "im2col"
+
+
+def test_plan_validates_like_conv():
+    with pytest.raises(ValueError, match=r"plan: in_channels \(=3\) must be divisible by groups"):
+        plan((1, 8, 8, 3), (3, 3, 1, 2), groups=2)
+    with pytest.raises(ValueError, match="plan: unknown layout"):
+        plan((1, 8, 8, 3), (3, 3, 3, 2), layout="NWC")
+    with pytest.raises(TypeError, match="plan: x must have a real floating dtype"):
+        plan((1, 8, 8, 3), (3, 3, 3, 2), dtype=jnp.int32)
+    with pytest.raises(ValueError, match="plan: unknown padding"):
+        plan((1, 8, 8, 3), (3, 3, 3, 2), padding="BOGUS")
+
+
+def test_plan_accounts_for_pad_modes():
+    # reflect padding enlarges x before the conv, with no zero pads left for the lowering
+    p = plan((1, 8, 8, 1), (3, 3, 1, 1), padding="SAME", pad_mode="reflect", backend="cpu")
+    assert p.algorithm == "shift_add"
+
+
+def _primitives(jaxpr):
+    """Names of every primitive in a jaxpr, nested ones (custom_jvp, pjit) included."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                names |= _primitives(inner)
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(set(WORKLOADS) - {"G"}))
+def test_auto_runs_what_plan_says(name):
+    x_shape, w_shape = WORKLOADS[name]
+    x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
+    p = plan(x_shape, w_shape)
+    prims = _primitives(jax.make_jaxpr(lambda x, w: jaxconv.conv(x, w))(x, w))
+    has_conv = "conv_general_dilated" in prims
+    assert has_conv == (p.algorithm == "xla"), (p, prims)
+    assert ("fft" in prims) == (p.algorithm == "fft")
+
+
+def test_xla_lowering_is_exactly_one_lax_conv():
+    x, w = jnp.zeros((2, 9, 9, 3)), jnp.zeros((3, 3, 3, 4))
+    jaxpr = jax.make_jaxpr(lambda x, w: jaxconv.conv(x, w, padding="SAME", algorithm="xla"))(x, w)
+    assert [e.primitive.name for e in jaxpr.eqns] == ["conv_general_dilated"]
+
+
+def test_unknown_algorithm_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown algorithm 'winograd'.*'auto', 'xla'.*'fft'"):
+        jaxconv.conv(jnp.zeros((1, 5, 5, 1)), jnp.zeros((3, 3, 1, 1)), algorithm="winograd")
+
+
+def test_a_named_lowering_that_declines_raises_and_auto_falls_back():
+    # a patch matrix over the size limit: im2col declines; shapes only, no memory is touched
+    x = jax.ShapeDtypeStruct((64, 512, 512, 64), jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, 64, 64), jnp.float32)
+    with pytest.raises(ValueError, match="algorithm 'im2col' does not support this call"):
+        jax.eval_shape(lambda x, w: jaxconv.conv(x, w, algorithm="im2col"), x, w)
+    assert plan(x.shape, w.shape, backend="cpu").algorithm == "xla"
+    out = jax.eval_shape(lambda x, w: jaxconv.conv(x, w), x, w)
+    assert out.shape == (64, 510, 510, 64)
+
+
+def test_every_fast_lowering_reports_why():
+    x_shape, w_shape = WORKLOADS["C"]
+    args = lowering.ConvArgs(
+        jaxconv._checks.resolve_layout("t", None, 2), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, None
+    )
+    for module in (im2col, fft):
+        assert module.declines(x_shape, w_shape, jnp.float32, args) is None
+        assert module.why(x_shape, w_shape, jnp.float32, args)
+
+
+@pytest.mark.parametrize("n, want", [(1, 1), (13, 14), (31, 32), (97, 98), (1025, 1029)])
+def test_fft_lengths_are_7_smooth_and_minimal(n, want):
+    assert fft.fast_length(n) == want

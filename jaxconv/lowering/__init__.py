@@ -9,6 +9,7 @@ measurement behind each in ``benchmarks/NOTES.md``; this module runs no convolut
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from collections.abc import Sequence
@@ -151,7 +152,17 @@ def dispatch(algorithm: str, x, w, args: ConvArgs):
                 f"conv: algorithm {algorithm!r} does not support this call ({declined}); use "
                 "algorithm='auto' or 'xla'."
             )
-    return reg[algorithm].conv(x, w, args)
+    if algorithm == "xla":
+        return reg[algorithm].conv(x, w, args)  # one lax op: nothing to gain from a jit
+    return _compiled(algorithm)(x, w, args)
+
+
+@functools.cache
+def _compiled(algorithm: str):
+    # The non-xla lowerings are tens of small ops: run eagerly, each would be dispatched (and
+    # compiled) on its own, ~1 s for a new shape; one jit makes an eager call one executable.
+    # Under an outer jit this inner one is inlined.
+    return jax.jit(_registry()[algorithm].conv, static_argnums=2)
 
 
 def plan(

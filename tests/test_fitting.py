@@ -71,7 +71,7 @@ def test_restarts_equal_separate_runs_with_the_same_keys(key):
     assert out.nonfinite_steps.shape == (restarts,)
     run_keys = jax.random.split(key, restarts)
     for r in range(restarts):
-        single = fit(_loss, jax.tree.map(lambda x: x[r], params), optax.adam(0.05), data,
+        single = fit(_loss, jax.tree.map(lambda x, r=r: x[r], params), optax.adam(0.05), data,
                      steps=30, key=run_keys[r], batch_size=8, progress=False)
         np.testing.assert_allclose(out.losses[r], single.losses, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(out.params["w"][r], single.params["w"], rtol=1e-5, atol=1e-7)

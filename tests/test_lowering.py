@@ -1,6 +1,7 @@
 """Tests for jaxconv.lowering: every lowering equals the xla lowering and the numpy oracle
 (forward, both gradients, forward-mode, under jit and vmap), and the planner's decisions."""
 
+import _reference as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-import _reference as ref
 import jaxconv
 from jaxconv import lowering
 from jaxconv.lowering import fft, im2col, plan
@@ -28,7 +28,7 @@ def conv_configs(draw):
     dilation = draw(st.lists(st.integers(1, 2), min_size=n, max_size=n))
     groups = draw(st.integers(1, 3))
     c_group, o_group = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
     extra = 5 if n < 3 else 2
     sizes = [k + draw(st.integers(0, extra)) for k in k_eff]
     padding = draw(
@@ -49,7 +49,7 @@ def conv_configs(draw):
 
 def _arrays(cfg, batch=2):
     rng = np.random.default_rng(cfg["seed"])
-    n, opts = cfg["n"], cfg["options"]
+    opts = cfg["options"]
     x = rng.normal(size=(batch, *cfg["sizes"], cfg["c_in"])).astype(np.float32)
     w = rng.normal(size=(*cfg["kernel"], cfg["c_in"] // opts["groups"], cfg["c_out"]))
     w = w.astype(np.float32)
@@ -95,7 +95,7 @@ def test_lowering_matches_xla_and_the_oracle(algorithm, cfg):
     got = _everything(algorithm, opts)(x, w, ct, tx, tw)
     want = _everything("xla", opts)(x, w, ct, tx, tw)
     _close(got[0], y_ref, "forward vs numpy oracle")
-    for name, a, b in zip(("forward", "grad x", "grad w", "jvp", "vmap"), got, want):
+    for name, a, b in zip(("forward", "grad x", "grad w", "jvp", "vmap"), got, want, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         _close(a, b, f"{name} vs xla")
 

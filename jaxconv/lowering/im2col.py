@@ -46,8 +46,8 @@ def item_patch_bytes(x_shape, w_shape, dtype, args) -> int:
     """Bytes of one batch element's patch matrix (the unit this lowering chunks by)."""
     kernel, out = _geometry(x_shape, w_shape, args)
     if all(s == 1 for s in args.stride):  # the flat form makes patches at every input pixel
-        lay = args.layout
-        out = [x_shape[a] + lo + hi for a, (lo, hi) in zip(lay.spatial_axes, args.pads)]
+        axes = args.layout.spatial_axes
+        out = [x_shape[a] + lo + hi for a, (lo, hi) in zip(axes, args.pads, strict=True)]
     cols = math.prod(kernel) * x_shape[args.layout.channel_axis]
     return math.prod(out) * cols * jnp.dtype(dtype).itemsize
 

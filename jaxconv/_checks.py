@@ -147,6 +147,34 @@ def normalize_tuple(
     return values
 
 
+def check_groups(op: str, groups: Any) -> None:
+    """``groups`` must be a positive Python int (TypeError for other types)."""
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
+
+
+def check_conv_channels(op: str, lay: Layout, in_ch: int, w_in: int, w_out: int,
+                        groups: int) -> None:
+    """The input has ``in_ch`` channels; the kernel expects ``w_in * groups``, gives ``w_out``."""
+    if in_ch % groups:
+        raise ValueError(
+            f"{op}: in_channels (={in_ch}) must be divisible by groups (={groups})."
+        )
+    if w_out % groups:
+        raise ValueError(
+            f"{op}: out_channels (={w_out}, w.shape[{lay.kernel_out_axis}]) must be divisible "
+            f"by groups (={groups})."
+        )
+    if w_in * groups != in_ch:
+        raise ValueError(
+            f"{op}: x has {in_ch} channels (layout {lay.name}) but w expects {w_in * groups} "
+            f"(w.shape[{lay.kernel_in_axis}] * groups = {w_in} * {groups}); w is "
+            f"{lay.kernel_doc()}."
+        )
+
+
 def check_choice(op: str, name: str, value: Any, choices: Sequence[str]) -> str:
     """Lower-cased ``value`` if it is one of ``choices`` (case-insensitive)."""
     if isinstance(value, str) and value.lower() in choices:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv import _checks
+from jaxconv import _checks, shapes
 from jaxconv import padding as padding_lib
 from jaxconv._typing import Array, ArrayLike
 
@@ -47,28 +47,12 @@ def _prepare(op, x, w, stride, padding, dilation, groups, layout, pad_mode):
     x, w = x.astype(dtype), w.astype(dtype)
     stride = _checks.normalize_tuple(op, "stride", stride, n)
     dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
+    _checks.check_groups(op, groups)
     pad_mode = _checks.check_choice(op, "pad_mode", pad_mode, padding_lib.PAD_MODES)
-    in_ch = x.shape[lay.channel_axis]
-    w_in, w_out = w.shape[lay.kernel_in_axis], w.shape[lay.kernel_out_axis]
-    if in_ch % groups:
-        raise ValueError(
-            f"{op}: in_channels (={in_ch}) must be divisible by groups (={groups})."
-        )
-    if w_out % groups:
-        raise ValueError(
-            f"{op}: out_channels (={w_out}, w.shape[{lay.kernel_out_axis}]) must be divisible "
-            f"by groups (={groups})."
-        )
-    if w_in * groups != in_ch:
-        raise ValueError(
-            f"{op}: x has {in_ch} channels (layout {lay.name}) but w expects {w_in * groups} "
-            f"(w.shape[{lay.kernel_in_axis}] * groups = {w_in} * {groups}); w is "
-            f"{lay.kernel_doc()}."
-        )
+    _checks.check_conv_channels(
+        op, lay, x.shape[lay.channel_axis], w.shape[lay.kernel_in_axis],
+        w.shape[lay.kernel_out_axis], groups,
+    )
     sizes = [x.shape[a] for a in lay.spatial_axes]
     kernel = [w.shape[a] for a in lay.kernel_spatial_axes]
     k_eff = padding_lib.effective_kernel(kernel, dilation)
@@ -194,74 +178,15 @@ def conv_transpose(
     _checks.check_float(op, "y", y)
     _checks.check_float(op, "w", w)
     y, w = jnp.asarray(y), jnp.asarray(w)
-    if w.ndim < 3:
-        raise ValueError(
-            f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got shape "
-            f"{w.shape}."
-        )
-    if 0 in w.shape:
-        raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w.shape}.")
-    n = w.ndim - 2
-    lay = _checks.resolve_layout(op, layout, n)
-    if y.ndim != w.ndim:
-        raise ValueError(
-            f"{op}: y must have rank {n + 2} (batch, {n} spatial, channels in layout "
-            f"{lay.name}) to match w of rank {w.ndim}, got shape {y.shape}."
-        )
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}.")
-    y_ch = y.shape[lay.channel_axis]
-    w_out = w.shape[lay.kernel_out_axis]
-    if y_ch != w_out:
-        raise ValueError(
-            f"{op}: y has {y_ch} channels (layout {lay.name}) but w has {w_out} out_channels "
-            f"(w.shape[{lay.kernel_out_axis}]); w is the forward conv's kernel, "
-            f"{lay.kernel_doc()}."
-        )
-    if w_out % groups:
-        raise ValueError(
-            f"{op}: out_channels (={w_out}) must be divisible by groups (={groups})."
-        )
-    stride = _checks.normalize_tuple(op, "stride", stride, n)
-    dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
-    output_padding = _checks.normalize_tuple(op, "output_padding", output_padding, n, minimum=0)
-    for op_, s, d in zip(output_padding, stride, dilation, strict=True):
-        if op_ >= max(s, d):
-            raise ValueError(
-                f"{op}: output_padding ({output_padding}) must be smaller than stride "
-                f"({stride}) or dilation ({dilation}) on every dim."
-            )
-    if isinstance(padding, str) and padding.upper() in ("SAME", "SAME_LOWER"):
-        raise ValueError(
-            f"{op}: padding {padding!r} depends on the forward input size and is ambiguous "
-            f"here; pass explicit padding (ints or (low, high) pairs) plus output_padding."
-        )
-    kernel = [w.shape[a] for a in lay.kernel_spatial_axes]
-    k_eff = padding_lib.effective_kernel(kernel, dilation)
-    sizes_y = [y.shape[a] for a in lay.spatial_axes]
-    pads = padding_lib.resolve_padding(op, padding, sizes_y, k_eff, stride)
-    out_sizes = [
-        (s_y - 1) * s - lo - hi + k + op_
-        for s_y, s, (lo, hi), k, op_ in zip(
-            sizes_y, stride, pads, k_eff, output_padding, strict=True
-        )
-    ]
-    if any(o < 1 for o in out_sizes):
-        raise ValueError(
-            f"{op}: padding {padding!r} is too large: the output would have spatial size "
-            f"{tuple(out_sizes)}."
-        )
-    in_ch = w.shape[lay.kernel_in_axis] * groups
-    if lay.channels_last:
-        x_shape = (y.shape[0], *out_sizes, in_ch)
-    else:
-        x_shape = (y.shape[0], in_ch, *out_sizes)
+    geo = shapes.conv_transpose_geometry(
+        y.shape, w.shape, stride, padding, output_padding, dilation, groups, layout
+    )
     dtype = jnp.result_type(y, w)
     y, w = y.astype(dtype), w.astype(dtype)
     from jaxconv import lowering
     from jaxconv.lowering import xla
 
-    args = lowering.ConvArgs(lay, stride, pads, dilation, groups, None)
+    args = lowering.ConvArgs(geo.layout, geo.stride, geo.pads, geo.dilation, groups, None)
 
     def forward(x):
         out = xla.conv(x, w, args)
@@ -271,7 +196,7 @@ def conv_transpose(
             out = out[tuple(slice(0, s) for s in y.shape)]
         return out
 
-    (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(x_shape, dtype))(y)
+    (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(geo.x_shape, dtype))(y)
     return x
 
 

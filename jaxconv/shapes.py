@@ -52,32 +52,6 @@ def _is_default(value: Any, default: int) -> bool:
     return value == default
 
 
-def _check_groups(op: str, groups: Any) -> None:
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
-    if groups < 1:
-        raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
-
-
-def _check_conv_channels(op: str, lay, in_ch: int, w_in: int, w_out: int, groups: int) -> None:
-    """``conv``'s channel checks, word for word (tests pin them to the op's own messages)."""
-    if in_ch % groups:
-        raise ValueError(
-            f"{op}: in_channels (={in_ch}) must be divisible by groups (={groups})."
-        )
-    if w_out % groups:
-        raise ValueError(
-            f"{op}: out_channels (={w_out}, w.shape[{lay.kernel_out_axis}]) must be divisible "
-            f"by groups (={groups})."
-        )
-    if w_in * groups != in_ch:
-        raise ValueError(
-            f"{op}: x has {in_ch} channels (layout {lay.name}) but w expects {w_in * groups} "
-            f"(w.shape[{lay.kernel_in_axis}] * groups = {w_in} * {groups}); w is "
-            f"{lay.kernel_doc()}."
-        )
-
-
 def _with_spatial(lay, batch: int, channels: int, spatial: Sequence[int]) -> tuple[int, ...]:
     if lay.channels_last:
         return (batch, *spatial, channels)
@@ -103,9 +77,9 @@ def _conv_shape(x, w, stride, padding, dilation, groups, layout) -> tuple[int, .
         )
     stride = _checks.normalize_tuple(op, "stride", stride, n)
     dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
-    _check_groups(op, groups)
+    _checks.check_groups(op, groups)
     w_out = w[lay.kernel_out_axis]
-    _check_conv_channels(op, lay, x[lay.channel_axis], w[lay.kernel_in_axis], w_out, groups)
+    _checks.check_conv_channels(op, lay, x[lay.channel_axis], w[lay.kernel_in_axis], w_out, groups)
     sizes = [x[a] for a in lay.spatial_axes]
     k_eff = padding_lib.effective_kernel([w[a] for a in lay.kernel_spatial_axes], dilation)
     pads = padding_lib.resolve_padding(op, padding, sizes, k_eff, stride)
@@ -117,15 +91,28 @@ def _conv_shape(x, w, stride, padding, dilation, groups, layout) -> tuple[int, .
     return _with_spatial(lay, x[0], w_out, out)
 
 
-def _conv_transpose_shape(
+class TransposeGeometry(NamedTuple):
+    """The validated options of one ``conv_transpose`` call and the shape it returns."""
+
+    layout: _checks.Layout
+    stride: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    x_shape: tuple[int, ...]
+
+
+def conv_transpose_geometry(
     y, w, stride, padding, output_padding, dilation, groups, layout
-) -> tuple[int, ...]:
+) -> TransposeGeometry:
+    """Validates ``conv_transpose`` options for shapes ``y`` and ``w`` (the op's own errors)."""
     op = "conv_transpose"
     if len(w) < 3:
         raise ValueError(
             f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got shape "
             f"{w}."
         )
+    if 0 in w:
+        raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w}.")
     n = len(w) - 2
     lay = _checks.resolve_layout(op, layout, n)
     if len(y) != len(w):
@@ -133,8 +120,7 @@ def _conv_transpose_shape(
             f"{op}: y must have rank {n + 2} (batch, {n} spatial, channels in layout "
             f"{lay.name}) to match w of rank {len(w)}, got shape {y}."
         )
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}.")
+    _checks.check_groups(op, groups)
     y_ch, w_out = y[lay.channel_axis], w[lay.kernel_out_axis]
     if y_ch != w_out:
         raise ValueError(
@@ -174,7 +160,8 @@ def _conv_transpose_shape(
             f"{op}: padding {padding!r} is too large: the output would have spatial size "
             f"{tuple(out)}."
         )
-    return _with_spatial(lay, y[0], w[lay.kernel_in_axis] * groups, out)
+    x_shape = _with_spatial(lay, y[0], w[lay.kernel_in_axis] * groups, out)
+    return TransposeGeometry(lay, stride, tuple(pads), dilation, x_shape)
 
 
 def output_shape(
@@ -249,9 +236,9 @@ def output_shape(
                 f"op='conv_transpose' only, not op={op!r}; leave it at 0."
             )
         return _conv_shape(shape, kernel, stride, padding, dilation, groups, layout)
-    return _conv_transpose_shape(
+    return conv_transpose_geometry(
         shape, kernel, stride, padding, output_padding, dilation, groups, layout
-    )
+    ).x_shape
 
 
 class _Layer(NamedTuple):

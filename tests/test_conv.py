@@ -746,7 +746,9 @@ TRANSPOSE_ERRORS = [
     ("groups", Y, np.zeros((3, 3, 4, 6), np.float32), {"groups": 4}, ValueError,
      r"^conv_transpose: out_channels \(=6\) must be divisible by groups \(=4\)"),
     ("groups_zero", Y, W, {"groups": 0}, ValueError,
-     r"^conv_transpose: groups must be a positive int, got 0"),
+     r"^conv_transpose: groups must be positive, got groups=0"),
+    ("groups_float", Y, W, {"groups": 1.0}, TypeError,
+     r"^conv_transpose: groups must be an int, got 1.0"),
     ("output_padding_eq_stride", Y, W, {"stride": 2, "output_padding": 2}, ValueError,
      r"^conv_transpose: output_padding \(\(2, 2\)\) must be smaller than stride \(\(2, 2\)\) or "
      r"dilation \(\(1, 1\)\)"),

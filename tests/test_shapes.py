@@ -233,7 +233,7 @@ OP_ERRORS = [
     ("ct_groups", "conv_transpose", (1, 4, 8), (3, 2, 8), dict(groups=3), ValueError,
      r"^conv_transpose: out_channels \(=8\) must be divisible by groups \(=3\)"),
     ("ct_groups_zero", "conv_transpose", (1, 4, 8), (3, 2, 8), dict(groups=0), ValueError,
-     r"^conv_transpose: groups must be a positive int"),
+     r"^conv_transpose: groups must be positive, got groups=0"),
     ("ct_w_rank", "conv_transpose", (1, 4, 8), (3, 8), {}, ValueError,
      r"^conv_transpose: w must have rank >= 3"),
     ("ct_y_rank", "conv_transpose", (4, 8), (3, 2, 8), {}, ValueError,

@@ -56,6 +56,10 @@ def _orbax():
     return ocp
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
 def _host_value(x) -> np.ndarray:
     """The full value of ``x`` on this host (replicated arrays are read from one shard)."""
     if isinstance(x, jax.Array):
@@ -161,18 +165,24 @@ class Checkpointer:
       (10, {'lr': 0.1}, [1.0, 1.0, 1.0])
     """
 
-    def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3):
+    def __init__(
+        self, directory: str | os.PathLike, *, keep: int | None = 3, read_only: bool = False
+    ):
         """Opens (creating if needed) a checkpoint directory.
 
         Args:
           directory: where the numbered checkpoint directories live.
           keep: how many of the newest checkpoints to keep (None keeps all).
+          read_only: only read: never create the directory, save, delete, or remove the
+            temporary directory of a save another process has in progress.
 
         Returns:
           None.
         """
-        if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
-            raise ValueError(f"Checkpointer: keep must be a positive int or None, got {keep!r}.")
+        if keep is not None and (not _is_int(keep) or keep < 1):
+            raise (ValueError if _is_int(keep) else TypeError)(
+                f"Checkpointer: keep must be a positive int or None, got {keep!r}."
+            )
         if not isinstance(directory, str | os.PathLike) or not os.fspath(directory):
             raise TypeError(
                 f"Checkpointer: directory must be a non-empty path (str or os.PathLike), got "
@@ -181,12 +191,15 @@ class Checkpointer:
         ocp = _orbax()
         self._ocp = ocp
         self.directory = pathlib.Path(os.fspath(directory)).absolute()
+        self.read_only = bool(read_only)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
+            max_to_keep=None if read_only else keep,
             # saves are synchronous: when save returns, the checkpoint is on disk
             enable_async_checkpointing=False,
-            # removes temporary directories left behind by a killed save
-            cleanup_tmp_directories=True,
+            # removes temporary directories left behind by a killed save; only a writer may,
+            # or a reader would delete the save in progress of a run it is watching
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
         )
         self._manager = ocp.CheckpointManager(
             self.directory,
@@ -217,8 +230,15 @@ class Checkpointer:
         """The directory of the checkpoint at ``step``."""
         return self.directory / str(step)
 
+    def _check_writable(self, op: str) -> None:
+        if self.read_only:
+            raise ValueError(
+                f"Checkpointer.{op}: {self.directory} was opened with read_only=True."
+            )
+
     def delete(self, step: int) -> None:
         """Deletes the checkpoint at ``step``."""
+        self._check_writable("delete")
         self._manager.delete(step)
 
     def save(self, step: int, state: PyTree, *, metadata: dict | None = None) -> pathlib.Path:
@@ -233,8 +253,11 @@ class Checkpointer:
         Returns:
           The checkpoint's directory.
         """
-        if not isinstance(step, int | np.integer) or isinstance(step, bool) or step < 0:
-            raise ValueError(f"Checkpointer.save: step must be a non-negative int, got {step!r}.")
+        self._check_writable("save")
+        if not _is_int(step) or step < 0:
+            raise (ValueError if _is_int(step) else TypeError)(
+                f"Checkpointer.save: step must be a non-negative int, got {step!r}."
+            )
         step = int(step)
         metadata = {} if metadata is None else metadata
         if not isinstance(metadata, dict):
@@ -448,7 +471,7 @@ def restore_latest(directory: str | os.PathLike, *, target: PyTree = None) -> Re
     """
     if not pathlib.Path(os.fspath(directory)).is_dir():
         return None
-    with Checkpointer(directory, keep=None) as ckpt:
+    with Checkpointer(directory, keep=None, read_only=True) as ckpt:
         return ckpt.restore_latest(target)
 
 

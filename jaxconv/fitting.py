@@ -25,7 +25,7 @@ from jaxconv._typing import Array, PyTree
 
 
 class NonFiniteError(FloatingPointError):
-    """Raised when a whole chunk of steps produced non-finite losses or gradients."""
+    """Raised when a chunk's worth of consecutive steps produced non-finite losses or gradients."""
 
 
 class DivergenceError(FloatingPointError):
@@ -236,9 +236,21 @@ def _check_int(name, value, *, minimum=1, allow_none=False):
         return
     if not _is_int(value) or value < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(
+        # a str or float is the wrong type (TypeError), 0 the wrong value (ValueError)
+        raise (ValueError if _is_int(value) else TypeError)(
             f"fit: {name} must be {what}{' or None' if allow_none else ''}, got {value!r}."
         )
+
+
+def _ckpt_state(params, opt_state, history, nonfinite, key_data) -> dict:
+    """What a checkpoint of ``fit`` holds; also the target it is restored into."""
+    return {
+        "params": params,
+        "opt_state": opt_state,
+        "losses": history,
+        "nonfinite": nonfinite,
+        "key_data": key_data,
+    }
 
 
 def fit(
@@ -268,7 +280,8 @@ def fit(
     Steps run inside ``lax.scan`` in chunks of ``chunk_size`` (one compiled call per chunk, no
     host round-trip per step); ``restarts`` independent runs share the compiled call via
     ``jax.vmap``. A step whose loss or gradients are not finite leaves params and optimizer
-    state unchanged and is counted; a chunk in which every step was non-finite raises
+    state unchanged and is counted; as many consecutive non-finite steps as one chunk holds
+    (counted across chunk boundaries, so how the run is cut does not matter) raise
     ``NonFiniteError`` naming the step. Step ``t`` draws its minibatch from
     ``fold_in(key, t)``, so the same key and data give bit-identical results, however the run
     is chunked, checkpointed or resumed.
@@ -337,7 +350,7 @@ def fit(
       timings and the count of skipped non-finite steps.
 
     Raises:
-      NonFiniteError: every step of a chunk was non-finite.
+      NonFiniteError: a chunk's worth of consecutive steps were non-finite.
       DivergenceError: a loss exceeded ``max_loss``.
 
     Example:
@@ -368,12 +381,13 @@ def fit(
             raise TypeError(f"fit: {name} must be a bool, got {flag!r}.")
     if progress is not None and not isinstance(progress, bool | np.bool_):
         raise TypeError(f"fit: progress must be a bool or None, got {progress!r}.")
-    if max_loss is not None and (
-        isinstance(max_loss, bool)
-        or not isinstance(max_loss, int | float | np.integer | np.floating)
-        or not math.isfinite(max_loss)
-    ):
-        raise ValueError(f"fit: max_loss must be a finite number or None, got {max_loss!r}.")
+    if max_loss is not None:
+        if isinstance(max_loss, bool) or not isinstance(
+            max_loss, int | float | np.integer | np.floating
+        ):
+            raise TypeError(f"fit: max_loss must be a finite number or None, got {max_loss!r}.")
+        if not math.isfinite(max_loss):
+            raise ValueError(f"fit: max_loss must be a finite number or None, got {max_loss!r}.")
     if on_chunk is not None and not callable(on_chunk):
         raise TypeError(f"fit: on_chunk must be callable or None, got {type(on_chunk).__name__}.")
     if checkpoint_dir is None:
@@ -400,7 +414,7 @@ def fit(
         if n is None:
             raise ValueError("fit: batch_size needs data with a leading example axis.")
         if not _is_int(batch_size) or not 1 <= batch_size <= n:
-            raise ValueError(
+            raise (ValueError if _is_int(batch_size) else TypeError)(
                 f"fit: batch_size must be an int in [1, {n}] (the number of examples), got "
                 f"{batch_size!r}."
             )
@@ -560,15 +574,6 @@ def fit(
         "num_examples": n,
     }
 
-    def ckpt_state():
-        return {
-            "params": params,
-            "opt_state": opt_state,
-            "losses": history,
-            "nonfinite": nonfinite,
-            "key_data": np.asarray(jax.random.key_data(key)),
-        }
-
     if checkpoint_dir is not None:
         from jaxconv.checkpoint import Checkpointer
 
@@ -584,7 +589,8 @@ def fit(
                 )
             if existing:
                 restored = ckpt.restore_latest(
-                    ckpt_state(),
+                    _ckpt_state(params, opt_state, history, nonfinite,
+                                np.asarray(jax.random.key_data(key))),
                     check_metadata=lambda meta, path: _check_config(meta.get("config", {}),
                                                                     config, path),
                 )
@@ -607,6 +613,17 @@ def fit(
             ckpt.close()
 
 
+def _nonfinite_runs(finite, run):
+    """Per restart: the longest run of consecutive non-finite steps in a chunk's ``finite``
+    flags ([k] or [R, k]), counting the ``run`` steps that ended the previous chunk, and the
+    run still open at the chunk's end."""
+    longest = run
+    for j in range(finite.shape[-1]):
+        run = np.where(finite[..., j], 0, run + 1)
+        longest = np.maximum(longest, run)
+    return longest, run
+
+
 def _run_chunks(run, jit_kwargs, params, opt_state, key_data, data, *, steps, chunk, start_step,
                 every, history, nonfinite, restarts, progress, max_loss, on_chunk, ckpt, config,
                 user_mesh):
@@ -624,13 +641,7 @@ def _run_chunks(run, jit_kwargs, params, opt_state, key_data, data, *, steps, ch
     key_data_host = np.asarray(config["key"][1], np.uint32)
 
     def save(step):
-        state = {
-            "params": params,
-            "opt_state": opt_state,
-            "losses": history,
-            "nonfinite": nonfinite,
-            "key_data": key_data_host,
-        }
+        state = _ckpt_state(params, opt_state, history, nonfinite, key_data_host)
         ckpt.save(step, state, metadata={"config": config, "step": step})
 
     show = sys.stderr.isatty() if progress is None else bool(progress)
@@ -641,6 +652,7 @@ def _run_chunks(run, jit_kwargs, params, opt_state, key_data, data, *, steps, ch
         bar = tqdm(total=steps, initial=start_step, desc="fit", unit="step", leave=True)
     wall_s = 0.0
     t = start_step
+    bad_run = np.zeros(np.shape(nonfinite), np.int64)  # non-finite steps ending the last chunk
     try:
         while t < steps:
             stop = steps if every is None else min(steps, (t // every + 1) * every)
@@ -654,14 +666,15 @@ def _run_chunks(run, jit_kwargs, params, opt_state, key_data, data, *, steps, ch
             loss, finite = loss[..., :done], finite[..., :done]
             history[..., t:t + done] = loss
             nonfinite = nonfinite + (~finite).sum(axis=-1)
-            stuck = ~finite.any(axis=-1)
+            longest, bad_run = _nonfinite_runs(finite, bad_run)
+            stuck = longest >= chunk
             if np.any(stuck):
                 which = "" if restarts is None else f" in restart(s) {np.flatnonzero(stuck)[:8]}"
                 raise NonFiniteError(
-                    f"fit: every step from {t} to {t + done - 1}{which} had a non-finite "
-                    f"loss or gradient (first at step {t}); params were kept at their last "
-                    "finite values. Lower the learning rate, clip gradients "
-                    "(optax.clip_by_global_norm) or check the loss and data."
+                    f"fit: {int(longest.max())} consecutive steps up to step {t + done - 1}"
+                    f"{which} had a non-finite loss or gradient (the limit is {chunk}, one "
+                    "chunk); params were kept at their last finite values. Lower the learning "
+                    "rate, clip gradients (optax.clip_by_global_norm) or check the loss and data."
                 )
             if max_loss is not None:
                 over = np.isfinite(loss) & (loss > max_loss)
@@ -695,10 +708,12 @@ def _run_chunks(run, jit_kwargs, params, opt_state, key_data, data, *, steps, ch
             if ckpt is not None and t == stop:
                 save(t)
             if bar is not None:
-                last_loss = loss[..., -1]
+                # the best finite last loss: np.nanmin warns on an all-NaN chunk end
+                last_loss = loss[..., -1][np.isfinite(loss[..., -1])]
+                shown = f"{last_loss.min():.3e}" if last_loss.size else "nan"
                 bar.update(done)
                 rate = (t - start_step) / wall_s if wall_s > 0 else float("inf")
-                bar.set_postfix(loss=f"{np.nanmin(last_loss):.3e}", steps_per_s=f"{rate:.0f}")
+                bar.set_postfix(loss=shown, steps_per_s=f"{rate:.0f}")
             if on_chunk is not None:
                 on_chunk(t, loss)
     finally:

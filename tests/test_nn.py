@@ -51,7 +51,8 @@ def test_params_are_plain_pytrees_of_arrays(key):
         assert isinstance(leaf, jax.Array) and leaf.dtype == jnp.float32
     # settings never become leaves: the model hashes and can be a static jit argument
     hash(model)
-    jax.jit(model.apply, static_argnums=())(params, jnp.ones((1, 8, 8, 1)))
+    apply = jax.jit(lambda m, p, x: m.apply(p, x), static_argnums=0)
+    assert apply(model, params, jnp.ones((1, 8, 8, 1))).shape == (1, 4, 4, 1)
 
 
 def test_apply_matches_the_functional_ops(key):
@@ -87,6 +88,16 @@ def test_vmap_init_gives_restart_params(key):
     assert params["conv_0"]["kernel"].shape == (5, 3, 3, 1, 2)
 
 
+def test_list_settings_become_tuples_so_the_model_hashes(key):
+    # flax-style lists: Stack.init compiles once per model, so the model must hash
+    listed = nn.Stack([nn.Conv(2, [3, 3], padding=[(1, 1), (1, 1)]), nn.MaxPool([2, 2])])
+    tupled = nn.Stack([nn.Conv(2, (3, 3), padding=((1, 1), (1, 1))), nn.MaxPool((2, 2))])
+    assert listed == tupled and hash(listed) == hash(tupled)
+    got, want = listed.init(key, (1, 6, 6, 1)), tupled.init(key, (1, 6, 6, 1))
+    np.testing.assert_array_equal(got["conv_0"]["kernel"], want["conv_0"]["kernel"])
+    assert listed.output_shape((1, 6, 6, 1)) == (1, 3, 3, 2)
+
+
 def test_layers_are_frozen(key):
     layer = nn.Conv(2, 3)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -110,9 +121,16 @@ def test_layers_are_frozen(key):
         (lambda: nn.Stack([nn.GlobalPool("median")]), (1, 5, 5, 1), ValueError,
          "unknown reduce"),
         (lambda: nn.Stack([nn.MaxPool(0)]), (1, 5, 5, 1), ValueError, "window"),
+        # Stack.init once cast with int(): 5.5 became 5 and True became 1, silently
+        (lambda: nn.Stack([nn.Conv(2, 3)]), (1, 5.5, 5, 1), TypeError,
+         r"Stack: input_shape must contain ints, got \(1, 5.5, 5, 1\)"),
+        (lambda: nn.Stack([nn.Conv(2, 3)]), (1, True, 5, 1), TypeError,
+         "input_shape must contain ints"),
+        (lambda: nn.Stack([nn.Conv(2, 3)]), "1551", TypeError,
+         "input_shape must be a sequence of ints"),
     ],
     ids=["empty", "dup_names", "groups", "too_big", "kernel_len", "rank", "activation",
-         "global_pool", "pool_window"],
+         "global_pool", "pool_window", "float_shape", "bool_shape", "str_shape"],
 )
 def test_errors(make, shape, exc, match, key):
     with pytest.raises(exc, match=match):

@@ -241,6 +241,24 @@ class Checkpointer:
         self._check_writable("delete")
         self._manager.delete(step)
 
+    def set_aside(self, step: int) -> pathlib.Path:
+        """Renames the checkpoint at ``step`` to ``<step>.corrupt`` (``.corrupt-2``, ... if taken)
+        so that it is no longer a checkpoint but stays on disk for inspection.
+
+        Returns:
+          The new path.
+        """
+        self._check_writable("set_aside")
+        src = self.path(step)
+        dst = src.with_name(f"{step}.corrupt")
+        n = 1
+        while dst.exists():
+            n += 1
+            dst = src.with_name(f"{step}.corrupt-{n}")
+        src.rename(dst)
+        self._manager.reload()
+        return dst
+
     def save(self, step: int, state: PyTree, *, metadata: dict | None = None) -> pathlib.Path:
         """Saves ``state`` (a pytree of arrays) as the checkpoint of ``step``.
 

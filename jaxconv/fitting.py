@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -599,8 +600,11 @@ def fit(
                 history, nonfinite = np.array(state["losses"]), np.array(state["nonfinite"])
                 start_step = restored.step
                 for s in existing:
-                    if s > start_step:  # newer but corrupt (warned about): saved again below
-                        ckpt.delete(s)
+                    if s > start_step:  # newer but unreadable (warned about): kept aside, not
+                        # deleted (the error may have been transient), and saved again below
+                        moved = ckpt.set_aside(s)
+                        warnings.warn(f"fit: moved checkpoint {s} aside to {moved}.",
+                                      RuntimeWarning, stacklevel=3)
         return _run_chunks(
             run, jit_kwargs, params, opt_state, key_data, data,
             steps=steps, chunk=chunk, start_step=start_step, every=checkpoint_every,

@@ -242,14 +242,17 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(finished, tmp_path
         got = checkpoint.restore_latest(d)
     assert got.step == 20
     np.testing.assert_array_equal(got.state["losses"][:20], finished[1].losses[:20])
-    # fit resumes from step 20, replaces the bad checkpoint and ends where it would have
+    # fit resumes from step 20, sets the bad checkpoint aside, saves step 30 again and ends
+    # where it would have
     with pytest.warns(RuntimeWarning, match=bad):
-        out = _fit(d, resume=True)
+        with pytest.warns(RuntimeWarning, match=r"moved checkpoint 30 aside to .*30\.corrupt"):
+            out = _fit(d, resume=True)
     _assert_same(out.params, finished[1].params)
     np.testing.assert_array_equal(out.losses, finished[1].losses)
     with Checkpointer(d) as ckpt:
         assert ckpt.steps() == [10, 20, 30]
         assert ckpt.restore_latest().step == 30
+    assert (d / "30.corrupt").is_dir()  # the unreadable one is kept aside, not deleted
 
 
 def test_every_checkpoint_corrupt_raises(finished, tmp_path):

@@ -100,7 +100,15 @@ def _path_str(path) -> str:
 
 
 def _leaves(tree) -> dict[str, Any]:
-    return {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    out = {}
+    for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        key = _path_str(p)
+        if key in out:  # e.g. a dict key "a/b" next to a nested a -> b: one hash would cover both
+            raise ValueError(
+                f"checkpoint: two leaves share the path {key!r}; rename the dict key."
+            )
+        out[key] = x
+    return out
 
 
 def _describe(tree) -> dict[str, list]:
@@ -408,8 +416,8 @@ class Checkpointer:
 
         Args:
           target: as in ``restore``.
-          check_metadata: called as ``check_metadata(metadata, path)`` on the newest readable
-            checkpoint before its arrays are read; an exception it raises propagates (use it
+          check_metadata: called as ``check_metadata(metadata, path)`` on each readable
+            checkpoint tried, before its arrays are read; an exception it raises propagates (use it
             to reject a checkpoint written by a different configuration).
 
         Returns:
@@ -420,13 +428,11 @@ class Checkpointer:
         """
         steps = self.steps()
         failures = []
-        checked = False
         for step in reversed(steps):
             try:
                 meta = self.read_metadata(step)
-                if check_metadata is not None and not checked:
+                if check_metadata is not None:
                     check_metadata(meta["user"], self.path(step))
-                    checked = True
                 restored = self._restore(step, meta, target)
             except CorruptCheckpointError as e:
                 failures.append(str(e))

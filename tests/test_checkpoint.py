@@ -112,6 +112,8 @@ def test_save_argument_errors(tmp_path):
             ckpt.save(6, {"a": np.ones(2)}, metadata={"x": object()})
         with pytest.raises(TypeError, match="key_data"):
             ckpt.save(6, {"k": jax.random.key(0)})
+        with pytest.raises(ValueError, match="two leaves share the path 'a/b'"):
+            ckpt.save(6, {"a/b": np.ones(1), "a": {"b": np.ones(1)}})
         with pytest.raises(ValueError, match=r"different tree than the target: "
                                              r"not in the checkpoint: \['b'\]"):
             ckpt.restore_latest({"a": np.ones(2), "b": np.ones(1)})
@@ -127,6 +129,8 @@ def test_save_argument_errors(tmp_path):
             ckpt.save(6, {"a": np.ones(2)})
         with pytest.raises(ValueError, match="opened with read_only=True"):
             ckpt.delete(5)
+        with pytest.raises(ValueError, match="opened with read_only=True"):
+            ckpt.set_aside(5)
         assert ckpt.steps() == [5]
 
 

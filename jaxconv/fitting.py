@@ -114,7 +114,7 @@ def _first_bad(arr: np.ndarray, offset=None):
     return index, arr[local], int(bad.sum())
 
 
-def check_finite_data(data) -> None:
+def _check_finite_data(data) -> None:
     """ValueError naming the first non-finite entry of any float array in ``data``.
 
     Global arrays that span several processes are checked shard by shard on each process
@@ -145,7 +145,7 @@ def check_finite_data(data) -> None:
             )
 
 
-def make_step(loss_fn, optimizer, *, batch_size, n, batch_sharding=None):
+def _make_step(loss_fn, optimizer, *, batch_size, n, batch_sharding=None):
     """One guarded optimizer step ``(params, opt_state), t -> carry, (loss, finite)``.
 
     The returned ``step(carry, t, key, stop, data)`` samples minibatch ``t`` from
@@ -452,7 +452,7 @@ def fit(
             )
 
     if check_data:
-        check_finite_data(data)
+        _check_finite_data(data)
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(leaf, "dtype", None)
         if dtype is None and isinstance(leaf, float | int | np.number):
@@ -545,7 +545,7 @@ def fit(
         init = optimizer.init if restarts is None else jax.vmap(optimizer.init)
     opt_state = init(params)
 
-    step_fn = make_step(loss_fn, optimizer, batch_size=batch_size, n=n,
+    step_fn = _make_step(loss_fn, optimizer, batch_size=batch_size, n=n,
                         batch_sharding=batch_sharding)
 
     def run_one(params, opt_state, start, stop, key_data, data):

@@ -103,13 +103,32 @@ def resolve_layout(op: str, layout: str | None, ndim: int) -> Layout:
 
 
 def check_float(op: str, name: str, x: Any) -> None:
-    """TypeError unless ``x`` has a real floating dtype."""
-    dtype = jnp.result_type(x)
+    """TypeError unless ``x`` is an array or scalar with a real floating dtype."""
+    # jnp.result_type reads None as the default float and a string as a dtype name, and
+    # rejects lists with a message that names neither the op nor the argument.
+    try:
+        dtype = None if x is None or isinstance(x, (str, bytes)) else jnp.result_type(x)
+    except TypeError:
+        dtype = None
+    if dtype is None:
+        raise TypeError(
+            f"{op}: {name} must be an array or a scalar (jax.typing.ArrayLike), got "
+            f"{type(x).__name__}; convert it first, e.g. jnp.asarray({name}, jnp.float32)."
+        )
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{op}: {name} must have a real floating dtype (float32, float64, bfloat16, "
             f"float16), got {dtype}; cast it first, e.g. {name}.astype(jnp.float32)."
         )
+
+
+def check_int(op: str, name: str, value: Any, *, minimum: int, fix: str) -> int:
+    """``value`` as an int >= ``minimum``; ``fix`` ends the ValueError's message."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}; {fix}.")
+    return int(value)
 
 
 def check_ndim(op: str, name: str, x: Any, ndim: int, what: str) -> None:

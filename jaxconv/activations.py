@@ -27,6 +27,11 @@ __all__ = [
 ]
 
 
+def _like(param: ArrayLike, x: ArrayLike) -> Array:
+    """``param`` in x's dtype: a float32 slope must not promote a bfloat16 ``x``."""
+    return jnp.asarray(param, jnp.result_type(x))
+
+
 def relu(x: ArrayLike) -> Array:
     """Rectified linear unit, ``max(x, 0)`` (``jax.nn.relu``; gradient 0 at 0).
 
@@ -61,7 +66,7 @@ def leaky_relu(x: ArrayLike, *, negative_slope: ArrayLike = 0.01) -> Array:
       [-1.0, 3.0]
     """
     _checks.check_float("leaky_relu", "x", x)
-    return jax.nn.leaky_relu(x, negative_slope=negative_slope)
+    return jax.nn.leaky_relu(x, negative_slope=_like(negative_slope, x))
 
 
 def tanh(x: ArrayLike) -> Array:
@@ -138,7 +143,7 @@ def elu(x: ArrayLike, *, alpha: ArrayLike = 1.0) -> Array:
       [0.0, 2.0]
     """
     _checks.check_float("elu", "x", x)
-    return jax.nn.elu(x, alpha=alpha)
+    return jax.nn.elu(x, alpha=_like(alpha, x))
 
 
 def softplus(x: ArrayLike) -> Array:

@@ -26,39 +26,11 @@ def _prepare(op, x, w, stride, padding, dilation, groups, layout, pad_mode):
     _checks.check_float(op, "w", w)
     x = jnp.asarray(x)
     w = jnp.asarray(w)
-    if w.ndim < 3:
-        raise ValueError(
-            f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got rank "
-            f"{w.ndim} with shape {w.shape}; for a single 2-D filter k use "
-            f"k[:, :, None, None] (channels-last)."
-        )
-    if 0 in w.shape:
-        raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w.shape}.")
-    n = w.ndim - 2
-    lay = _checks.resolve_layout(op, layout, n)
-    if x.ndim != w.ndim:
-        fix = "add a batch axis with x[None]" if x.ndim == w.ndim - 1 else "reshape x"
-        raise ValueError(
-            f"{op}: x must have rank {n + 2} (batch, {n} spatial, channels in layout "
-            f"{lay.name}) to match w of rank {w.ndim}, got rank {x.ndim} with shape "
-            f"{x.shape}; {fix}."
-        )
+    geo = shapes.conv_geometry(op, x.shape, w.shape, stride, padding, dilation, groups, layout)
+    pad_mode = _checks.check_choice(op, "pad_mode", pad_mode, padding_lib.PAD_MODES)
     dtype = jnp.result_type(x, w)
     x, w = x.astype(dtype), w.astype(dtype)
-    stride = _checks.normalize_tuple(op, "stride", stride, n)
-    dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
-    _checks.check_groups(op, groups)
-    pad_mode = _checks.check_choice(op, "pad_mode", pad_mode, padding_lib.PAD_MODES)
-    _checks.check_conv_channels(
-        op, lay, x.shape[lay.channel_axis], w.shape[lay.kernel_in_axis],
-        w.shape[lay.kernel_out_axis], groups,
-    )
-    sizes = [x.shape[a] for a in lay.spatial_axes]
-    kernel = [w.shape[a] for a in lay.kernel_spatial_axes]
-    k_eff = padding_lib.effective_kernel(kernel, dilation)
-    pads = padding_lib.resolve_padding(op, padding, sizes, k_eff, stride)
-    padding_lib.check_kernel_fits(op, sizes, k_eff, pads)
-    return x, w, lay, stride, pads, dilation, pad_mode
+    return x, w, geo.layout, geo.stride, geo.pads, geo.dilation, pad_mode
 
 
 def conv(
@@ -200,13 +172,26 @@ def conv_transpose(
     return x
 
 
+def _is_real_scalar(value) -> bool:
+    """A 0-d int or float (Python, numpy or jax, traced or not); not bool, complex or None."""
+    if value is None or isinstance(value, (str, bytes)) or np.ndim(value) != 0:
+        return False
+    try:
+        dtype = jnp.result_type(value)
+    except TypeError:
+        return False
+    return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+
+
 def _filter2d(op, a, k, mode, boundary, fillvalue, flip):
     for name, v in (("in1", a), ("in2", k)):
         _checks.check_float(op, name, v)
         _checks.check_ndim(op, name, v, 2, "a plain 2-D array; batch with jax.vmap")
-    if isinstance(fillvalue, (bool, str)) or not isinstance(fillvalue, (int, float, np.number)):
-        if not (hasattr(fillvalue, "shape") and np.ndim(fillvalue) == 0):
-            raise TypeError(f"{op}: fillvalue must be a real scalar, got {fillvalue!r}.")
+    if not _is_real_scalar(fillvalue):
+        raise TypeError(
+            f"{op}: fillvalue must be a real scalar (int or float), got "
+            f"{type(fillvalue).__name__} {fillvalue!r}."
+        )
     mode = _checks.check_choice(op, "mode", mode, ("full", "valid", "same"))
     boundary = _checks.check_choice(op, "boundary", boundary, ("fill", "wrap", "symm"))
     dtype = jnp.result_type(a, k)

@@ -39,14 +39,6 @@ KINDS: tuple[str, ...] = ("vertical", "horizontal", "cross")
 # Argument checks (trace-time, Python values only).
 
 
-def _check_int(op: str, name: str, value, *, minimum: int, fix: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}; {fix}.")
-    return int(value)
-
-
 def _check_noise(op: str, noise) -> float:
     try:
         if isinstance(noise, (bool, str)) or np.ndim(noise) != 0:
@@ -214,9 +206,9 @@ def line_images(
     """
     op = "line_images"
     _check_key(op, key)
-    n = _check_int(op, "n", n, minimum=1, fix="ask for at least one image")
-    size = _check_int(op, "size", size, minimum=3, fix="a cross needs at least 3x3 pixels")
-    max_shapes = _check_int(
+    n = _checks.check_int(op, "n", n, minimum=1, fix="ask for at least one image")
+    size = _checks.check_int(op, "size", size, minimum=3, fix="a cross needs at least 3x3 pixels")
+    max_shapes = _checks.check_int(
         op, "max_shapes", max_shapes, minimum=1, fix="draw at least one shape per image"
     )
     noise = _check_noise(op, noise)
@@ -233,7 +225,7 @@ def line_images(
     picked = [_checks.check_choice(op, "kind", k, KINDS) for k in kinds]
     kind_counts = np.array([picked.count(k) for k in KINDS], np.int32)
     if length is not None:
-        length = _check_int(op, "length", length, minimum=1, fix="use a positive length")
+        length = _checks.check_int(op, "length", length, minimum=1, fix="use a positive length")
         if length > size:
             raise ValueError(
                 f"{op}: length must be <= size (={size}) so shapes fit in the image, got "
@@ -269,8 +261,8 @@ def noise_images(key: ArrayLike, n: int, size: int = 16) -> Array:
     """
     op = "noise_images"
     _check_key(op, key)
-    n = _check_int(op, "n", n, minimum=1, fix="ask for at least one image")
-    size = _check_int(op, "size", size, minimum=1, fix="use a positive side length")
+    n = _checks.check_int(op, "n", n, minimum=1, fix="ask for at least one image")
+    size = _checks.check_int(op, "size", size, minimum=1, fix="use a positive side length")
     return jax.random.normal(key, (n * size * size,), jnp.float32).reshape(n, size, size)
 
 
@@ -333,9 +325,9 @@ def shape_dataset(
     """
     op = "shape_dataset"
     _check_key(op, key)
-    n = _check_int(op, "n", n, minimum=1, fix="ask for at least one image")
-    size = _check_int(op, "size", size, minimum=4, fix="shapes need at least 4x4 pixels")
-    jitter = _check_int(op, "jitter", jitter, minimum=0, fix="use jitter=0 for no shift")
+    n = _checks.check_int(op, "n", n, minimum=1, fix="ask for at least one image")
+    size = _checks.check_int(op, "size", size, minimum=4, fix="shapes need at least 4x4 pixels")
+    jitter = _checks.check_int(op, "jitter", jitter, minimum=0, fix="use jitter=0 for no shift")
     if jitter > _max_jitter(size):
         need = size
         while _max_jitter(need) < jitter:

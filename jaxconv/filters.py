@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconv import _checks
 from jaxconv._typing import Array, ArrayLike
 
 __all__ = [
@@ -39,14 +40,6 @@ __all__ = [
 
 def _kernel(rows) -> Array:
     return jnp.asarray(np.asarray(rows, dtype=np.float32))
-
-
-def _check_int(op: str, name: str, value, *, minimum: int, fix: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}; {fix}.")
-    return int(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,7 +308,9 @@ def gaussian(sigma: float, *, size: int | None = None) -> Array:
         )
     if size is None:
         size = 2 * math.ceil(3 * sigma) + 1
-    size = _check_int("gaussian", "size", size, minimum=1, fix="pass an odd size such as 3")
+    size = _checks.check_int(
+        "gaussian", "size", size, minimum=1, fix="pass an odd size such as 3"
+    )
     if size % 2 == 0:
         raise ValueError(
             f"gaussian: size must be odd (so the kernel has a centre pixel), got size={size}; "
@@ -341,7 +336,7 @@ def box(size: int) -> Array:
       >>> filters.box(2).tolist()
       [[0.25, 0.25], [0.25, 0.25]]
     """
-    size = _check_int("box", "size", size, minimum=1, fix="pass a side length such as 3")
+    size = _checks.check_int("box", "size", size, minimum=1, fix="pass a side length such as 3")
     return _kernel(np.full((size, size), 1.0 / size**2))
 
 

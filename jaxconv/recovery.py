@@ -37,18 +37,18 @@ class FilterMatch(NamedTuple):
 
 
 def _as_bank(op: str, name: str, f: ArrayLike) -> np.ndarray:
-    """``(*spatial, [in,] n)`` (or a single 2-D filter) -> float64 ``[n, *rest]``."""
+    """``(*spatial, in, n)`` (or a single 2-D filter) -> float64 ``[n, *spatial, in]``."""
     a = np.asarray(f, dtype=np.float64)
     if a.ndim < 2:
         raise ValueError(f"{op}: {name} must have rank >= 2, got shape {a.shape}.")
-    if a.ndim == 2:  # a single 2-D filter
-        return a[None]
+    if a.ndim == 2:  # a single 2-D filter: one filter with one input channel
+        return a[None, :, :, None]
     return np.moveaxis(a, -1, 0)
 
 
 def _best_pair(learned: np.ndarray, ref: np.ndarray, *, allow_flip, allow_sign, allow_scale):
-    # per-filter arrays are (*spatial, in_channels), or (kh, kw) for single 2-D filters
-    spatial_axes = tuple(range(learned.ndim - 1 if learned.ndim >= 3 else learned.ndim))
+    # per-filter arrays are (*spatial, in_channels): only the spatial axes flip.
+    spatial_axes = tuple(range(learned.ndim - 1))
     best = None
     flips = (False, True) if allow_flip else (False,)
     for flipped in flips:
@@ -86,7 +86,7 @@ def align(
 
     Args:
       learned: a bank ``(*spatial, in_channels, n)`` (the channels-last kernel of a conv
-        layer) or a single 2-D filter ``(kh, kw)``.
+        layer) or a single 2-D filter ``(kh, kw)`` (read as ``(kh, kw, 1, 1)``).
       reference: a bank of the same per-filter shape with ``m <= n`` filters, or one filter.
       allow_flip: also try each learned filter reversed on its spatial axes.
       allow_sign: treat ``-f`` as ``f`` (only where no ReLU follows the filter).

@@ -58,14 +58,26 @@ def _with_spatial(lay, batch: int, channels: int, spatial: Sequence[int]) -> tup
     return (batch, channels, *spatial)
 
 
-def _conv_shape(x, w, stride, padding, dilation, groups, layout) -> tuple[int, ...]:
-    op = "conv"
+class ConvGeometry(NamedTuple):
+    """The validated options of one ``conv`` call and the shape it returns."""
+
+    layout: _checks.Layout
+    stride: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+
+def conv_geometry(op, x, w, stride, padding, dilation, groups, layout) -> ConvGeometry:
+    """Validates ``conv`` options for shapes ``x`` and ``w`` (the op's own errors)."""
     if len(w) < 3:
         raise ValueError(
             f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got rank "
             f"{len(w)} with shape {w}; for a single 2-D filter k use "
             f"k[:, :, None, None] (channels-last)."
         )
+    if 0 in w:
+        raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w}.")
     n = len(w) - 2
     lay = _checks.resolve_layout(op, layout, n)
     if len(x) != len(w):
@@ -88,7 +100,7 @@ def _conv_shape(x, w, stride, padding, dilation, groups, layout) -> tuple[int, .
         padding_lib.output_size(size, k, s, lo, hi)
         for size, k, s, (lo, hi) in zip(sizes, k_eff, stride, pads, strict=True)
     ]
-    return _with_spatial(lay, x[0], w_out, out)
+    return ConvGeometry(lay, stride, pads, dilation, _with_spatial(lay, x[0], w_out, out))
 
 
 class TransposeGeometry(NamedTuple):
@@ -223,11 +235,6 @@ def output_shape(
                 )
         return pooling.resolve(kind, shape, kernel_shape, stride, padding, layout).out_shape(shape)
     kernel = _as_shape("output_shape", "kernel_shape", kernel_shape)
-    if 0 in kernel:
-        raise ValueError(
-            f"{'conv' if kind == 'conv' else 'conv_transpose'}: w must not have a zero-size "
-            f"dimension, got shape {kernel}."
-        )
     stride = 1 if stride is None else stride
     if kind == "conv":
         if not _is_default(output_padding, 0):
@@ -235,7 +242,9 @@ def output_shape(
                 f"output_shape: output_padding={output_padding!r} applies to "
                 f"op='conv_transpose' only, not op={op!r}; leave it at 0."
             )
-        return _conv_shape(shape, kernel, stride, padding, dilation, groups, layout)
+        return conv_geometry(
+            "conv", shape, kernel, stride, padding, dilation, groups, layout
+        ).out_shape
     return conv_transpose_geometry(
         shape, kernel, stride, padding, output_padding, dilation, groups, layout
     ).x_shape

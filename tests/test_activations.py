@@ -143,3 +143,25 @@ def test_integer_input_is_a_type_error(fn):
 def test_python_int_is_a_type_error():
     with pytest.raises(TypeError, match="relu: x must have a real floating dtype"):
         jaxconv.relu(3)
+
+
+@pytest.mark.parametrize(
+    ("fn", "option"), [(jaxconv.leaky_relu, "negative_slope"), (jaxconv.elu, "alpha")],
+    ids=["leaky_relu", "elu"],
+)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+def test_float32_option_keeps_low_precision_dtype(fn, option, dtype):
+    """A float32 (strongly typed) slope or alpha must not promote x, as documented."""
+    x = jnp.asarray(X, dtype)
+    for value in (np.float32(0.5), jnp.float32(0.5)):
+        y = fn(x, **{option: value})
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y, fn(x, **{option: 0.5}))
+
+
+@pytest.mark.parametrize("x", [[1.0, -1.0], None, "float32"], ids=["list", "none", "str"])
+def test_non_array_input_is_a_type_error(x):
+    """Our message, naming the op and the fix, instead of jax's 'Cannot determine dtype'."""
+    with pytest.raises(TypeError, match=r"^relu: x must be an array or a scalar \(jax.typing"
+                                        r".ArrayLike\), got (list|NoneType|str); convert it"):
+        jaxconv.relu(x)

@@ -708,6 +708,9 @@ CONV_ERRORS = [
     ("x_complex", X.astype(np.complex64), W, {}, TypeError,
      r"^conv: x must have a real floating dtype .* got complex64"),
     ("x_bool", X.astype(bool), W, {}, TypeError, r"^conv: x must have a real floating dtype"),
+    ("x_list", X.tolist(), W, {}, TypeError,
+     r"^conv: x must be an array or a scalar \(jax.typing.ArrayLike\), got list; convert it"),
+    ("w_none", X, None, {}, TypeError, r"^conv: w must be an array or a scalar .* got NoneType"),
     ("flip_type", X, W, {"flip": "yes"}, TypeError, r"^conv: flip must be a bool, got 'yes'"),
     ("algorithm_unknown", X, W, {"algorithm": "winograd"}, ValueError,
      r"^conv: unknown algorithm 'winograd'; expected one of 'auto', 'xla'"),
@@ -807,6 +810,12 @@ FILTER_ERRORS = [
     ("empty", np.zeros((0, 5), np.float32), K, {}, ValueError,
      r"inputs must be non-empty, got shapes \(0, 5\) and \(3, 3\)"),
     ("int", A.astype(np.int64), K, {}, TypeError, r"in1 must have a real floating dtype"),
+    ("fillvalue_complex", A, K, {"fillvalue": np.complex64(1j)}, TypeError,
+     r"fillvalue must be a real scalar \(int or float\), got complex64"),
+    ("fillvalue_np_bool", A, K, {"fillvalue": np.bool_(True)}, TypeError,
+     r"fillvalue must be a real scalar .* got bool"),
+    ("fillvalue_none", A, K, {"fillvalue": None}, TypeError,
+     r"fillvalue must be a real scalar .* got NoneType None"),
     ("complex", A, K.astype(np.complex64), {}, TypeError, r"in2 must have a real floating dtype"),
 ]
 

@@ -95,3 +95,17 @@ def test_greedy_matching_beyond_eight(rng):
 def test_errors(learned, reference, match):
     with pytest.raises(ValueError, match=match):
         recovery.align(learned, reference)
+
+
+def test_flip_of_a_1d_bank_reverses_only_the_spatial_axis(rng):
+    """A (k, in, n) bank flips along k only; the in-channel axis is not spatial."""
+    bank = rng.normal(size=(3, 2, 2))
+    for m in recovery.align(bank[::-1], bank):
+        assert m.flipped and m.cosine == pytest.approx(1.0)
+        assert m.max_abs_error < 1e-12
+
+
+def test_single_filter_against_a_one_channel_bank(bank):
+    """A single 2-D reference filter is a (kh, kw, 1, 1) bank, as the docstring promises."""
+    (m,) = recovery.align(bank, bank[:, :, 0, 2])
+    assert m.matched == 2 and m.cosine == pytest.approx(1.0)

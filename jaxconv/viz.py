@@ -1,7 +1,8 @@
 """Figures for the experiments: images, filter banks side by side, feature maps, loss curves.
 
-Needs the optional extra ``viz`` (matplotlib), imported lazily with the Agg backend; every
-function writes a PNG and returns its path. Nothing here computes results.
+Needs the optional extra ``viz`` (matplotlib), imported lazily. Figures are built without
+pyplot, so the global backend and a notebook's own figures are left alone. Every function
+writes a PNG and returns its path. Nothing here computes results.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def _plt():
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize, squeeze: bool = True):
+    """A figure and its axes without pyplot: no global backend switch, nothing to close, so a
+    notebook's own plotting is left alone."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "jaxconv.viz needs matplotlib: pip install 'jaxconv[viz]'"
         ) from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _annotate(ax, a: np.ndarray, lim: float) -> None:
@@ -36,7 +37,6 @@ def _save(fig, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
@@ -64,10 +64,9 @@ def image_grid(
     Returns:
       ``path`` as a string.
     """
-    plt = _plt()
     labels = list(rows)
     ncols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(labels), ncols, figsize=(1.9 * ncols + 1.2, 1.9 * len(labels) + 0.4), squeeze=False
     )
     for r, label in enumerate(labels):
@@ -111,9 +110,8 @@ def filters_side_by_side(
     Returns:
       ``path`` as a string.
     """
-    plt = _plt()
     names = list(reference)
-    fig, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 5), squeeze=False)
+    fig, axes = _subplots(2, len(names), figsize=(2.4 * len(names), 5), squeeze=False)
     for c, name in enumerate(names):
         for r, (label, bank) in enumerate((("hand-designed", reference), ("learned", learned))):
             a = np.asarray(bank[name], dtype=np.float32)
@@ -146,8 +144,7 @@ def loss_curves(
     Returns:
       ``path`` as a string.
     """
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = _subplots(figsize=(6, 3.6))
     if isinstance(curves, Mapping):
         for label, y in curves.items():
             y = np.asarray(y)
@@ -192,11 +189,10 @@ def restart_outcomes(
     Returns:
       ``path`` as a string.
     """
-    plt = _plt()
     v = np.asarray(values, dtype=np.float64).ravel()
     order = np.argsort(v)
     ok = np.zeros(v.shape, bool) if success is None else np.asarray(success, bool).ravel()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = _subplots(figsize=(6, 3.6))
     colors = np.where(ok[order], "C2", "0.55")
     floor = np.finfo(np.float64).tiny
     ax.bar(np.arange(v.size), np.maximum(v[order], floor), color=colors, width=0.85)
@@ -229,11 +225,10 @@ def confusion_matrix(
     Returns:
       ``path`` as a string.
     """
-    plt = _plt()
     m = np.asarray(counts)
     total = m.sum()
     accuracy = np.trace(m) / total if total else float("nan")
-    fig, ax = plt.subplots(figsize=(1.1 * len(class_names) + 1.6, 1.1 * len(class_names) + 1))
+    fig, ax = _subplots(figsize=(1.1 * len(class_names) + 1.6, 1.1 * len(class_names) + 1))
     rows = np.maximum(m.sum(axis=1, keepdims=True), 1)
     ax.imshow(m / rows, cmap="Blues", vmin=0, vmax=1)
     for (t, p), v in np.ndenumerate(m):

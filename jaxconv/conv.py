@@ -115,6 +115,7 @@ def conv_transpose(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     layout: str | None = None,
+    precision: lax.PrecisionLike = None,
 ) -> Array:
     """Transposed convolution: the adjoint of ``conv(., w, ...)`` with the same kernel ``w``.
 
@@ -136,6 +137,7 @@ def conv_transpose(
       dilation: the forward conv's dilation.
       groups: the forward conv's feature groups.
       layout: as in ``conv``.
+      precision: passed to ``lax.conv_general_dilated`` (as in ``conv``).
 
     Returns:
       [N, *out_spatial, C_in] with ``out = (in - 1) * stride - low - high +
@@ -158,7 +160,7 @@ def conv_transpose(
     from jaxconv import lowering
     from jaxconv.lowering import xla
 
-    args = lowering.ConvArgs(geo.layout, geo.stride, geo.pads, geo.dilation, groups, None)
+    args = lowering.ConvArgs(geo.layout, geo.stride, geo.pads, geo.dilation, groups, precision)
 
     def forward(x):
         out = xla.conv(x, w, args)

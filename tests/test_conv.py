@@ -410,6 +410,14 @@ def test_conv_transpose_is_vjp(rng):
     assert_close(got, want)
 
 
+def test_conv_transpose_passes_precision_to_lax():
+    y, w = jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 2, 8))
+    jaxpr = str(jax.make_jaxpr(
+        lambda y: jaxconv.conv_transpose(y, w, precision=lax.Precision.HIGHEST))(y))
+    assert "HIGHEST" in jaxpr
+    assert "HIGHEST" not in str(jax.make_jaxpr(lambda y: jaxconv.conv_transpose(y, w))(y))
+
+
 # --- gradients (float64) ---------------------------------------------------------------------
 
 

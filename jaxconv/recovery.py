@@ -151,6 +151,8 @@ def summary(matches: list[FilterMatch]) -> dict[str, float]:
     Returns:
       ``{"min_cosine": ..., "max_abs_error": ...}`` over all matches.
     """
+    if not matches:
+        raise ValueError("summary: matches is empty; pass the list that align returns.")
     return {
         "min_cosine": float(min(m.cosine for m in matches)),
         "max_abs_error": float(max(m.max_abs_error for m in matches)),

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from jaxconv import _checks, pooling
 from jaxconv import padding as padding_lib
 
@@ -47,9 +49,13 @@ def _as_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
 
 
 def _is_default(value: Any, default: int) -> bool:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return all(v == default for v in value)
-    return value == default
+    """``value`` is ``default`` or a sequence/array of it (e.g. ``dilation=np.array([1, 1])``)."""
+    if isinstance(value, str):
+        return False
+    try:
+        return bool(np.all(np.asarray(value) == default))
+    except (TypeError, ValueError):  # ragged or odd objects: not the default
+        return False
 
 
 def _with_spatial(lay, batch: int, channels: int, spatial: Sequence[int]) -> tuple[int, ...]:

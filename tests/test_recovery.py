@@ -109,3 +109,8 @@ def test_single_filter_against_a_one_channel_bank(bank):
     """A single 2-D reference filter is a (kh, kw, 1, 1) bank, as the docstring promises."""
     (m,) = recovery.align(bank, bank[:, :, 0, 2])
     assert m.matched == 2 and m.cosine == pytest.approx(1.0)
+
+
+def test_summary_of_nothing_is_a_value_error():
+    with pytest.raises(ValueError, match="summary: matches is empty"):
+        recovery.summary([])

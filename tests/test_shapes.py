@@ -279,6 +279,8 @@ SHAPE_ERRORS = [
      r"^output_shape: kernel_shape must be a sequence of ints"),
     ("pool_dilation", (1, 4, 1), 2, dict(op="max_pool", dilation=2), ValueError,
      r"^output_shape: dilation=2 does not apply to op='max_pool' \(pooling has no dilation\)"),
+    ("pool_dilation_array", (1, 4, 1), 2, dict(op="max_pool", dilation=np.array([2])),
+     ValueError, r"^output_shape: dilation=array\(\[2\]\) does not apply to op='max_pool'"),
     ("pool_groups", (1, 4, 1), 2, dict(op="pool", groups=2), ValueError,
      r"^output_shape: groups=2 does not apply to op='pool'"),
     ("pool_output_padding", (1, 4, 1), 2, dict(op="avg_pool", output_padding=(1,)),
@@ -296,6 +298,11 @@ SHAPE_ERRORS = [
 def test_output_shape_errors(x, w, options, error, match):
     with pytest.raises(error, match=match):
         jaxconv.output_shape(x, w, **options)
+
+
+def test_pool_accepts_default_options_as_arrays():
+    ones = np.array([1, 1])
+    assert jaxconv.output_shape((1, 8, 8, 1), 2, op="max_pool", dilation=ones) == (1, 4, 4, 1)
 
 
 def test_defaults_accept_all_ones_tuples():

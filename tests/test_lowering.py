@@ -100,6 +100,37 @@ def test_lowering_matches_xla_and_the_oracle(algorithm, cfg):
         _close(a, b, f"{name} vs xla")
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "opts"),
+    [
+        ((3, 11, 1), (3, 1, 1), dict(padding="CAUSAL", dilation=2)),
+        ((2, 1, 13), (1, 1, 4), dict(stride=3, padding="SAME", layout="NCW")),
+        ((2, 9, 8, 1), (3, 2, 1, 1), dict(stride=(2, 1), padding=((1, 2), (0, 1)))),
+        ((2, 1, 9, 8), (1, 1, 3, 3), dict(dilation=(1, 2), padding="FULL", layout="NCHW")),
+        ((1, 5, 6, 7, 1), (2, 3, 2, 1, 1), dict(stride=2, padding=1, pad_mode="reflect")),
+    ],
+    ids=["1d_causal", "1d_ncw", "2d_pads", "2d_nchw", "3d_reflect"],
+)
+def test_single_filter_path_of_shift_add(x_shape, w_shape, opts):
+    """A 1 -> 1 filter runs shift_add's channels-last path: equal to xla everywhere."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=w_shape), jnp.float32)
+    y = jaxconv.conv(x, w, algorithm="xla", **opts)
+    ct = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    tx = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    tw = jnp.asarray(rng.normal(size=w.shape), jnp.float32)
+    got = _everything("shift_add", opts)(x, w, ct, tx, tw)
+    want = _everything("xla", opts)(x, w, ct, tx, tw)
+    for name, a, b in zip(("forward", "grad x", "grad w", "jvp", "vmap"), got, want, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        _close(a, b, f"{name} vs xla")
+    # second order: the custom JVP composes with itself
+    hess = lambda a: jax.hessian(lambda v: jnp.sum(jaxconv.conv(v, w, algorithm=a, **opts) ** 2))
+    small = x[:1]
+    _close(hess("shift_add")(small), hess("xla")(small), "hessian vs xla")
+
+
 @pytest.mark.parametrize("algorithm", FAST)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
 def test_low_precision_dtypes_stay_in_their_dtype(algorithm, dtype):

@@ -2,7 +2,8 @@
 
 Exact for every option of ``conv``; fast on CPU when ``taps * in_channels/groups * out`` is
 small, where XLA's CPU convolution is slow. Works channels-first internally ([C, N, *spatial])
-so size-1 channel axes never sit in the minor dimension. Differentiation goes through a custom
+so size-1 channel axes never sit in the minor dimension, except for a single 1 -> 1 filter,
+whose sums run channels-last (``_fma_single``). Differentiation goes through a custom
 JVP whose kernel tangent is one matmul against the stacked tap windows, so the kernel gradient
 is a single fast dot instead of one slow reduction per tap.
 """
@@ -49,16 +50,22 @@ def why(x_shape, w_shape, dtype, args) -> str:
     )
 
 
-def _windows(x, kernel, stride, dilation):
-    """Each tap's strided window of the padded [C, N, *spatial] input, in tap order."""
+def _windows(x, kernel, stride, dilation, first=2):
+    """Each tap's strided window of the padded input, in tap order.
+
+    The spatial axes of ``x`` start at ``first``: 2 for [C, N, *spatial], 1 for [N, *spatial, C].
+    """
     n = len(kernel)
+    axes = range(first, first + n)
     out = [
-        (x.shape[2 + i] - (kernel[i] - 1) * dilation[i] - 1) // stride[i] + 1 for i in range(n)
+        (x.shape[a] - (k - 1) * d - 1) // s + 1
+        for a, k, d, s in zip(axes, kernel, dilation, stride, strict=True)
     ]
     for tap in itertools.product(*(range(k) for k in kernel)):
-        start = [t * d for t, d in zip(tap, dilation, strict=True)]
-        limit = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, stride, strict=True)]
-        yield tap, lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *stride))
+        start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
+        for a, t, d, o, s in zip(axes, tap, dilation, out, stride, strict=True):
+            start[a], limit[a], strides[a] = t * d, t * d + (o - 1) * s + 1, s
+        yield tap, lax.slice(x, start, limit, strides)
 
 
 def _fma(x, w, stride, dilation, groups):
@@ -126,6 +133,16 @@ def _w_tangent(x, w_dot, stride, dilation, groups):
     return _lax_conv(x, w_dot, stride, dilation, groups)
 
 
+def _dilate_and_pad(kernel, x_sizes, g_sizes, stride, dilation):
+    """``lax.pad`` config of the spatial axes that turns the output cotangent ``g`` into the
+    input of a stride-1 correlation with the flipped kernel giving the input gradient."""
+    cfg = []
+    for k, size, g_size, s, d in zip(kernel, x_sizes, g_sizes, stride, dilation, strict=True):
+        k_eff = (k - 1) * d + 1
+        cfg.append((k_eff - 1, size - 1 - (g_size - 1) * s, s - 1))
+    return cfg
+
+
 def _input_grad(g, w, x_shape, stride, dilation, groups):
     """The input gradient [O, N, *out] -> [C, N, *sp] as one pad and one shift-and-add.
 
@@ -137,12 +154,8 @@ def _input_grad(g, w, x_shape, stride, dilation, groups):
     kernel = w.shape[:n]
     c_group, out_ch = w.shape[n], w.shape[n + 1]
     o_group = out_ch // groups
-    cfg = [(0, 0, 0)] * 2
-    for i in range(n):
-        k_eff = (kernel[i] - 1) * dilation[i] + 1
-        hi = x_shape[2 + i] - 1 - (g.shape[2 + i] - 1) * stride[i]
-        cfg.append((k_eff - 1, hi, stride[i] - 1))
-    g = lax.pad(g, jnp.zeros((), g.dtype), cfg)
+    cfg = _dilate_and_pad(kernel, x_shape[2:], g.shape[2:], stride, dilation)
+    g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0)] * 2 + cfg)
     w2 = jnp.flip(w, axis=tuple(range(n))).reshape(*kernel, c_group, groups, o_group)
     w2 = w2.transpose(*range(n), n + 2, n + 1, n).reshape(*kernel, o_group, groups * c_group)
     return _fma(g, w2, (1,) * n, dilation, groups)
@@ -182,12 +195,66 @@ def _conv_cf_jvp(stride, dilation, groups, primals, tangents):
     return y, y_dot
 
 
+def _fma_single(x, w, stride, dilation):
+    """[N, *sp, 1] x [*k, 1, 1] -> [N, *out, 1]: ``_fma``'s sums for a single 1 -> 1 filter.
+
+    The same sums in channels-last order: XLA:CPU runs a small loop fusion of this shape on one
+    thread, where it splits the channels-first one over the cores and the hand-off costs more
+    than the arithmetic (task A forward: 25 us vs 55 us per call; benchmarks/NOTES.md).
+    """
+    n = w.ndim - 2
+    acc = None
+    for tap, window in _windows(x, w.shape[:n], stride, dilation, first=1):
+        term = window * w[(*tap, 0, 0)]  # [N, *out, 1] * a scalar
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _input_grad_single(g, w, x_shape, stride, dilation):
+    """``_input_grad`` of ``_fma_single``: [N, *out, 1] -> [N, *sp, 1]."""
+    n = w.ndim - 2
+    cfg = _dilate_and_pad(w.shape[:n], x_shape[1:-1], g.shape[1:-1], stride, dilation)
+    g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), *cfg, (0, 0, 0)])
+    return _fma_single(g, jnp.flip(w, axis=tuple(range(n))), (1,) * n, dilation)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _conv_single(x, w, stride, dilation):
+    return _fma_single(x, w, stride, dilation)
+
+
+@functools.partial(_conv_single.defjvp, symbolic_zeros=True)
+def _conv_single_jvp(stride, dilation, primals, tangents):
+    x, w = primals
+    x_dot, w_dot = tangents
+    y = _fma_single(x, w, stride, dilation)
+    y_dot = jnp.zeros_like(y)
+    if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
+        # written as the transpose of the input gradient, as ``_x_tangent``
+        grad = functools.partial(_input_grad_single, w=w, x_shape=x_dot.shape, stride=stride,
+                                 dilation=dilation)
+        (x_term,) = jax.linear_transpose(grad, jax.ShapeDtypeStruct(y.shape, y.dtype))(x_dot)
+        y_dot = y_dot + x_term
+    if not isinstance(w_dot, jax.custom_derivatives.SymbolicZero):
+        # one input and one output channel: [N, *sp, 1] and [1, N, *sp] are the same array
+        x_cf = x.reshape(1, *x.shape[:-1])
+        y_dot = y_dot + _w_tangent(x_cf, w_dot, stride, dilation, 1).reshape(y.shape)
+    return y, y_dot
+
+
 def conv(x, w, args):
     lay = args.layout
     n = lay.ndim
-    x = jnp.moveaxis(x, lay.channel_axis, 0)  # [C, N, *spatial]
     if not lay.channels_last:
         w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
+    if x.shape[lay.channel_axis] == 1 and w.shape[-1] == 1:  # a single 1 -> 1 filter
+        x = x.reshape(x.shape[0], *(x.shape[a] for a in lay.spatial_axes), 1)  # [N, *sp, 1]
+        if any(p != (0, 0) for p in args.pads):
+            x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*p, 0) for p in args.pads),
+                                                     (0, 0, 0)])
+        y = _conv_single(x, w, args.stride, args.dilation)  # [N, *out, 1]
+        return y if lay.channels_last else y.reshape(y.shape[0], 1, *y.shape[1:-1])
+    x = jnp.moveaxis(x, lay.channel_axis, 0)  # [C, N, *spatial]
     if any(p != (0, 0) for p in args.pads):
         x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(*p, 0) for p in args.pads])
     y = _conv_cf(x, w, args.stride, args.dilation, args.groups)

@@ -122,9 +122,14 @@ def check_float(op: str, name: str, x: Any) -> None:
         )
 
 
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def check_int(op: str, name: str, value: Any, *, minimum: int, fix: str) -> int:
     """``value`` as an int >= ``minimum``; ``fix`` ends the ValueError's message."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+    if not is_int(value):
         raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}.")
     if value < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}; {fix}.")

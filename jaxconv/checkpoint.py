@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxconv import _checks
 from jaxconv._typing import PyTree
 
 FORMAT = "jaxconv.checkpoint/1"
@@ -54,10 +55,6 @@ def _orbax():
             "pip install 'jaxconv[checkpoint]'."
         ) from e
     return ocp
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
 def _host_value(x) -> np.ndarray:
@@ -187,8 +184,8 @@ class Checkpointer:
         Returns:
           None.
         """
-        if keep is not None and (not _is_int(keep) or keep < 1):
-            raise (ValueError if _is_int(keep) else TypeError)(
+        if keep is not None and (not _checks.is_int(keep) or keep < 1):
+            raise (ValueError if _checks.is_int(keep) else TypeError)(
                 f"Checkpointer: keep must be a positive int or None, got {keep!r}."
             )
         if not isinstance(directory, str | os.PathLike) or not os.fspath(directory):
@@ -280,8 +277,8 @@ class Checkpointer:
           The checkpoint's directory.
         """
         self._check_writable("save")
-        if not _is_int(step) or step < 0:
-            raise (ValueError if _is_int(step) else TypeError)(
+        if not _checks.is_int(step) or step < 0:
+            raise (ValueError if _checks.is_int(step) else TypeError)(
                 f"Checkpointer.save: step must be a non-negative int, got {step!r}."
             )
         step = int(step)

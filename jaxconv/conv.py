@@ -225,6 +225,8 @@ def _filter2d(op, a, k, mode, boundary, fillvalue, flip):
             pads = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
     else:
         pads = ((0, 0), (0, 0))
+    # jnp.pad, not padding.pad: scipy's wrap/symm allow pads wider than the input, which
+    # conv's pad modes (torch's rules) reject
     if boundary == "fill":
         a = jnp.pad(a, pads, constant_values=jnp.asarray(fillvalue, dtype))
     else:

@@ -22,6 +22,7 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxconv import _checks
 from jaxconv._typing import Array, PyTree
 
 
@@ -81,10 +82,6 @@ def _tree_where(cond, new, old):
 def _all_finite(tree) -> Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
 def _num_examples(data) -> int | None:
@@ -235,10 +232,10 @@ def _check_config(saved: dict, wanted: dict, path) -> None:
 def _check_int(name, value, *, minimum=1, allow_none=False):
     if value is None and allow_none:
         return
-    if not _is_int(value) or value < minimum:
+    if not _checks.is_int(value) or value < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         # a str or float is the wrong type (TypeError), 0 the wrong value (ValueError)
-        raise (ValueError if _is_int(value) else TypeError)(
+        raise (ValueError if _checks.is_int(value) else TypeError)(
             f"fit: {name} must be {what}{' or None' if allow_none else ''}, got {value!r}."
         )
 
@@ -414,8 +411,8 @@ def fit(
     if batch_size is not None:
         if n is None:
             raise ValueError("fit: batch_size needs data with a leading example axis.")
-        if not _is_int(batch_size) or not 1 <= batch_size <= n:
-            raise (ValueError if _is_int(batch_size) else TypeError)(
+        if not _checks.is_int(batch_size) or not 1 <= batch_size <= n:
+            raise (ValueError if _checks.is_int(batch_size) else TypeError)(
                 f"fit: batch_size must be an int in [1, {n}] (the number of examples), got "
                 f"{batch_size!r}."
             )

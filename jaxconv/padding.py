@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jaxconv import _checks
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER", "FULL", "CAUSAL")
 PAD_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
@@ -29,10 +30,6 @@ def effective_kernel(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[in
 def output_size(size: int, k_eff: int, stride: int, low: int, high: int) -> int:
     """Output length of a strided window over a padded axis (floor mode)."""
     return (size + low + high - k_eff) // stride + 1
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def resolve_padding(
@@ -77,7 +74,7 @@ def resolve_padding(
             f"{', '.join(repr(p) for p in PADDING_STRINGS)} (case-insensitive), an int, "
             f"a sequence of {n} ints or a sequence of {n} (low, high) pairs."
         )
-    if _is_int(padding):
+    if _checks.is_int(padding):
         pads = ((int(padding), int(padding)),) * n
     elif isinstance(padding, Sequence):
         if len(padding) != n:
@@ -87,9 +84,9 @@ def resolve_padding(
             )
         pads = []
         for p in padding:
-            if _is_int(p):
+            if _checks.is_int(p):
                 pads.append((int(p), int(p)))
-            elif isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) for v in p):
+            elif isinstance(p, Sequence) and len(p) == 2 and all(_checks.is_int(v) for v in p):
                 pads.append((int(p[0]), int(p[1])))
             else:
                 raise TypeError(

@@ -65,12 +65,12 @@ class PoolArgs(NamedTuple):
 
 def _is_torch_padding(padding) -> bool:
     """An int or per-dim ints: the forms torch's pooling accepts (pairs and strings are ours)."""
-    if padding_lib._is_int(padding):
+    if _checks.is_int(padding):
         return True
     return (
         isinstance(padding, Sequence)
         and not isinstance(padding, str)
-        and all(padding_lib._is_int(p) for p in padding)
+        and all(_checks.is_int(p) for p in padding)
     )
 
 

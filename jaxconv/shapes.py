@@ -40,7 +40,7 @@ class ReceptiveField(NamedTuple):
 def _as_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, Sequence) or isinstance(shape, str):
         raise TypeError(f"{op}: {name} must be a sequence of ints (a shape), got {shape!r}.")
-    if not all(padding_lib._is_int(s) for s in shape):
+    if not all(_checks.is_int(s) for s in shape):
         raise TypeError(f"{op}: {name} must contain ints, got {tuple(shape)}.")
     shape = tuple(int(s) for s in shape)
     if any(s < 0 for s in shape):

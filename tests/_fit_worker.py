@@ -161,8 +161,11 @@ def cmd_sharding(args):
     init = lambda k: {"w": jax.random.normal(k, (3,)), "b": jnp.zeros(())}
     params = jax.vmap(init)(jax.random.split(jax.random.key(7), 3))
     r_ref = jaxconv.fit(loss, params, optax.adam(0.05), data, restarts=3, **common)
+    seen.clear()
     r_out = jaxconv.fit(loss, params, optax.adam(0.05), data, restarts=3, mesh=mesh, **common)
     report["restarts"] = {
+        # under vmap the callback sees the restarts-batched sharding
+        "batch_spec_in_step": seen[-1]["spec"] if seen else None,
         "params": max_diff(r_out.params, r_ref.params),
         "losses_shape": list(r_out.losses.shape),
         "addressable_shards": len(r_out.params["w"].addressable_shards),

@@ -76,6 +76,7 @@ def test_full_batch_on_an_auto_mesh(report):
 def test_restarts_with_a_mesh(report):
     r = report["restarts"]
     assert r["params"] < 1e-5 and r["losses_shape"] == [3, 30] and r["addressable_shards"] == 4
+    assert r["batch_spec_in_step"] == "P(None, 'data')"  # restarts axis, then examples split
 
 
 @slow

@@ -143,19 +143,31 @@ def _check_finite_data(data) -> None:
 
 
 def _make_step(loss_fn, optimizer, *, batch_size, n, batch_sharding=None):
-    """One guarded optimizer step ``(params, opt_state), t -> carry, (loss, finite)``.
+    """One guarded optimizer step and the example order it starts a chunk from.
 
-    The returned ``step(carry, t, key, stop, data)`` samples minibatch ``t`` from
-    ``fold_in(key, t)`` (so a step's randomness depends only on the key and the step number)
-    and leaves params and optimizer state unchanged when the step is non-finite or
-    ``t >= stop``.
+    Minibatches go through the examples in epochs of ``n // batch_size`` steps (the last
+    ``n % batch_size`` of each shuffle sit the epoch out, as with torch's ``drop_last``); epoch
+    ``e`` uses the order ``permutation(fold_in(key, e), n)``. So a step's batch depends only
+    on the key and the step number, and one permutation per epoch (carried through the scan,
+    redrawn when an epoch starts) replaces a sort of all ``n`` examples per step.
+
+    Returns ``(order_at, step)``: ``order_at(key, t)`` is the order of the epoch of step ``t``;
+    ``step((params, opt_state, order), t, key, stop, data)`` leaves params and optimizer state
+    unchanged when the step is non-finite or ``t >= stop``.
     """
+    full_batch = batch_size is None
+    per_epoch = 1 if full_batch else n // batch_size
 
-    def sample(key, t, data):
-        if batch_size is None or data is None:
+    def order_at(key, t):
+        if full_batch:
+            return jnp.zeros((0,), jnp.int32)
+        return jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n)
+
+    def sample(order, t, data):
+        if full_batch or data is None:
             batch = data
         else:
-            idx = jax.random.choice(jax.random.fold_in(key, t), n, (batch_size,), replace=False)
+            idx = jax.lax.dynamic_slice_in_dim(order, (t % per_epoch) * batch_size, batch_size)
             batch = jax.tree.map(lambda x: x[idx], data)
         if batch_sharding is not None:
             batch = jax.tree.map(
@@ -164,17 +176,19 @@ def _make_step(loss_fn, optimizer, *, batch_size, n, batch_sharding=None):
         return batch
 
     def step(carry, t, key, stop, data):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params, sample(key, t, data))
+        params, opt_state, order = carry
+        if not full_batch:  # t is not batched over restarts: this stays a cond under vmap
+            order = jax.lax.cond(t % per_epoch == 0, lambda: order_at(key, t), lambda: order)
+        loss, grads = jax.value_and_grad(loss_fn)(params, sample(order, t, data))
         finite = jnp.isfinite(loss) & _all_finite(grads)
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         keep = finite & (t < stop)
         params = _tree_where(keep, new_params, params)
         opt_state = _tree_where(keep, new_state, opt_state)
-        return (params, opt_state), (loss, finite)
+        return (params, opt_state, order), (loss, finite)
 
-    return step
+    return order_at, step
 
 
 def _typed_key(key):
@@ -280,9 +294,10 @@ def fit(
     ``jax.vmap``. A step whose loss or gradients are not finite leaves params and optimizer
     state unchanged and is counted; as many consecutive non-finite steps as one chunk holds
     (counted across chunk boundaries, so how the run is cut does not matter) raise
-    ``NonFiniteError`` naming the step. Step ``t`` draws its minibatch from
-    ``fold_in(key, t)``, so the same key and data give bit-identical results, however the run
-    is chunked, checkpointed or resumed.
+    ``NonFiniteError`` naming the step. Minibatches go through the data in shuffled epochs of
+    ``n // batch_size`` steps, epoch ``e`` in the order ``permutation(fold_in(key, e), n)``, so
+    the same key and data give bit-identical results, however the run is chunked,
+    checkpointed or resumed.
 
     ``loss_fn`` is traced once on abstract values before anything is compiled: shape and dtype
     mistakes between data, model and targets raise ``ValueError``/``TypeError`` there. To also
@@ -322,8 +337,9 @@ def fit(
       data: a pytree of arrays sharing a leading example axis [n, ...], or None.
       steps: number of optimizer steps.
       key: PRNG key for minibatch sampling (restart r uses ``jax.random.split(key, R)[r]``).
-      batch_size: examples per step (global, across devices), sampled without replacement;
-        None for full batch.
+      batch_size: examples per step (global, across devices), drawn without replacement
+        from a fresh shuffle each epoch (the ``n % batch_size`` left over sit that epoch
+        out); None for full batch.
       restarts: number of independent runs trained at once, or None for a single run.
       chunk_size: steps per compiled call; progress is reported between chunks.
       progress: show a tqdm bar; None shows it only when stderr is a terminal.
@@ -542,14 +558,15 @@ def fit(
         init = optimizer.init if restarts is None else jax.vmap(optimizer.init)
     opt_state = init(params)
 
-    step_fn = _make_step(loss_fn, optimizer, batch_size=batch_size, n=n,
-                        batch_sharding=batch_sharding)
+    order_at, step_fn = _make_step(loss_fn, optimizer, batch_size=batch_size, n=n,
+                                   batch_sharding=batch_sharding)
 
     def run_one(params, opt_state, start, stop, key_data, data):
         key = jax.random.wrap_key_data(key_data, impl=impl)
         ts = start + jnp.arange(chunk)
-        (params, opt_state), (loss, finite) = jax.lax.scan(
-            lambda c, t: step_fn(c, t, key, stop, data), (params, opt_state), ts
+        (params, opt_state, _), (loss, finite) = jax.lax.scan(
+            lambda c, t: step_fn(c, t, key, stop, data),
+            (params, opt_state, order_at(key, start)), ts,
         )
         return params, opt_state, loss, finite
 

@@ -141,6 +141,20 @@ def test_a_short_nonfinite_tail_does_not_raise_however_chunked(chunk_size):
     assert float(out.params["c"]) == 9.0
 
 
+def test_minibatches_are_shuffled_epochs(key):
+    # with a frozen parameter the loss of step t is the mean index in its batch
+    n, batch = 10, 3  # 3 steps per epoch; one example sits each epoch out
+    x = jnp.arange(n, dtype=jnp.float32)
+    loss = lambda p, b: jnp.mean(b[0] * p["s"])
+    out = fit(loss, {"s": jnp.ones(())}, optax.sgd(0.0), (x,), steps=7, batch_size=batch,
+              key=key, chunk_size=2, progress=False)
+    want = []
+    for t in range(7):
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, t // 3), n))
+        want.append(order[(t % 3) * batch:(t % 3 + 1) * batch].mean())
+    np.testing.assert_allclose(out.losses, want, rtol=1e-6)
+
+
 def test_nonfinite_runs_count_across_chunk_boundaries():
     from jaxconv.fitting import _nonfinite_runs
 

@@ -82,10 +82,9 @@ class Conv:
       stride, padding, pad_mode, dilation, groups, flip, algorithm: as in ``jaxconv.conv``.
       use_bias: add a learned per-channel bias.
       kernel_init: a ``jax.nn.initializers`` initializer (default lecun-normal), called with
-        the 2-D shape ``(prod(kernel_size) * C // groups, features)`` and reshaped: fan-in
-        is the convolution's, but fan-out is ``features`` (not ``features *
-        prod(kernel_size)``), so ``mode="fan_out"``/``"fan_avg"`` initializers (e.g. glorot)
-        draw with a larger variance than flax's conv would.
+        the kernel shape ``(*kernel_size, C // groups, features)``: fan-in is
+        ``prod(kernel_size) * C // groups`` and fan-out ``prod(kernel_size) * features``, as
+        in flax's ``Conv``.
       bias_init: initializer of the bias (default zeros).
     """
 
@@ -125,11 +124,7 @@ class Conv:
         kshape = self._kernel_shape(shape)
         self.output_shape(shape)  # validates the whole configuration before any randomness
         k_key, b_key = jax.random.split(key)
-        # Drawn as the 2-D (fan_in, features) matrix and reshaped: XLA compiles a 2-D draw
-        # faster than a 4-D one on CPU. Fan-in-scaled initializers (the default) see the
-        # convolution's fan-in; fan-out-scaled ones see only ``features`` (class docstring).
-        flat = self.kernel_init(k_key, (math.prod(kshape[:-1]), kshape[-1]), jnp.float32)
-        params = {"kernel": flat.reshape(kshape)}
+        params = {"kernel": self.kernel_init(k_key, kshape, jnp.float32)}
         if self.use_bias:
             params["bias"] = self.bias_init(b_key, (self.features,), jnp.float32)
         _check_apply(self, params, shape)

@@ -72,6 +72,15 @@ def test_default_kernel_init_is_lecun_normal(key):
     assert float(jnp.abs(params["bias"]).max()) == 0.0
 
 
+@pytest.mark.parametrize(("mode", "fan"), [("fan_in", 5 * 5 * 16), ("fan_out", 5 * 5 * 64),
+                                         ("fan_avg", 5 * 5 * (16 + 64) / 2)])
+def test_kernel_init_sees_the_conv_fans(mode, fan, key):
+    """As flax's Conv: both fans include the receptive field (glorot/he scale correctly)."""
+    init = jax.nn.initializers.variance_scaling(1.0, mode, "normal")
+    params = nn.Conv(64, 5, kernel_init=init).init(key, (1, 9, 9, 16))
+    assert abs(float(jnp.std(params["kernel"])) * np.sqrt(fan) - 1) < 0.03
+
+
 def test_custom_names_and_initializers(key):
     model = nn.Stack(
         [nn.Conv(1, 3, kernel_init=jax.nn.initializers.ones), nn.Activation("relu")],

@@ -566,6 +566,10 @@ def test_hlo_is_one_convolution(dtype):
     ).lower(x, w).as_text()
     assert _ops(ours)["stablehlo.convolution"] == 1
     assert _ops(ours) == _ops(raw)
+    # the default (auto) is the same single convolution wherever the planner picks xla
+    assert jaxconv.plan(x.shape, w.shape, dtype=dtype).algorithm == "xla"
+    auto = jax.jit(lambda x, w: jaxconv.conv(x, w)).lower(x, w).as_text()
+    assert _ops(auto) == _ops(raw)
 
 
 # --- correlate2d / convolve2d vs scipy -------------------------------------------------------

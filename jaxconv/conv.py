@@ -170,7 +170,7 @@ def conv_transpose(
             out = out[tuple(slice(0, s) for s in y.shape)]
         return out
 
-    (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(geo.x_shape, dtype))(y)
+    (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(geo.out_shape, dtype))(y)
     return x
 
 

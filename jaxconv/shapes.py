@@ -64,8 +64,8 @@ def _with_spatial(lay, batch: int, channels: int, spatial: Sequence[int]) -> tup
     return (batch, channels, *spatial)
 
 
-class ConvGeometry(NamedTuple):
-    """The validated options of one ``conv`` call and the shape it returns."""
+class Geometry(NamedTuple):
+    """The validated options of one ``conv`` or ``conv_transpose`` call and its output shape."""
 
     layout: _checks.Layout
     stride: tuple[int, ...]
@@ -74,8 +74,9 @@ class ConvGeometry(NamedTuple):
     out_shape: tuple[int, ...]
 
 
-def conv_geometry(op, x, w, stride, padding, dilation, groups, layout) -> ConvGeometry:
-    """Validates ``conv`` options for shapes ``x`` and ``w`` (the op's own errors)."""
+def _layout(op: str, name: str, a, w, layout) -> _checks.Layout:
+    """Checks the kernel shape ``w`` and the rank of the batched operand ``name`` (shape
+    ``a``), and resolves the layout."""
     if len(w) < 3:
         raise ValueError(
             f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got rank "
@@ -86,13 +87,20 @@ def conv_geometry(op, x, w, stride, padding, dilation, groups, layout) -> ConvGe
         raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w}.")
     n = len(w) - 2
     lay = _checks.resolve_layout(op, layout, n)
-    if len(x) != len(w):
-        fix = "add a batch axis with x[None]" if len(x) == len(w) - 1 else "reshape x"
+    if len(a) != len(w):
+        fix = f"add a batch axis with {name}[None]" if len(a) == len(w) - 1 else f"reshape {name}"
         raise ValueError(
-            f"{op}: x must have rank {n + 2} (batch, {n} spatial, channels in layout "
-            f"{lay.name}) to match w of rank {len(w)}, got rank {len(x)} with shape "
-            f"{x}; {fix}."
+            f"{op}: {name} must have rank {n + 2} (batch, {n} spatial, channels in layout "
+            f"{lay.name}) to match w of rank {len(w)}, got rank {len(a)} with shape "
+            f"{a}; {fix}."
         )
+    return lay
+
+
+def conv_geometry(op, x, w, stride, padding, dilation, groups, layout) -> Geometry:
+    """Validates ``conv`` options for shapes ``x`` and ``w`` (the op's own errors)."""
+    lay = _layout(op, "x", x, w, layout)
+    n = lay.ndim
     stride = _checks.normalize_tuple(op, "stride", stride, n)
     dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
     _checks.check_groups(op, groups)
@@ -106,38 +114,17 @@ def conv_geometry(op, x, w, stride, padding, dilation, groups, layout) -> ConvGe
         padding_lib.output_size(size, k, s, lo, hi)
         for size, k, s, (lo, hi) in zip(sizes, k_eff, stride, pads, strict=True)
     ]
-    return ConvGeometry(lay, stride, pads, dilation, _with_spatial(lay, x[0], w_out, out))
-
-
-class TransposeGeometry(NamedTuple):
-    """The validated options of one ``conv_transpose`` call and the shape it returns."""
-
-    layout: _checks.Layout
-    stride: tuple[int, ...]
-    pads: tuple[tuple[int, int], ...]
-    dilation: tuple[int, ...]
-    x_shape: tuple[int, ...]
+    return Geometry(lay, stride, pads, dilation, _with_spatial(lay, x[0], w_out, out))
 
 
 def conv_transpose_geometry(
     y, w, stride, padding, output_padding, dilation, groups, layout
-) -> TransposeGeometry:
-    """Validates ``conv_transpose`` options for shapes ``y`` and ``w`` (the op's own errors)."""
+) -> Geometry:
+    """Validates ``conv_transpose`` options for shapes ``y`` and ``w`` (the op's own errors);
+    ``out_shape`` is the shape of the conv input it returns."""
     op = "conv_transpose"
-    if len(w) < 3:
-        raise ValueError(
-            f"{op}: w must have rank >= 3 (spatial dims + in and out channels), got shape "
-            f"{w}."
-        )
-    if 0 in w:
-        raise ValueError(f"{op}: w must not have a zero-size dimension, got shape {w}.")
-    n = len(w) - 2
-    lay = _checks.resolve_layout(op, layout, n)
-    if len(y) != len(w):
-        raise ValueError(
-            f"{op}: y must have rank {n + 2} (batch, {n} spatial, channels in layout "
-            f"{lay.name}) to match w of rank {len(w)}, got shape {y}."
-        )
+    lay = _layout(op, "y", y, w, layout)
+    n = lay.ndim
     _checks.check_groups(op, groups)
     y_ch, w_out = y[lay.channel_axis], w[lay.kernel_out_axis]
     if y_ch != w_out:
@@ -179,7 +166,7 @@ def conv_transpose_geometry(
             f"{tuple(out)}."
         )
     x_shape = _with_spatial(lay, y[0], w[lay.kernel_in_axis] * groups, out)
-    return TransposeGeometry(lay, stride, tuple(pads), dilation, x_shape)
+    return Geometry(lay, stride, tuple(pads), dilation, x_shape)
 
 
 def output_shape(
@@ -253,7 +240,7 @@ def output_shape(
         ).out_shape
     return conv_transpose_geometry(
         shape, kernel, stride, padding, output_padding, dilation, groups, layout
-    ).x_shape
+    ).out_shape
 
 
 class _Layer(NamedTuple):

@@ -753,10 +753,10 @@ Y = np.zeros((2, 4, 4, 6), np.float32)
 
 TRANSPOSE_ERRORS = [
     ("w_rank", Y, np.zeros((3, 6), np.float32), {}, ValueError,
-     r"^conv_transpose: w must have rank >= 3 .* got shape \(3, 6\)"),
+     r"^conv_transpose: w must have rank >= 3 .* got rank 2 with shape \(3, 6\)"),
     ("y_rank", Y[0], W, {}, ValueError,
      r"^conv_transpose: y must have rank 4 \(batch, 2 spatial, channels in layout NHWC\) .* "
-     r"got shape \(4, 4, 6\)"),
+     r"got rank 3 with shape \(4, 4, 6\); add a batch axis with y\[None\]"),
     ("channels", np.zeros((2, 4, 4, 5), np.float32), W, {}, ValueError,
      r"^conv_transpose: y has 5 channels \(layout NHWC\) but w has 6 out_channels "
      r"\(w.shape\[3\]\)"),

@@ -127,6 +127,19 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def check_real(op: str, name: str, value: Any, what: str) -> float:
+    """``value`` as a float: a concrete (untraced) real scalar; ``what`` says what it is."""
+    try:
+        if isinstance(value, (bool, str)) or np.ndim(value) != 0:
+            raise TypeError
+        return float(value)  # a traced value raises jax's ConcretizationTypeError, a TypeError
+    except TypeError:
+        raise TypeError(
+            f"{op}: {name} must be a concrete real number ({what}), got "
+            f"{type(value).__name__} {value!r}."
+        ) from None
+
+
 def check_int(op: str, name: str, value: Any, *, minimum: int, fix: str) -> int:
     """``value`` as an int >= ``minimum``; ``fix`` ends the ValueError's message."""
     if not is_int(value):

@@ -40,15 +40,7 @@ KINDS: tuple[str, ...] = ("vertical", "horizontal", "cross")
 
 
 def _check_noise(op: str, noise) -> float:
-    try:
-        if isinstance(noise, (bool, str)) or np.ndim(noise) != 0:
-            raise TypeError
-        value = float(noise)
-    except TypeError:
-        raise TypeError(
-            f"{op}: noise must be a concrete real number (the noise standard deviation), "
-            f"got {type(noise).__name__} {noise!r}."
-        ) from None
+    value = _checks.check_real(op, "noise", noise, "the noise standard deviation")
     if not math.isfinite(value) or value < 0:
         raise ValueError(
             f"{op}: noise must be a finite standard deviation >= 0, got noise={noise}; "

@@ -292,15 +292,9 @@ def gaussian(sigma: float, *, size: int | None = None) -> Array:
       >>> k.shape, round(float(k.sum()), 5)
       ((7, 7), 1.0)
     """
-    try:
-        if isinstance(sigma, (bool, str)) or np.ndim(sigma) != 0:
-            raise TypeError
-        sigma = float(sigma)
-    except TypeError:
-        raise TypeError(
-            f"gaussian: sigma must be a concrete real number (the kernel size depends on it, "
-            f"so it cannot be traced), got {type(sigma).__name__} {sigma!r}."
-        ) from None
+    sigma = _checks.check_real(
+        "gaussian", "sigma", sigma, "the kernel size depends on it, so it cannot be traced"
+    )
     if not math.isfinite(sigma) or sigma <= 0:
         raise ValueError(
             f"gaussian: sigma must be positive and finite, got sigma={sigma}; pass the blur "

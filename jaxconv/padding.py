@@ -116,18 +116,19 @@ def check_kernel_fits(op: str, sizes, k_eff, pads, what: str = "kernel") -> None
 
 def pad(op: str, x: jax.Array, pads: Pads, mode: str, spatial_axes: Sequence[int]) -> jax.Array:
     """Pads ``x`` on ``spatial_axes`` with a pad mode other than zeros (torch semantics)."""
-    for axis, (lo, hi) in zip(spatial_axes, pads, strict=True):
+    for dim, (axis, (lo, hi)) in enumerate(zip(spatial_axes, pads, strict=True)):
         size = x.shape[axis]
         widest = max(lo, hi)
         if mode == "reflect" and widest >= size:
             raise ValueError(
                 f"{op}: reflect padding ({lo}, {hi}) must be smaller than the input size "
-                f"{size} on axis {axis}; use pad_mode='symmetric' or 'replicate', or pad less."
+                f"{size} on spatial dim {dim}; use pad_mode='symmetric' or 'replicate', or "
+                "pad less."
             )
         if mode in ("circular", "symmetric") and widest > size:
             raise ValueError(
                 f"{op}: {mode} padding ({lo}, {hi}) must be at most the input size {size} on "
-                f"axis {axis}; pad less or use pad_mode='replicate'."
+                f"spatial dim {dim}; pad less or use pad_mode='replicate'."
             )
     widths = [(0, 0)] * x.ndim
     for axis, pair in zip(spatial_axes, pads, strict=True):

@@ -701,10 +701,10 @@ CONV_ERRORS = [
      r"'circular', 'symmetric'"),
     ("reflect_too_wide", np.zeros((1, 3, 8, 1), np.float32), np.zeros((3, 3, 1, 1), np.float32),
      {"padding": 3, "pad_mode": "reflect"}, ValueError,
-     r"^conv: reflect padding \(3, 3\) must be smaller than the input size 3 on axis 1"),
+     r"^conv: reflect padding \(3, 3\) must be smaller than the input size 3 on spatial dim 0"),
     ("circular_too_wide", np.zeros((1, 8, 2, 1), np.float32), np.zeros((3, 3, 1, 1), np.float32),
      {"padding": ((0, 0), (3, 0)), "pad_mode": "circular"}, ValueError,
-     r"^conv: circular padding \(3, 0\) must be at most the input size 2 on axis 2"),
+     r"^conv: circular padding \(3, 0\) must be at most the input size 2 on spatial dim 1"),
     ("layout_unknown", X, W, {"layout": "NHCW"}, ValueError,
      r"^conv: unknown layout 'NHCW' for 2 spatial dim\(s\); expected one of 'NHWC', 'NCHW' or "
      r"None"),

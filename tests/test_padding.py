@@ -213,7 +213,7 @@ def test_pad_property(mode, size, lo, hi, seed):
     ("mode", "pads", "match"),
     [
         ("reflect", ((4, 0),), r"^op: reflect padding \(4, 0\) must be smaller than the input "
-                               r"size 4 on axis 1; use pad_mode='symmetric' or 'replicate'"),
+                               r"size 4 on spatial dim 0; use pad_mode='symmetric' or 'replicate'"),
         ("reflect", ((0, 7),), r"reflect padding \(0, 7\)"),
         ("circular", ((5, 0),), r"^op: circular padding \(5, 0\) must be at most the input size 4"),
         ("symmetric", ((1, 5),), r"^op: symmetric padding \(1, 5\) must be at most the input"),

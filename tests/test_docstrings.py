@@ -1,0 +1,26 @@
+"""Every ``Example:`` in jaxconv's docstrings runs as written and prints what it shows."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import jaxconv
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(jaxconv.__path__, "jaxconv."))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+def test_the_examples_are_found():
+    attempted = sum(
+        doctest.testmod(importlib.import_module(n), verbose=False, report=False).attempted
+        for n in ("jaxconv.conv", "jaxconv.fitting")
+    )
+    assert attempted >= 5

@@ -17,3 +17,22 @@ def test_readme_has_snippets():
 def test_snippet_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # snippets that write files write them here
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
+
+
+def test_scaling_snippet_prints_what_the_readme_says(tmp_path):
+    """The "Scaling out" script on 4 forced CPU devices prints the line the README quotes."""
+    import os
+    import subprocess
+    import sys
+
+    (block,) = [b for b in BLOCKS if "jax.make_mesh((jax.device_count(),)" in b]
+    quoted = re.search(r"\(prints\s+`([^`]+)`\)", README.read_text()).group(1)
+    script = tmp_path / "scale.py"
+    script.write_text(block)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(README.parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == quoted

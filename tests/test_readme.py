@@ -36,3 +36,13 @@ def test_scaling_snippet_prints_what_the_readme_says(tmp_path):
                           text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == quoted
+
+
+def test_checkpoint_snippet_leaves_what_the_readme_says(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (block,) = [b for b in BLOCKS if 'checkpoint_dir="runs/demo"' in b]
+    exec(compile(block, "README.md checkpoint block", "exec"), {})
+    listed = re.search(r"`runs/demo` then holds (.*?) \(orbax", README.read_text(), re.S).group(1)
+    assert sorted(p.name for p in (tmp_path / "runs" / "demo").iterdir()) == sorted(
+        re.findall(r"`(\d+)/`", listed)
+    )

@@ -162,7 +162,7 @@ def normalize_tuple(
     op: str, name: str, value: int | Sequence[int], n: int, *, minimum: int = 1
 ) -> tuple[int, ...]:
     """An int or a length-``n`` sequence of ints, each ``>= minimum``, as a tuple."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         values = (int(value),) * n
     elif isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != n:
@@ -170,7 +170,7 @@ def normalize_tuple(
                 f"{op}: {name} must be an int or a sequence of {n} ints (one per spatial "
                 f"dim), got {len(value)} values: {tuple(value)}."
             )
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        if not all(is_int(v) for v in value):
             raise TypeError(f"{op}: {name} must contain ints, got {tuple(value)}.")
         values = tuple(int(v) for v in value)
     else:

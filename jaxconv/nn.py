@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxconv import _checks, activations, pooling, shapes
 from jaxconv._typing import Array, ArrayLike
@@ -27,8 +26,7 @@ Shape = tuple[int, ...]
 def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
     if isinstance(input_shape, str) or not isinstance(input_shape, Sequence):
         raise TypeError(f"{op}: input_shape must be a sequence of ints, got {input_shape!r}.")
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-               for s in input_shape):
+    if not all(_checks.is_int(s) for s in input_shape):
         raise TypeError(f"{op}: input_shape must contain ints, got {tuple(input_shape)}.")
     shape = tuple(int(s) for s in input_shape)
     if any(s < 1 for s in shape):
@@ -42,7 +40,7 @@ def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
 
 
 def _positive_int(op: str, name: str, value) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+    if not _checks.is_int(value):
         raise TypeError(f"{op}: {name} must be an int, got {value!r}.")
     if value < 1:
         raise ValueError(f"{op}: {name} must be positive, got {name}={value}.")

@@ -166,7 +166,7 @@ def conv_transpose_geometry(
             f"{tuple(out)}."
         )
     x_shape = _with_spatial(lay, y[0], w[lay.kernel_in_axis] * groups, out)
-    return Geometry(lay, stride, tuple(pads), dilation, x_shape)
+    return Geometry(lay, stride, pads, dilation, x_shape)
 
 
 def output_shape(

@@ -13,6 +13,7 @@ from jaxconv.activations import (
     softplus,
     tanh,
 )
+from jaxconv._compile import compiler_options
 from jaxconv.conv import conv, conv_transpose, convolve2d, correlate2d
 from jaxconv.fitting import DivergenceError, FitResult, NonFiniteError, fit
 from jaxconv.lowering import Plan, plan
@@ -29,6 +30,7 @@ __all__ = [
     "activation",
     "avg_pool",
     "checkpoint",
+    "compiler_options",
     "conv",
     "conv_transpose",
     "convolve2d",

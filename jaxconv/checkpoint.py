@@ -60,11 +60,6 @@ def _orbax():
 def _host_value(x) -> np.ndarray:
     """The full value of ``x`` on this host (replicated arrays are read from one shard)."""
     if isinstance(x, jax.Array):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            raise TypeError(
-                "checkpoint: typed PRNG keys cannot be saved as arrays; save "
-                "jax.random.key_data(key) and rebuild with jax.random.wrap_key_data."
-            )
         if x.is_fully_addressable:
             return np.asarray(x)
         if x.is_fully_replicated:
@@ -115,6 +110,40 @@ def _describe(tree) -> dict[str, list]:
         dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
         out[path] = [list(np.shape(leaf)), dtype.str]
     return out
+
+
+def _is_key(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _key_impls(tree) -> dict[str, str]:
+    """``{path: impl name}`` of the typed PRNG keys in ``tree``."""
+    return {p: str(jax.random.key_impl(x)) for p, x in _leaves(tree).items() if _is_key(x)}
+
+
+def _keys_as_data(tree):
+    """``tree`` with typed PRNG keys as their uint32 key data (what is written to disk)."""
+
+    def one(x):
+        if not _is_key(x):
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):
+            data = jax.eval_shape(jax.random.key_data, x)
+            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
+        return jax.random.key_data(x)
+
+    return jax.tree.map(one, tree)
+
+
+def _keys_from_data(tree, impls: dict[str, str]):
+    """Undoes ``_keys_as_data`` at the paths ``impls`` names."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    leaves = [
+        jax.random.wrap_key_data(x, impl=impls[_path_str(p)]) if _path_str(p) in impls else x
+        for p, x in paths
+    ]
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def _abstract(tree):
@@ -270,7 +299,8 @@ class Checkpointer:
         Args:
           step: a non-negative int, greater than every step already saved here.
           state: a pytree of jax or numpy arrays (sharded jax arrays are saved shard by
-            shard; save typed PRNG keys as ``jax.random.key_data(key)``).
+            shard; typed PRNG keys are saved as their key data and restored as keys of the
+            same implementation).
           metadata: a JSON-serialisable dict saved next to the arrays.
 
         Returns:
@@ -295,13 +325,9 @@ class Checkpointer:
                 f"Checkpointer.save: step (={step}) must be greater than the newest saved step "
                 f"(={latest}) in {self.directory}; delete the newer checkpoints first."
             )
+        keys = _key_impls(state)
+        state = _keys_as_data(state)
         for path, leaf in _leaves(state).items():
-            dtype = getattr(leaf, "dtype", None)
-            if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-                raise TypeError(
-                    f"Checkpointer.save: state leaf {path!r} is a typed PRNG key; save "
-                    "jax.random.key_data(key) and rebuild it with jax.random.wrap_key_data."
-                )
             if not isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float):
                 raise TypeError(
                     f"Checkpointer.save: state leaf {path!r} must be an array, got "
@@ -312,6 +338,7 @@ class Checkpointer:
             "step": step,
             "tree": _describe(state),
             "sha256": {path: _digest(x) for path, x in _leaves(state).items()},
+            "prng_keys": keys,
             "user": metadata,
         }
         ocp = self._ocp
@@ -365,7 +392,9 @@ class Checkpointer:
     def _restore(self, step: int, meta: dict, target) -> Restored:
         ocp = self._ocp
         path = self.path(step)
+        keys = meta.get("prng_keys", {})
         if target is not None:
+            target = _keys_as_data(target)
             diff = _tree_difference(meta["tree"], _describe(target))
             if diff:
                 raise ValueError(
@@ -401,6 +430,7 @@ class Checkpointer:
                 f"checkpoint {path}: sha256 mismatch in {bad[:5]} (the files were changed after "
                 "saving)"
             )
+        state = _keys_from_data(state, keys)
         return Restored(step=step, state=state, metadata=meta["user"], path=path)
 
     def restore_latest(

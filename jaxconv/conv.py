@@ -163,7 +163,7 @@ def conv_transpose(
     args = lowering.ConvArgs(geo.layout, geo.stride, geo.pads, geo.dilation, groups, precision)
 
     def forward(x):
-        out = xla.conv(x, w, args)
+        out = xla.linear_conv(x, w, args)
         # output_padding >= stride (allowed below dilation, as in torch) makes the forward conv
         # of an x this size longer than y; y holds only its leading positions.
         if out.shape != y.shape:

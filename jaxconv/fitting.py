@@ -1,15 +1,18 @@
 """Fitting with optax: many steps per compiled call (``lax.scan`` chunks), many restarts at once,
 data-parallel over a device mesh, checkpointed and resumable.
 
-One function, ``fit``, serves experiments and notebooks alike. It never writes an optimizer, a
-progress bar, a sharding scheme or a checkpoint format by hand (optax, tqdm, jax.sharding,
-orbax) and never returns non-finite params silently.
+``fit`` is a driver: it validates its arguments into one ``_Settings`` record, places the
+arrays, gets the compiled chunk of the pure trainer (``jaxconv._trainer``, cached across calls)
+and runs it chunk by chunk, handing each chunk to small host-side hooks (``jaxconv._hooks``:
+non-finite and divergence guards, checkpoints, progress, the user's callback). It never writes
+an optimizer, a progress bar, a sharding scheme or a checkpoint format by hand (optax, tqdm,
+jax.sharding, orbax) and never returns non-finite params silently.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -22,31 +25,9 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxconv import _checks
+from jaxconv import _checks, _hooks, _trainer
+from jaxconv._hooks import DivergenceError, NonFiniteError  # noqa: F401 (public here)
 from jaxconv._typing import Array, PyTree
-
-
-class NonFiniteError(FloatingPointError):
-    """Raised when a chunk's worth of consecutive steps produced non-finite losses or gradients."""
-
-
-class DivergenceError(FloatingPointError):
-    """Raised when a finite loss exceeds ``fit``'s ``max_loss``: the run is diverging.
-
-    Attributes:
-      step: the first step whose loss exceeded the limit.
-      loss: that loss.
-      restart: the restart it happened in (None without restarts).
-      checkpoint_step: the newest checkpoint's step (written before the divergence), or None.
-    """
-
-    def __init__(self, message: str, *, step: int, loss: float, restart: int | None = None,
-                 checkpoint_step: int | None = None):
-        super().__init__(message)
-        self.step = step
-        self.loss = loss
-        self.restart = restart
-        self.checkpoint_step = checkpoint_step
 
 
 class FitResult(NamedTuple):
@@ -75,15 +56,6 @@ class FitResult(NamedTuple):
     steps_per_s: float
 
 
-def _tree_where(cond, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
-
-
-def _all_finite(tree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
 def _num_examples(data) -> int | None:
     leaves = jax.tree.leaves(data)
     if not leaves:
@@ -100,6 +72,12 @@ def _num_examples(data) -> int | None:
             f"{[np.shape(x) for x in leaves]}."
         )
     return int(sizes.pop())
+
+
+def _is_float(dtype) -> bool:
+    """Any floating or complex dtype jax knows, bfloat16 and float8 included (numpy's own
+    ``np.issubdtype(bfloat16, np.inexact)`` is False for ml_dtypes' types)."""
+    return bool(jnp.issubdtype(dtype, jnp.inexact))
 
 
 def _first_bad(arr: np.ndarray, offset=None):
@@ -120,7 +98,7 @@ def _check_finite_data(data) -> None:
     paths = jax.tree_util.tree_flatten_with_path(data)[0]
     for path, leaf in paths:
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            if not _is_float(leaf.dtype):
                 continue
             found = None
             for shard in leaf.addressable_shards:
@@ -130,7 +108,7 @@ def _check_finite_data(data) -> None:
                     break
         else:
             arr = np.asarray(leaf)
-            if not np.issubdtype(arr.dtype, np.inexact):
+            if not _is_float(arr.dtype):
                 continue
             found = _first_bad(arr)
         if found is not None:
@@ -140,55 +118,6 @@ def _check_finite_data(data) -> None:
                 f"({value}) at index {index} ({count} in all); clean the data "
                 "or pass check_data=False to skip this check."
             )
-
-
-def _make_step(loss_fn, optimizer, *, batch_size, n, batch_sharding=None):
-    """One guarded optimizer step and the example order it starts a chunk from.
-
-    Minibatches go through the examples in epochs of ``n // batch_size`` steps (the last
-    ``n % batch_size`` of each shuffle sit the epoch out, as with torch's ``drop_last``); epoch
-    ``e`` uses the order ``permutation(fold_in(key, e), n)``. So a step's batch depends only
-    on the key and the step number, and one permutation per epoch (carried through the scan,
-    redrawn when an epoch starts) replaces a sort of all ``n`` examples per step.
-
-    Returns ``(order_at, step)``: ``order_at(key, t)`` is the order of the epoch of step ``t``;
-    ``step((params, opt_state, order), t, key, stop, data)`` leaves params and optimizer state
-    unchanged when the step is non-finite or ``t >= stop``.
-    """
-    full_batch = batch_size is None
-    per_epoch = 1 if full_batch else n // batch_size
-
-    def order_at(key, t):
-        if full_batch:
-            return jnp.zeros((0,), jnp.int32)
-        return jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n)
-
-    def sample(order, t, data):
-        if full_batch or data is None:
-            batch = data
-        else:
-            idx = jax.lax.dynamic_slice_in_dim(order, (t % per_epoch) * batch_size, batch_size)
-            batch = jax.tree.map(lambda x: x[idx], data)
-        if batch_sharding is not None:
-            batch = jax.tree.map(
-                lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), batch
-            )
-        return batch
-
-    def step(carry, t, key, stop, data):
-        params, opt_state, order = carry
-        if not full_batch:  # t is not batched over restarts: this stays a cond under vmap
-            order = jax.lax.cond(t % per_epoch == 0, lambda: order_at(key, t), lambda: order)
-        loss, grads = jax.value_and_grad(loss_fn)(params, sample(order, t, data))
-        finite = jnp.isfinite(loss) & _all_finite(grads)
-        updates, new_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        keep = finite & (t < stop)
-        params = _tree_where(keep, new_params, params)
-        opt_state = _tree_where(keep, new_state, opt_state)
-        return (params, opt_state, order), (loss, finite)
-
-    return order_at, step
 
 
 def _typed_key(key):
@@ -254,129 +183,44 @@ def _check_int(name, value, *, minimum=1, allow_none=False):
         )
 
 
-def _ckpt_state(params, opt_state, history, nonfinite, key_data) -> dict:
-    """What a checkpoint of ``fit`` holds; also the target it is restored into."""
-    return {
-        "params": params,
-        "opt_state": opt_state,
-        "losses": history,
-        "nonfinite": nonfinite,
-        "key_data": key_data,
-    }
 
 
-def fit(
-    loss_fn: Callable[[PyTree, PyTree], Array],
-    params: PyTree,
-    optimizer: optax.GradientTransformation,
-    data: PyTree = None,
-    *,
-    steps: int,
-    key: Array | None = None,
-    batch_size: int | None = None,
-    restarts: int | None = None,
-    chunk_size: int = 500,
-    progress: bool | None = None,
-    check_data: bool = True,
-    mesh: Mesh | None = None,
-    data_axis: str | None = None,
-    checkpoint_dir: str | None = None,
-    checkpoint_every: int | None = None,
-    keep: int = 3,
-    resume: bool = False,
-    max_loss: float | None = None,
-    on_chunk: Callable[[int, np.ndarray], None] | None = None,
-) -> FitResult:
-    """Minimises ``loss_fn(params, batch)`` with ``optimizer`` for ``steps`` steps.
+def _check_flag(name, value, *, allow_none=False):
+    if (value is None and allow_none) or isinstance(value, bool | np.bool_):
+        return
+    raise TypeError(f"fit: {name} must be a bool{' or None' if allow_none else ''}, got {value!r}.")
 
-    Steps run inside ``lax.scan`` in chunks of ``chunk_size`` (one compiled call per chunk, no
-    host round-trip per step); ``restarts`` independent runs share the compiled call via
-    ``jax.vmap``. A step whose loss or gradients are not finite leaves params and optimizer
-    state unchanged and is counted; as many consecutive non-finite steps as one chunk holds
-    (counted across chunk boundaries, so how the run is cut does not matter) raise
-    ``NonFiniteError`` naming the step. Minibatches go through the data in shuffled epochs of
-    ``n // batch_size`` steps, epoch ``e`` in the order ``permutation(fold_in(key, e), n)``, so
-    the same key and data give bit-identical results, however the run is chunked,
-    checkpointed or resumed.
 
-    ``loss_fn`` is traced once on abstract values before anything is compiled: shape and dtype
-    mistakes between data, model and targets raise ``ValueError``/``TypeError`` there. To also
-    catch silent broadcasting (targets ``[N]`` against predictions ``[N, 1]``), call ``fit``
-    inside ``with jax.numpy_rank_promotion("raise"):``.
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """``fit``'s arguments other than arrays, validated and normalised once."""
 
-    Data parallelism: with ``mesh`` (a ``jax.sharding.Mesh``) every data array's leading axis
-    is sharded over the mesh axis ``data_axis`` (``NamedSharding(mesh, P(data_axis))``), each
-    minibatch is constrained to stay sharded that way, and params and optimizer state are
-    replicated (``NamedSharding(mesh, P())``); XLA inserts the gradient all-reduce. The
-    compiled chunk is the same scan-fused step (mesh axes are used as ``AxisType.Auto``). The
-    number of examples and ``batch_size`` must be divisible by the size of ``data_axis``. A
-    1-device mesh gives the single-device result. On several hosts (after
-    ``jax.distributed.initialize()``, ``jax.process_count() > 1``) every process calls ``fit``
-    with the same arguments except ``data``, which holds that process's own slice of the
-    examples: numpy or single-host arrays of equal size on every process, which become the
-    shards on that process's devices (``jax.make_array_from_process_local_data``; the global
-    example count is the local one times ``jax.process_count()``), or global ``jax.Array``s
-    already sharded over the mesh. Params, key and all other arguments must be equal on every
-    process; ``checkpoint_dir`` must be on a filesystem all hosts share. (Not exercised by
-    the test suite, which runs in one process.)
+    steps: int
+    chunk: int  # steps per compiled call (checkpoints fall on chunk boundaries)
+    batch_size: int | None
+    num_examples: int | None
+    restarts: int | None
+    checkpoint_every: int | None
+    keep: int
+    resume: bool
+    check_data: bool
+    progress: bool
+    max_loss: float | None
+    mesh: Mesh | None
+    data_axis: str | None
+    local_slices: bool  # several processes, each passing its own slice of the examples
+    compiler_options: tuple
 
-    Checkpoints (orbax-checkpoint, optional extra ``checkpoint``): with ``checkpoint_dir``,
-    params, optimizer state, step, the key, the loss history so far, non-finite counts and the
-    configuration are saved every ``checkpoint_every`` steps and at the end, keeping the newest
-    ``keep`` (see ``jaxconv.checkpoint``). Chunks are cut so that checkpoints fall on chunk
-    boundaries. ``resume=True`` continues from the newest checkpoint that verifies (a
-    corrupt newest one is skipped with a warning) and ends bit-identical to an uninterrupted
-    run; with an empty directory it starts from step 0. Without ``resume`` the directory must
-    hold no checkpoints.
+    def boundary(self, t: int) -> int:
+        """The first checkpoint boundary (or the end) after step ``t``."""
+        every = self.checkpoint_every
+        return self.steps if every is None else min(self.steps, (t // every + 1) * every)
 
-    Args:
-      loss_fn: ``(params, batch) -> scalar``; ``batch`` has the structure of ``data``.
-      params: initial params; with ``restarts=R`` every leaf has a leading axis of size R
-        (e.g. ``jax.vmap(lambda k: model.init(k, shape))(jax.random.split(key, R))``).
-      optimizer: an optax gradient transformation.
-      data: a pytree of arrays sharing a leading example axis [n, ...], or None.
-      steps: number of optimizer steps.
-      key: PRNG key for minibatch sampling (restart r uses ``jax.random.split(key, R)[r]``).
-      batch_size: examples per step (global, across devices), drawn without replacement
-        from a fresh shuffle each epoch (the ``n % batch_size`` left over sit that epoch
-        out); None for full batch.
-      restarts: number of independent runs trained at once, or None for a single run.
-      chunk_size: steps per compiled call; progress is reported between chunks.
-      progress: show a tqdm bar; None shows it only when stderr is a terminal.
-      check_data: reject NaN/Inf in ``data`` up front, naming the first bad index.
-      mesh: a ``jax.sharding.Mesh`` to shard the data over (data-parallel), or None.
-      data_axis: the mesh axis name the examples are split over; default the first axis.
-      checkpoint_dir: directory for orbax checkpoints, or None for none.
-      checkpoint_every: save every this many steps (and at the end); None saves only at the
-        end. Needs ``checkpoint_dir``.
-      keep: how many of the newest checkpoints to keep.
-      resume: continue from the newest valid checkpoint in ``checkpoint_dir``; a checkpoint
-        written with different steps, chunking, batch_size, restarts, key or data shapes
-        raises ``ValueError`` saying what differs.
-      max_loss: stop with ``DivergenceError`` (naming the step and loss) as soon as a finite
-        loss exceeds this; the last checkpoint, written before, stays intact.
-      on_chunk: called as ``on_chunk(step, losses)`` after each chunk (and after its
-        checkpoint, if one falls there) with the steps done so far and the chunk's losses
-        ([k] or [R, k]).
 
-    Returns:
-      A ``FitResult`` with params, optimizer state, the [steps] (or [R, steps]) loss history,
-      timings and the count of skipped non-finite steps.
-
-    Raises:
-      NonFiniteError: a chunk's worth of consecutive steps were non-finite.
-      DivergenceError: a loss exceeded ``max_loss``.
-
-    Example:
-      >>> import jax.numpy as jnp, optax, jaxconv
-      >>> loss = lambda p, b: jnp.mean((p["w"] * b[0] - b[1]) ** 2)
-      >>> data = (jnp.arange(4.0), 3 * jnp.arange(4.0))
-      >>> out = jaxconv.fit(loss, {"w": jnp.zeros(())}, optax.adam(0.1), data, steps=300,
-      ...                   progress=False)
-      >>> round(float(out.params["w"]), 3)
-      3.0
-    """
-    # ---- arguments (all checked before any device work) ----
+def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_size, progress,
+              check_data, mesh, data_axis, checkpoint_dir, checkpoint_every, keep, resume,
+              max_loss, on_chunk, compiler_options) -> _Settings:
+    """Every argument check of ``fit``, before any device work."""
     if not callable(loss_fn):
         raise TypeError(f"fit: loss_fn must be callable, got {type(loss_fn).__name__}.")
     _check_int("steps", steps)
@@ -384,17 +228,13 @@ def fit(
     _check_int("restarts", restarts, allow_none=True)
     _check_int("checkpoint_every", checkpoint_every, allow_none=True)
     _check_int("keep", keep)
-    steps, chunk_size, keep = int(steps), int(chunk_size), int(keep)
-    restarts = None if restarts is None else int(restarts)
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
         raise TypeError(
             f"fit: optimizer must be an optax.GradientTransformation, got {type(optimizer)}."
         )
-    for name, flag in (("check_data", check_data), ("resume", resume)):
-        if not isinstance(flag, bool | np.bool_):
-            raise TypeError(f"fit: {name} must be a bool, got {flag!r}.")
-    if progress is not None and not isinstance(progress, bool | np.bool_):
-        raise TypeError(f"fit: progress must be a bool or None, got {progress!r}.")
+    _check_flag("check_data", check_data)
+    _check_flag("resume", resume)
+    _check_flag("progress", progress, allow_none=True)
     if max_loss is not None:
         if isinstance(max_loss, bool) or not isinstance(
             max_loss, int | float | np.integer | np.floating
@@ -404,6 +244,11 @@ def fit(
             raise ValueError(f"fit: max_loss must be a finite number or None, got {max_loss!r}.")
     if on_chunk is not None and not callable(on_chunk):
         raise TypeError(f"fit: on_chunk must be callable or None, got {type(on_chunk).__name__}.")
+    if compiler_options is not None and not isinstance(compiler_options, dict):
+        raise TypeError(
+            f"fit: compiler_options must be a dict or None, got {type(compiler_options).__name__}"
+            "; see jaxconv.compiler_options()."
+        )
     if checkpoint_dir is None:
         if checkpoint_every is not None or resume:
             raise ValueError(
@@ -414,7 +259,6 @@ def fit(
         raise TypeError(
             f"fit: checkpoint_dir must be a path (str or os.PathLike), got {checkpoint_dir!r}."
         )
-    key = _typed_key(jax.random.key(0) if key is None else key)
     n = _num_examples(data)
     local_slices = (
         mesh is not None
@@ -433,8 +277,6 @@ def fit(
                 f"{batch_size!r}."
             )
         batch_size = int(batch_size)
-
-    user_mesh = mesh
     if mesh is None:
         if data_axis is not None:
             raise ValueError("fit: data_axis needs a mesh; pass mesh=jax.make_mesh(...).")
@@ -463,9 +305,29 @@ def fit(
                 f"fit: batch_size (={batch_size}) must be divisible by the number of devices on "
                 f"mesh axis {data_axis!r} (={n_dev})."
             )
+    steps, chunk_size = int(steps), int(chunk_size)
+    period = steps if checkpoint_every is None else min(int(checkpoint_every), steps)
+    return _Settings(
+        steps=steps,
+        chunk=math.ceil(period / math.ceil(period / chunk_size)),
+        batch_size=batch_size,
+        num_examples=n,
+        restarts=None if restarts is None else int(restarts),
+        checkpoint_every=None if checkpoint_every is None else int(checkpoint_every),
+        keep=int(keep),
+        resume=bool(resume),
+        check_data=bool(check_data),
+        progress=_hooks.show_progress(progress),
+        max_loss=None if max_loss is None else float(max_loss),
+        mesh=mesh,
+        data_axis=data_axis,
+        local_slices=local_slices,
+        compiler_options=_trainer.spec_options(compiler_options),
+    )
 
-    if check_data:
-        _check_finite_data(data)
+
+def _check_params(params, restarts):
+    """Params as jax arrays, and one restart's abstract params; TypeError/ValueError if bad."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(leaf, "dtype", None)
         if dtype is None and isinstance(leaf, float | int | np.number):
@@ -479,39 +341,39 @@ def fit(
     params = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), params)
     if not jax.tree.leaves(params):
         raise ValueError("fit: params has no arrays to optimise.")
-    single = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    if restarts is not None:
-        lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(params)}
-        if lead != {restarts}:
-            raise ValueError(
-                f"fit: with restarts={restarts} every params leaf needs a leading axis of size "
-                f"{restarts}, got leading sizes {sorted(lead, key=str)}; build them with "
-                "jax.vmap(init)(jax.random.split(key, restarts))."
-            )
-        single = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), params)
+    if restarts is None:
+        return params, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(params)}
+    if lead != {restarts}:
+        raise ValueError(
+            f"fit: with restarts={restarts} every params leaf needs a leading axis of size "
+            f"{restarts}, got leading sizes {sorted(lead, key=str)}; build them with "
+            "jax.vmap(init)(jax.random.split(key, restarts))."
+        )
+    return params, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), params)
 
-    def struct(x, lead=None):
+
+def _trace_loss(loss_fn, single, data, cfg: _Settings):
+    """Traces ``loss_fn`` on abstract values (shape mistakes surface here, named); returns
+    the abstract batch and the loss's dtype."""
+
+    def struct(x, lead):
         x_dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-        x_shape = np.shape(x) if lead is None else (lead, *np.shape(x)[1:])
-        return jax.ShapeDtypeStruct(x_shape, jax.dtypes.canonicalize_dtype(x_dtype))
+        return jax.ShapeDtypeStruct((lead, *np.shape(x)[1:]),
+                                    jax.dtypes.canonicalize_dtype(x_dtype))
 
-    batch_struct = jax.tree.map(lambda x: struct(x, batch_size or n), data)
+    batch = jax.tree.map(lambda x: struct(x, cfg.batch_size or cfg.num_examples), data)
+    shapes = (f"params {jax.tree.map(lambda s: s.shape, single)} and a batch "
+              f"{jax.tree.map(lambda s: s.shape, batch)}")
     try:
-        out = jax.eval_shape(loss_fn, single, batch_struct)
+        out = jax.eval_shape(loss_fn, single, batch)
     except (ValueError, TypeError) as e:
-        if hasattr(e, "add_note"):  # Python >= 3.11
-            e.add_note(
-                f"fit: raised while tracing loss_fn(params, batch) with params "
-                f"{jax.tree.map(lambda s: s.shape, single)} and a batch "
-                f"{jax.tree.map(lambda s: s.shape, batch_struct)}, before compiling."
-            )
+        e.add_note(f"fit: raised while tracing loss_fn(params, batch) with {shapes}, before "
+                   "compiling.")
         raise
     except Exception as e:  # turn anything else into an error that names the cause
-        raise ValueError(
-            f"fit: loss_fn(params, batch) failed while being traced with params "
-            f"{jax.tree.map(lambda s: s.shape, single)} and a batch "
-            f"{jax.tree.map(lambda s: s.shape, batch_struct)}: {type(e).__name__}: {e}"
-        ) from e
+        raise ValueError(f"fit: loss_fn(params, batch) failed while being traced with {shapes}: "
+                         f"{type(e).__name__}: {e}") from e
     if not hasattr(out, "shape") or out.shape != ():
         raise ValueError(
             f"fit: loss_fn must return a scalar, got {getattr(out, 'shape', type(out))}; "
@@ -519,234 +381,285 @@ def fit(
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise TypeError(f"fit: loss_fn must return a real floating scalar, got {out.dtype}.")
+    return batch, out.dtype
 
-    # ---- chunking: checkpoints fall on chunk boundaries ----
-    period = steps if checkpoint_every is None else min(checkpoint_every, steps)
-    chunk = math.ceil(period / math.ceil(period / chunk_size))
 
-    # ---- placement ----
-    keys = key if restarts is None else jax.random.split(key, restarts)
-    impl = jax.random.key_impl(key)
-    key_data = np.asarray(jax.random.key_data(keys))
+def _place(params, key_data, data, cfg: _Settings):
+    """Arrays where the run needs them, the jit shardings, and the batch sharding."""
     data = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), data)
-    jit_kwargs = {}
-    batch_sharding = None
-    if mesh is not None:
-        mesh = _auto_mesh(mesh)
-        replicated = NamedSharding(mesh, P())
-        data_sharding = NamedSharding(mesh, P(data_axis))
-        try:
-            data = jax.tree.map(lambda x: _put(x, data_sharding, replicated=False), data)
-        except ValueError as e:
-            raise ValueError(
-                f"fit: could not shard the data over mesh axis {data_axis!r}: {e}"
-            ) from e
-        params = jax.tree.map(lambda x: _put(x, replicated, replicated=True), params)
-        key_data = _put(key_data, replicated, replicated=True)
-        batch_sharding = data_sharding
-        jit_kwargs = {
-            "in_shardings": (replicated, replicated, replicated, replicated, replicated,
-                             data_sharding),
-            "out_shardings": replicated,
-        }
-        init = jax.jit(
-            optimizer.init if restarts is None else jax.vmap(optimizer.init),
-            out_shardings=replicated,
-        )
-    else:
-        key_data = jnp.asarray(key_data)
-        init = optimizer.init if restarts is None else jax.vmap(optimizer.init)
-    opt_state = init(params)
+    if cfg.mesh is None:
+        return params, jnp.asarray(key_data), data, {}, None
+    mesh = _auto_mesh(cfg.mesh)
+    replicated = NamedSharding(mesh, P())
+    data_sharding = NamedSharding(mesh, P(cfg.data_axis))
+    try:
+        data = jax.tree.map(lambda x: _put(x, data_sharding, replicated=False), data)
+    except ValueError as e:
+        raise ValueError(
+            f"fit: could not shard the data over mesh axis {cfg.data_axis!r}: {e}"
+        ) from e
+    params = jax.tree.map(lambda x: _put(x, replicated, replicated=True), params)
+    key_data = _put(key_data, replicated, replicated=True)
+    jit_kwargs = {"in_shardings": (replicated,) * 5 + (data_sharding,),
+                  "out_shardings": replicated}
+    return params, key_data, data, jit_kwargs, data_sharding
 
-    order_at, step_fn = _make_step(loss_fn, optimizer, batch_size=batch_size, n=n,
-                                   batch_sharding=batch_sharding)
 
-    def run_one(params, opt_state, start, stop, key_data, data):
-        key = jax.random.wrap_key_data(key_data, impl=impl)
-        ts = start + jnp.arange(chunk)
-        (params, opt_state, _), (loss, finite) = jax.lax.scan(
-            lambda c, t: step_fn(c, t, key, stop, data),
-            (params, opt_state, order_at(key, start)), ts,
-        )
-        return params, opt_state, loss, finite
-
-    run = run_one if restarts is None else jax.vmap(run_one, in_axes=(0, 0, None, None, 0, None))
-
-    # ---- history, checkpoints, resume ----
-    lead_shape = () if restarts is None else (restarts,)
-    history = np.full((*lead_shape, steps), np.nan, dtype=np.dtype(out.dtype))
-    nonfinite = np.zeros(lead_shape, np.int64)
-    start_step = 0
-    ckpt = None
-    config = {
-        "steps": steps,
-        "chunk": chunk,
-        "checkpoint_every": checkpoint_every,
-        "batch_size": batch_size,
-        "restarts": restarts,
-        "key": [str(impl), np.asarray(jax.random.key_data(key)).tolist()],
-        "data": [[list(s.shape), str(s.dtype)] for s in jax.tree.leaves(batch_struct)],
-        "num_examples": n,
+def _run_config(cfg: _Settings, key, batch, data, optimizer) -> dict:
+    """What a checkpoint must have been written with to be resumed: the settings, the key, the
+    data's shapes, a digest of its values and one of the optimizer's hyperparameters."""
+    return {
+        "steps": cfg.steps,
+        "chunk": cfg.chunk,
+        "checkpoint_every": cfg.checkpoint_every,
+        "batch_size": cfg.batch_size,
+        "restarts": cfg.restarts,
+        "key": [str(jax.random.key_impl(key)), np.asarray(jax.random.key_data(key)).tolist()],
+        "data": [[list(s.shape), str(s.dtype)] for s in jax.tree.leaves(batch)],
+        "num_examples": cfg.num_examples,
+        "data_digest": _hooks.data_digest(data),
+        "optimizer": _hooks.optimizer_digest(optimizer),
     }
 
+
+def _resume(ckpt, state: _hooks.RunState, key_data, config) -> int:
+    """Restores the newest valid checkpoint into ``state``; returns its step (0 if none)."""
+    existing = ckpt.steps()
+    if not existing:
+        return 0
+    restored = ckpt.restore_latest(
+        state.checkpoint(key_data),
+        check_metadata=lambda meta, path: _check_config(meta.get("config", {}), config, path),
+    )
+    saved = restored.state
+    state.params, state.opt_state = saved["params"], saved["opt_state"]
+    state.losses, state.nonfinite, state.streak = (
+        np.array(saved["losses"]), np.array(saved["nonfinite"]), np.array(saved["streak"]))
+    for s in existing:
+        if s > restored.step:  # newer but unreadable (warned about): kept aside, not deleted
+            # (the error may have been transient), and saved again by this run
+            moved = ckpt.set_aside(s)
+            warnings.warn(f"fit: moved checkpoint {s} aside to {moved}.", RuntimeWarning,
+                          stacklevel=4)
+    return restored.step
+
+
+def fit(
+    loss_fn: Callable[[PyTree, PyTree], Array],
+    params: PyTree,
+    optimizer: optax.GradientTransformation,
+    data: PyTree = None,
+    *,
+    steps: int,
+    key: Array | None = None,
+    batch_size: int | None = None,
+    restarts: int | None = None,
+    chunk_size: int = 500,
+    progress: bool | None = None,
+    check_data: bool = True,
+    mesh: Mesh | None = None,
+    data_axis: str | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    keep: int = 3,
+    resume: bool = False,
+    max_loss: float | None = None,
+    on_chunk: Callable[[int, np.ndarray], None] | None = None,
+    compiler_options: dict[str, Any] | None = None,
+) -> FitResult:
+    """Minimises ``loss_fn(params, batch)`` with ``optimizer`` for ``steps`` steps.
+
+    Steps run inside ``lax.scan`` in chunks of ``chunk_size`` (one compiled call per chunk, no
+    host round-trip per step); ``restarts`` independent runs share the compiled call via
+    ``jax.vmap``. The compiled chunk is cached: calling ``fit`` again with the same
+    ``loss_fn`` and ``optimizer`` objects, settings and array shapes compiles nothing
+    (``compile_s`` ~0), as with ``jax.jit``. A step whose loss or gradients are not finite
+    leaves params and optimizer state unchanged and is counted; as many consecutive non-finite
+    steps as one chunk holds (counted across chunk boundaries, so how the run is cut does not
+    matter) raise ``NonFiniteError`` naming the step, and a run that ends inside a shorter
+    streak warns (``RuntimeWarning``) naming its steps. Minibatches go through the data in
+    shuffled epochs of ``n // batch_size`` steps, epoch ``e`` in the order
+    ``permutation(fold_in(key, e), n)``, so the same key and data give bit-identical results,
+    however the run is chunked, checkpointed or resumed. Optimizers that take optax's extra
+    update arguments (``optax.lbfgs()``, ``optax.contrib.reduce_on_plateau()``) get them:
+    ``value`` (the step's loss), ``grad`` and ``value_fn`` (the loss on the step's batch).
+
+    ``loss_fn`` is traced once on abstract values before anything is compiled: shape and dtype
+    mistakes between data, model and targets raise ``ValueError``/``TypeError`` there. To also
+    catch silent broadcasting (targets ``[N]`` against predictions ``[N, 1]``), call ``fit``
+    inside ``with jax.numpy_rank_promotion("raise"):``.
+
+    Data parallelism: with ``mesh`` (a ``jax.sharding.Mesh``) every data array's leading axis
+    is sharded over the mesh axis ``data_axis`` (``NamedSharding(mesh, P(data_axis))``), each
+    minibatch is constrained to stay sharded that way, and params and optimizer state are
+    replicated (``NamedSharding(mesh, P())``); XLA inserts the gradient all-reduce. The
+    compiled chunk is the same scan-fused step (mesh axes are used as ``AxisType.Auto``). The
+    number of examples and ``batch_size`` must be divisible by the size of ``data_axis``. A
+    1-device mesh gives the single-device result. On several hosts (after
+    ``jax.distributed.initialize()``, ``jax.process_count() > 1``) every process calls ``fit``
+    with the same arguments except ``data``, which holds that process's own slice of the
+    examples: numpy or single-host arrays of equal size on every process, which become the
+    shards on that process's devices (``jax.make_array_from_process_local_data``; the global
+    example count is the local one times ``jax.process_count()``), or global ``jax.Array``s
+    already sharded over the mesh. Params, key and all other arguments must be equal on every
+    process; ``checkpoint_dir`` must be on a filesystem all hosts share. (Not exercised by
+    the test suite, which runs in one process.)
+
+    Checkpoints (orbax-checkpoint, optional extra ``checkpoint``): with ``checkpoint_dir``,
+    params, optimizer state (typed PRNG keys in it included), step, the key, the loss history
+    so far, non-finite counts and the run's identity are saved every ``checkpoint_every`` steps
+    and at the end, keeping the newest ``keep`` (see ``jaxconv.checkpoint``). Chunks are cut
+    so that checkpoints fall on chunk boundaries. ``resume=True`` continues from the newest
+    checkpoint that verifies (a corrupt newest one is skipped with a warning) and ends
+    bit-identical to an uninterrupted run; with an empty directory it starts from step 0.
+    Without ``resume`` the directory must hold no checkpoints.
+
+    Args:
+      loss_fn: ``(params, batch) -> scalar``; ``batch`` has the structure of ``data``.
+      params: initial params; with ``restarts=R`` every leaf has a leading axis of size R
+        (e.g. ``jax.vmap(lambda k: model.init(k, shape))(jax.random.split(key, R))``).
+      optimizer: an optax gradient transformation.
+      data: a pytree of arrays sharing a leading example axis [n, ...], or None.
+      steps: number of optimizer steps.
+      key: PRNG key for minibatch sampling (restart r uses ``jax.random.split(key, R)[r]``).
+      batch_size: examples per step (global, across devices), drawn without replacement
+        from a fresh shuffle each epoch (the ``n % batch_size`` left over sit that epoch
+        out); None for full batch.
+      restarts: number of independent runs trained at once, or None for a single run.
+      chunk_size: steps per compiled call; progress is reported between chunks.
+      progress: show a tqdm bar; None shows it only when stderr is a terminal.
+      check_data: reject NaN/Inf in ``data`` up front (every floating dtype, bfloat16 and
+        float8 included), naming the first bad index.
+      mesh: a ``jax.sharding.Mesh`` to shard the data over (data-parallel), or None.
+      data_axis: the mesh axis name the examples are split over; default the first axis.
+      checkpoint_dir: directory for orbax checkpoints, or None for none.
+      checkpoint_every: save every this many steps (and at the end); None saves only at the
+        end. Needs ``checkpoint_dir``.
+      keep: how many of the newest checkpoints to keep.
+      resume: continue from the newest valid checkpoint in ``checkpoint_dir``; a checkpoint
+        written with different steps, chunking, batch_size, restarts, key, data (shapes or
+        values) or optimizer hyperparameters raises ``ValueError`` saying what differs.
+      max_loss: stop with ``DivergenceError`` (naming the step and loss) as soon as a finite
+        loss exceeds this; the last checkpoint, written before, stays intact.
+      on_chunk: called as ``on_chunk(step, losses)`` after each chunk (and after its
+        checkpoint, if one falls there) with the steps done so far and the chunk's losses
+        ([k] or [R, k]).
+      compiler_options: XLA compiler options for the compiled chunk; None for
+        ``jaxconv.compiler_options()``.
+
+    Returns:
+      A ``FitResult`` with params, optimizer state, the [steps] (or [R, steps]) loss history,
+      timings and the count of skipped non-finite steps.
+
+    Raises:
+      NonFiniteError: a chunk's worth of consecutive steps were non-finite.
+      DivergenceError: a loss exceeded ``max_loss``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, jaxconv
+      >>> loss = lambda p, b: jnp.mean((p["w"] * b[0] - b[1]) ** 2)
+      >>> data = (jnp.arange(4.0), 3 * jnp.arange(4.0))
+      >>> out = jaxconv.fit(loss, {"w": jnp.zeros(())}, optax.adam(0.1), data, steps=300,
+      ...                   progress=False)
+      >>> round(float(out.params["w"]), 3)
+      3.0
+    """
+    cfg = _settings(loss_fn, optimizer, data, steps=steps, batch_size=batch_size,
+                    restarts=restarts, chunk_size=chunk_size, progress=progress,
+                    check_data=check_data, mesh=mesh, data_axis=data_axis,
+                    checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, keep=keep,
+                    resume=resume, max_loss=max_loss, on_chunk=on_chunk,
+                    compiler_options=compiler_options)
+    key = _typed_key(jax.random.key(0) if key is None else key)
+    if cfg.check_data:
+        _check_finite_data(data)
+    params, single = _check_params(params, cfg.restarts)
+    batch, loss_dtype = _trace_loss(loss_fn, single, data, cfg)
+
+    host_key_data = np.asarray(jax.random.key_data(key))
+    keys = key if cfg.restarts is None else jax.random.split(key, cfg.restarts)
+    params, key_data, data, jit_kwargs, batch_sharding = _place(
+        params, np.asarray(jax.random.key_data(keys)), data, cfg)
+    spec = _trainer.Spec(loss_fn, optimizer, cfg.chunk, cfg.batch_size, cfg.num_examples,
+                         cfg.restarts, jax.random.key_impl(key), batch_sharding,
+                         cfg.compiler_options)
+    init = _trainer.make_trainer(spec).init
+    if cfg.mesh is not None:
+        init = jax.jit(init, out_shardings=jit_kwargs["out_shardings"])
+    lead = () if cfg.restarts is None else (cfg.restarts,)
+    state = _hooks.RunState(params, init(params),
+                            np.full((*lead, cfg.steps), np.nan, np.dtype(loss_dtype)),
+                            np.zeros(lead, np.int64), np.zeros(lead, np.int64))
+
+    ckpt = hooks = None
     if checkpoint_dir is not None:
         from jaxconv.checkpoint import Checkpointer
 
-        ckpt = Checkpointer(checkpoint_dir, keep=keep)
+        ckpt = Checkpointer(checkpoint_dir, keep=cfg.keep)
     try:
+        start = 0
         if ckpt is not None:
-            existing = ckpt.steps()
-            if existing and not resume:
+            config = _run_config(cfg, key, batch, data, optimizer)
+            if ckpt.steps() and not cfg.resume:
                 raise ValueError(
                     f"fit: checkpoint_dir {ckpt.directory} already holds checkpoints (steps "
-                    f"{existing}); pass resume=True to continue from the newest, or use an "
+                    f"{ckpt.steps()}); pass resume=True to continue from the newest, or use an "
                     "empty directory."
                 )
-            if existing:
-                restored = ckpt.restore_latest(
-                    _ckpt_state(params, opt_state, history, nonfinite,
-                                np.asarray(jax.random.key_data(key))),
-                    check_metadata=lambda meta, path: _check_config(meta.get("config", {}),
-                                                                    config, path),
-                )
-                state = restored.state
-                params, opt_state = state["params"], state["opt_state"]
-                history, nonfinite = np.array(state["losses"]), np.array(state["nonfinite"])
-                start_step = restored.step
-                for s in existing:
-                    if s > start_step:  # newer but unreadable (warned about): kept aside, not
-                        # deleted (the error may have been transient), and saved again below
-                        moved = ckpt.set_aside(s)
-                        warnings.warn(f"fit: moved checkpoint {s} aside to {moved}.",
-                                      RuntimeWarning, stacklevel=3)
-        return _run_chunks(
-            run, jit_kwargs, params, opt_state, key_data, data,
-            steps=steps, chunk=chunk, start_step=start_step, every=checkpoint_every,
-            history=history, nonfinite=nonfinite, restarts=restarts, progress=progress,
-            max_loss=max_loss, on_chunk=on_chunk, ckpt=ckpt, config=config,
-            user_mesh=user_mesh,
-        )
+            start = _resume(ckpt, state, host_key_data, config)
+        compiled, compile_s = None, 0.0
+        if start < cfg.steps:
+            compiled, compile_s = _trainer.compiled_run(
+                spec, (state.params, state.opt_state, jnp.int32(0), jnp.int32(0), key_data,
+                       data), jit_kwargs)
+        guard = _hooks.NonFiniteGuard(state, limit=cfg.chunk, restarts=cfg.restarts)
+        hooks = [guard]
+        saver = None
+        if ckpt is not None:
+            saver = _hooks.Checkpoints(ckpt, state, key_data=host_key_data, config=config)
+        if cfg.max_loss is not None:
+            hooks.append(_hooks.DivergenceGuard(cfg.max_loss, restarts=cfg.restarts,
+                                                checkpoints=saver))
+        hooks += [h for h in (saver,) if h is not None]
+        if cfg.progress:
+            hooks.append(_hooks.Progress(cfg.steps, start))
+        if on_chunk is not None:
+            hooks.append(_hooks.Callback(on_chunk))
+
+        wall_s, t = 0.0, start
+        while t < cfg.steps:
+            stop = cfg.boundary(t)
+            t0 = time.perf_counter()
+            out = compiled(state.params, state.opt_state, jnp.int32(t), jnp.int32(stop),
+                           key_data, data)
+            losses, finite = np.asarray(out.losses), np.asarray(out.finite)  # waits for it
+            wall_s += time.perf_counter() - t0
+            done = min(cfg.chunk, stop - t)
+            state.params, state.opt_state = out.params, out.opt_state
+            state.losses[..., t:t + done] = losses[..., :done]
+            chunk = _hooks.Chunk(t, t + done, losses[..., :done], finite[..., :done],
+                                 boundary=t + done == stop)
+            for hook in hooks:
+                hook.after_chunk(chunk)
+            t += done
+        if start < cfg.steps:
+            guard.finish(cfg.steps)
     finally:
+        for hook in hooks or ():
+            if hasattr(hook, "close"):
+                hook.close()
         if ckpt is not None:
             ckpt.close()
-
-
-def _nonfinite_runs(finite, run):
-    """Per restart: the longest run of consecutive non-finite steps in a chunk's ``finite``
-    flags ([k] or [R, k]), counting the ``run`` steps that ended the previous chunk, and the
-    run still open at the chunk's end."""
-    longest = run
-    for j in range(finite.shape[-1]):
-        run = np.where(finite[..., j], 0, run + 1)
-        longest = np.maximum(longest, run)
-    return longest, run
-
-
-def _run_chunks(run, jit_kwargs, params, opt_state, key_data, data, *, steps, chunk, start_step,
-                every, history, nonfinite, restarts, progress, max_loss, on_chunk, ckpt, config,
-                user_mesh):
-    compile_s = 0.0
-    compiled = None
-    if start_step < steps:
-        t0 = time.perf_counter()
-        compiled = (
-            jax.jit(run, **jit_kwargs)
-            .lower(params, opt_state, jnp.int32(0), jnp.int32(0), key_data, data)
-            .compile()
-        )
-        compile_s = time.perf_counter() - t0
-
-    key_data_host = np.asarray(config["key"][1], np.uint32)
-
-    def save(step):
-        state = _ckpt_state(params, opt_state, history, nonfinite, key_data_host)
-        ckpt.save(step, state, metadata={"config": config, "step": step})
-
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, initial=start_step, desc="fit", unit="step", leave=True)
-    wall_s = 0.0
-    t = start_step
-    bad_run = np.zeros(np.shape(nonfinite), np.int64)  # non-finite steps ending the last chunk
-    try:
-        while t < steps:
-            stop = steps if every is None else min(steps, (t // every + 1) * every)
-            t0 = time.perf_counter()
-            params, opt_state, loss, finite = compiled(
-                params, opt_state, jnp.int32(t), jnp.int32(stop), key_data, data
-            )
-            loss, finite = np.asarray(loss), np.asarray(finite)  # waits for the chunk
-            wall_s += time.perf_counter() - t0
-            done = min(chunk, stop - t)
-            loss, finite = loss[..., :done], finite[..., :done]
-            history[..., t:t + done] = loss
-            nonfinite = nonfinite + (~finite).sum(axis=-1)
-            longest, bad_run = _nonfinite_runs(finite, bad_run)
-            stuck = longest >= chunk
-            if np.any(stuck):
-                which = "" if restarts is None else f" in restart(s) {np.flatnonzero(stuck)[:8]}"
-                raise NonFiniteError(
-                    f"fit: {int(longest.max())} consecutive steps up to step {t + done - 1}"
-                    f"{which} had a non-finite loss or gradient (the limit is {chunk}, one "
-                    "chunk); params were kept at their last finite values. Lower the learning "
-                    "rate, clip gradients (optax.clip_by_global_norm) or check the loss and data."
-                )
-            if max_loss is not None:
-                over = np.isfinite(loss) & (loss > max_loss)
-                if over.any():
-                    over2 = over.reshape(-1, done)
-                    first = [int(np.argmax(r)) if r.any() else done for r in over2]
-                    restart = int(np.argmin(first))
-                    j = first[restart]
-                    value = float(loss.reshape(-1, done)[restart, j])
-                    last, saved = None, ""
-                    if ckpt is not None:
-                        # a checkpoint at the diverging step holds the params that gave the
-                        # bad loss: drop it, so the newest one left is known good
-                        for s in ckpt.steps():
-                            if s >= t + j:
-                                ckpt.delete(s)
-                        last = (ckpt.steps() or [None])[-1]
-                        saved = (
-                            f" The newest checkpoint ({ckpt.path(last)}) predates it and is "
-                            "intact." if last is not None else " No checkpoint predates it."
-                        )
-                    where = "" if restarts is None else f" in restart {restart}"
-                    raise DivergenceError(
-                        f"fit: diverging: loss {value:.6g} at step {t + j}{where} exceeds "
-                        f"max_loss={max_loss:g}; stopped.{saved} Lower the learning rate or "
-                        "clip gradients (optax.clip_by_global_norm).",
-                        step=t + j, loss=value, restart=None if restarts is None else restart,
-                        checkpoint_step=last,
-                    )
-            t += done
-            if ckpt is not None and t == stop:
-                save(t)
-            if bar is not None:
-                # the best finite last loss: np.nanmin warns on an all-NaN chunk end
-                last_loss = loss[..., -1][np.isfinite(loss[..., -1])]
-                shown = f"{last_loss.min():.3e}" if last_loss.size else "nan"
-                bar.update(done)
-                rate = (t - start_step) / wall_s if wall_s > 0 else float("inf")
-                bar.set_postfix(loss=shown, steps_per_s=f"{rate:.0f}")
-            if on_chunk is not None:
-                on_chunk(t, loss)
-    finally:
-        if bar is not None:
-            bar.close()
-    if user_mesh is not None:
-        back = NamedSharding(user_mesh, P())
-        params, opt_state = jax.device_put((params, opt_state), back)
-    ran = steps - start_step
+    params, opt_state = state.params, state.opt_state
+    if cfg.mesh is not None:  # back on the caller's mesh (fit ran on an all-Auto copy)
+        params, opt_state = jax.device_put((params, opt_state), NamedSharding(cfg.mesh, P()))
+    ran = cfg.steps - start
     return FitResult(
         params=params,
         opt_state=opt_state,
-        losses=history,
-        steps=steps,
-        nonfinite_steps=int(nonfinite) if restarts is None else nonfinite,
+        losses=state.losses,
+        steps=cfg.steps,
+        nonfinite_steps=int(state.nonfinite) if cfg.restarts is None else state.nonfinite,
         wall_s=wall_s,
         compile_s=compile_s,
         steps_per_s=ran / wall_s if wall_s > 0 else float("inf"),

@@ -110,8 +110,6 @@ def test_save_argument_errors(tmp_path):
             ckpt.save("6", {"a": np.ones(2)})
         with pytest.raises(TypeError, match="JSON-serialisable"):
             ckpt.save(6, {"a": np.ones(2)}, metadata={"x": object()})
-        with pytest.raises(TypeError, match="key_data"):
-            ckpt.save(6, {"k": jax.random.key(0)})
         with pytest.raises(ValueError, match="two leaves share the path 'a/b'"):
             ckpt.save(6, {"a/b": np.ones(1), "a": {"b": np.ones(1)}})
         with pytest.raises(ValueError, match=r"different tree than the target: "
@@ -132,6 +130,20 @@ def test_save_argument_errors(tmp_path):
         with pytest.raises(ValueError, match="opened with read_only=True"):
             ckpt.set_aside(5)
         assert ckpt.steps() == [5]
+
+
+@pytest.mark.parametrize("with_target", [True, False], ids=["target", "no_target"])
+def test_typed_prng_keys_round_trip(tmp_path, with_target):
+    state = {"k": jax.random.key(3), "ks": jax.random.split(jax.random.key(1, impl="rbg"), 2),
+             "w": np.ones(2)}
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, state)
+        got = ckpt.restore_latest(state if with_target else None).state
+    for name in ("k", "ks"):
+        assert jax.random.key_impl(got[name]) == jax.random.key_impl(state[name])
+        np.testing.assert_array_equal(jax.random.key_data(got[name]),
+                                      jax.random.key_data(state[name]))
+    np.testing.assert_array_equal(got["w"], state["w"])
 
 
 # ---- fit writes checkpoints ----
@@ -207,10 +219,43 @@ def test_resume_with_a_different_config_raises(finished, tmp_path, kwargs, match
         _fit(d, resume=True, **kwargs)
 
 
-def test_resume_with_a_different_optimizer_raises(finished, tmp_path):
+@pytest.mark.parametrize(
+    "optimizer", [optax.sgd(0.05), optax.adam(0.06), optax.adam(0.05, b1=0.8)],
+    ids=["sgd", "adam_lr", "adam_b1"],
+)
+def test_resume_with_a_different_optimizer_raises(finished, tmp_path, optimizer):
     d = _copy(finished, tmp_path)
-    with pytest.raises(ValueError, match="holds a different tree than the target"):
-        jaxconv.fit(_loss, P0, optax.sgd(0.05), _problem(), checkpoint_dir=d, resume=True, **RUN)
+    with pytest.raises(ValueError, match=r"cannot resume .*optimizer: checkpoint has"):
+        jaxconv.fit(_loss, P0, optimizer, _problem(), checkpoint_dir=d, resume=True, **RUN)
+
+
+def test_resume_with_the_same_optimizer_built_again_works(finished, tmp_path):
+    d = _copy(finished, tmp_path)  # finished ran optax.adam(0.05): a new, equal one resumes
+    out = jaxconv.fit(_loss, P0, optax.adam(0.05), _problem(), checkpoint_dir=d, resume=True,
+                      **RUN)
+    np.testing.assert_array_equal(out.params["w"], finished[1].params["w"])
+
+
+@pytest.mark.parametrize("change", ["negated_targets", "shuffled_rows"])
+def test_resume_with_different_data_of_the_same_shape_raises(finished, tmp_path, change):
+    x, y = _problem()
+    data = (x, -y) if change == "negated_targets" else (x[::-1], y[::-1])
+    d = _copy(finished, tmp_path)
+    with pytest.raises(ValueError, match=r"cannot resume .*data_digest: checkpoint has"):
+        jaxconv.fit(_loss, P0, optax.adam(0.05), data, checkpoint_dir=d, resume=True, **RUN)
+
+
+def test_fit_checkpoints_an_optimizer_state_holding_a_typed_key(tmp_path):
+    opt = optax.noisy_sgd(0.01, key=jax.random.key(4))
+    run = dict(RUN, steps=20)
+    whole = jaxconv.fit(_loss, P0, opt, _problem(), **{k: v for k, v in run.items()
+                                                        if k != "checkpoint_every"})
+    with pytest.raises(_Stop):
+        jaxconv.fit(_loss, P0, opt, _problem(), checkpoint_dir=tmp_path, on_chunk=_stop_at(10),
+                    **run)
+    out = jaxconv.fit(_loss, P0, opt, _problem(), checkpoint_dir=tmp_path, resume=True, **run)
+    np.testing.assert_array_equal(out.params["w"], whole.params["w"])
+    np.testing.assert_array_equal(out.losses, whole.losses)
 
 
 # ---- corruption, truncation, half-written checkpoints ----

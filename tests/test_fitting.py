@@ -131,12 +131,14 @@ def test_a_wholly_nonfinite_chunk_raises_naming_the_step(key):
 
 
 @pytest.mark.parametrize("chunk_size", [3, 5])
-def test_a_short_nonfinite_tail_does_not_raise_however_chunked(chunk_size):
+def test_a_short_nonfinite_tail_warns_the_same_however_chunked(chunk_size):
     # c grows by 1 per step (sgd with learning rate -1 on d loss / dc = 1); step 9 is the first
     # non-finite one, and the last. Chunks of 3 end with a chunk of that step alone.
     loss = lambda p, b: jnp.where(p["c"] >= 9, jnp.nan, p["c"]) + 0 * jnp.sum(b[0])
-    out = fit(loss, {"c": jnp.zeros(())}, optax.sgd(-1.0), (jnp.zeros((4, 1)),), steps=10,
-              chunk_size=chunk_size, progress=False)
+    with pytest.warns(RuntimeWarning, match=r"ended inside a streak of 1 non-finite steps "
+                                            r"\(steps 9\.\.9\); params are those before step 9"):
+        out = fit(loss, {"c": jnp.zeros(())}, optax.sgd(-1.0), (jnp.zeros((4, 1)),), steps=10,
+                  chunk_size=chunk_size, progress=False)
     assert int(out.nonfinite_steps) == 1
     assert float(out.params["c"]) == 9.0
 
@@ -156,7 +158,7 @@ def test_minibatches_are_shuffled_epochs(key):
 
 
 def test_nonfinite_runs_count_across_chunk_boundaries():
-    from jaxconv.fitting import _nonfinite_runs
+    from jaxconv._hooks import nonfinite_runs as _nonfinite_runs
 
     finite = np.array([[True, False, False], [False, True, False]])
     longest, run = _nonfinite_runs(finite, np.array([0, 2]))
@@ -226,7 +228,8 @@ def test_progress_bar_survives_a_nonfinite_last_step(key):
     # filterwarnings=error) when that one step was non-finite
     # c is t before step t; step 9 (the chunk's last) alone is non-finite
     loss = lambda p, batch: jnp.where(p["c"] > 8.5, jnp.nan, -p["c"])
-    out = fit(loss, {"c": jnp.zeros(())}, optax.sgd(1.0), steps=10, progress=True)
+    with pytest.warns(RuntimeWarning, match="ended inside a streak"):
+        out = fit(loss, {"c": jnp.zeros(())}, optax.sgd(1.0), steps=10, progress=True)
     assert out.nonfinite_steps == 1 and np.isnan(out.losses[9])
 
 

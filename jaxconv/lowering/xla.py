@@ -1,7 +1,25 @@
-"""The reference lowering: a single ``lax.conv_general_dilated`` (zero overhead)."""
+"""The reference lowering: ``lax.conv_general_dilated``, in the form XLA:CPU runs fast everywhere.
+
+XLA:CPU sends a convolution to its fast kernels (Eigen, YNNPACK) only when its dimension
+numbers are canonical: batch first and features last in the input and output, the kernel
+``[*spatial, in, out]``, spatial dims in order. Its ``ConvCanonicalization`` pass rewrites other
+convolutions into that form, but it walks only the entry computation: a convolution inside a
+``lax.scan``/``while_loop`` body keeps its labels and runs XLA's naive loop. Autodiff's kernel
+gradient (``f01b_i01o->01bf``) and input gradient (kernel ``01oi``) are never canonical, so one
+conv layer's training step ran 55x slower inside a scan than in a Python loop of jitted steps
+(benchmarks/NOTES.md). Here every convolution is written canonically by hand: the layout is
+transposed to channels-last around it, and a custom JVP writes each tangent so that reverse
+mode's transpose of it is a canonical convolution (the kernel gradient contracts the batch as
+the feature axis of a ``[C, *spatial, N]`` input with a ``[*spatial, N, O]`` cotangent). The
+values are the same convolutions autodiff computes, so gradients agree to float rounding.
+"""
 
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
 from jax import lax
 
 NAME = "xla"
@@ -15,16 +33,100 @@ def why(x_shape, w_shape, dtype, args) -> str:
     return "lax.conv_general_dilated"
 
 
-def conv(x, w, args):
-    return lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=args.stride,
-        padding=args.pads,
-        rhs_dilation=args.dilation,
-        dimension_numbers=args.layout.dimension_numbers(),
-        feature_group_count=args.groups,
-        precision=args.precision,
-    )
 def auto_declines(x_shape, w_shape, dtype, args):
     return "the reference"
+
+
+def _dims(lhs, rhs, out):
+    """ConvDimensionNumbers from (batch, feature, *spatial) positions, as lax orders them."""
+    return lax.ConvDimensionNumbers(tuple(lhs), tuple(rhs), tuple(out))
+
+
+def _canonical(n):
+    """[N, *sp, C] x [*k, I, O] -> [N, *sp, O]: the form XLA:CPU's fast convolutions take."""
+    sp = tuple(range(1, n + 1))
+    return _dims((0, n + 1, *sp), (n + 1, n, *range(n)), (0, n + 1, *sp))
+
+
+def _primal(x, w, static):
+    stride, pads, dilation, groups, precision = static
+    return lax.conv_general_dilated(
+        x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=_canonical(w.ndim - 2),
+        feature_group_count=groups, precision=precision,
+    )
+
+
+def _x_tangent(x_dot, w, static):
+    """conv(x_dot, w) with the kernel stored [*k, O, I]: reverse mode transposes it into the
+    input gradient ``conv(pad(g), flip(w))`` with a canonical [*k, I', O'] kernel."""
+    stride, pads, dilation, groups, precision = static
+    n = w.ndim - 2
+    sp = tuple(range(1, n + 1))
+    dims = _dims((0, n + 1, *sp), (n, n + 1, *range(n)), (0, n + 1, *sp))
+    return lax.conv_general_dilated(
+        x_dot, jnp.swapaxes(w, -1, -2), stride, pads, rhs_dilation=dilation,
+        dimension_numbers=dims, feature_group_count=groups, precision=precision,
+    )
+
+
+def _w_tangent(x, w_dot, static):
+    """conv(x, w_dot) with x as [C, *sp, N], w_dot as [I, *k, O] and the output as
+    [*out, N, O]: reverse mode transposes it into the kernel gradient, a canonical convolution
+    of the [C, *sp, N] input with the [*out, N, O] cotangent giving [I, *k, O]."""
+    stride, pads, dilation, groups, precision = static
+    n = w_dot.ndim - 2
+    sp = tuple(range(1, n + 1))
+    dims = _dims((n + 1, 0, *sp), (n + 1, 0, *sp), (n, n + 1, *range(n)))
+    y = lax.conv_general_dilated(
+        jnp.swapaxes(x, 0, -1), jnp.moveaxis(w_dot, n, 0), stride, pads,
+        rhs_dilation=dilation, dimension_numbers=dims, feature_group_count=groups,
+        precision=precision,
+    )
+    return jnp.moveaxis(y, n, 0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _conv_cl(x, w, static):
+    return _primal(x, w, static)
+
+
+@functools.partial(_conv_cl.defjvp, symbolic_zeros=True)
+def _conv_cl_jvp(static, primals, tangents):
+    x, w = primals
+    x_dot, w_dot = tangents
+    y = _primal(x, w, static)
+    y_dot = None
+    if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
+        y_dot = _x_tangent(x_dot, w, static)
+    if not isinstance(w_dot, jax.custom_derivatives.SymbolicZero):
+        term = _w_tangent(x, w_dot, static)
+        y_dot = term if y_dot is None else y_dot + term
+    return y, jnp.zeros_like(y) if y_dot is None else y_dot
+
+
+def _channels_last(x, w, args):
+    lay = args.layout
+    n = lay.ndim
+    if not lay.channels_last:
+        x = jnp.moveaxis(x, 1, -1)  # [N, *spatial, C]
+        w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
+    precision = args.precision
+    if isinstance(precision, list):  # lax accepts a list; custom_jvp's static args must hash
+        precision = tuple(precision)
+    return x, w, (args.stride, args.pads, args.dilation, args.groups, precision)
+
+
+def conv(x, w, args):
+    """``lax.conv_general_dilated(x, w, ...)``, canonical forward and gradients."""
+    x, w, static = _channels_last(x, w, args)
+    y = _conv_cl(x, w, static)
+    return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
+
+
+def linear_conv(x, w, args):
+    """The same convolution as a plain linear function of ``x`` (no custom JVP), written so
+    that its transpose, ``conv_transpose``, is a canonical convolution."""
+    x, w, static = _channels_last(x, w, args)
+    y = _x_tangent(x, w, static)
+    return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
+

@@ -1,0 +1,56 @@
+"""XLA compiler options for executables that run jaxconv models, detected for the installed
+jaxlib (flag names change between versions: an option this jaxlib does not know is left out).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+# jaxlib 0.10's XLA:CPU sends float32 convolutions with more than 16 channels to YNNPACK
+# (a ``ynn_fusion`` in the compiled HLO); "" turns that off, leaving them to XLA's Eigen
+# convolution. See benchmarks/NOTES.md for what each choice costs on the training workloads.
+_YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
+
+
+@functools.cache
+def _accepted(backend: str, name: str, value: str) -> bool:
+    """Whether this jaxlib's compiler for ``backend`` knows the option ``name``."""
+    try:
+        jax.jit(lambda x: x + 1, backend=backend, compiler_options={name: value}).lower(
+            1.0
+        ).compile()
+    except Exception:  # jaxlib raises its own error type ("No such compile option")
+        return False
+    return True
+
+
+def compiler_options(*, ynnpack: bool = True, backend: str | None = None) -> dict[str, str]:
+    """Compiler options for ``jax.jit(f, compiler_options=...)`` of code that runs jaxconv ops.
+
+    ``jaxconv.fit`` compiles its steps with these (its ``compiler_options`` argument); pass the
+    same to your own ``jax.jit`` to get the same executables.
+
+    Args:
+      ynnpack: False keeps XLA:CPU's convolutions off YNNPACK (on Eigen), where the installed
+        jaxlib has the option; True (the default) keeps jaxlib's default.
+      backend: the backend the options are for; None for ``jax.default_backend()``. Off CPU
+        the result is empty (the options are XLA:CPU's).
+
+    Returns:
+      A dict of option names to values, possibly empty.
+
+    Example:
+      >>> import jax, jaxconv
+      >>> f = jax.jit(lambda x: x * 2, compiler_options=jaxconv.compiler_options())
+      >>> float(f(1.0))
+      2.0
+    """
+    if not isinstance(ynnpack, bool):
+        raise TypeError(f"compiler_options: ynnpack must be a bool, got {ynnpack!r}.")
+    backend = jax.default_backend() if backend is None else backend
+    options = {}
+    if backend == "cpu" and not ynnpack and _accepted(backend, _YNN_FUSION, ""):
+        options[_YNN_FUSION] = ""
+    return options

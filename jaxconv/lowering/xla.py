@@ -70,17 +70,22 @@ def _x_tangent(x_dot, w, static):
 
 
 def _w_tangent(x, w_dot, static):
-    """conv(x, w_dot) with x as [C, *sp, N], w_dot as [I, *k, O] and the output as
-    [*out, N, O]: reverse mode transposes it into the kernel gradient, a canonical convolution
-    of the [C, *sp, N] input with the [*out, N, O] cotangent giving [I, *k, O]."""
+    """conv(x, w_dot) with x as [C/G, *sp, G * N] (features as the batch), w_dot as
+    [I, *k, O] and the output as [*out, N, O], the G feature groups as batch groups: reverse
+    mode transposes it into the kernel gradient, a canonical convolution of that input with
+    the [*out, N, O] cotangent in G feature groups, giving [I, *k, O]. (Autodiff's own kernel
+    gradient uses batch groups, which XLA:CPU rewrites into a non-canonical convolution.)"""
     stride, pads, dilation, groups, precision = static
     n = w_dot.ndim - 2
     sp = tuple(range(1, n + 1))
+    batch, *spatial, channels = x.shape
+    x = x.reshape(batch, *spatial, groups, channels // groups)
+    x = jnp.moveaxis(x, (0, n + 1, n + 2), (n + 2, n + 1, 0))  # [C/G, *sp, G, N]
+    x = x.reshape(channels // groups, *spatial, groups * batch)
     dims = _dims((n + 1, 0, *sp), (n + 1, 0, *sp), (n, n + 1, *range(n)))
     y = lax.conv_general_dilated(
-        jnp.swapaxes(x, 0, -1), jnp.moveaxis(w_dot, n, 0), stride, pads,
-        rhs_dilation=dilation, dimension_numbers=dims, feature_group_count=groups,
-        precision=precision,
+        x, jnp.moveaxis(w_dot, n, 0), stride, pads, rhs_dilation=dilation,
+        dimension_numbers=dims, batch_group_count=groups, precision=precision,
     )
     return jnp.moveaxis(y, n, 0)
 

@@ -18,9 +18,8 @@ _YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
 def _accepted(backend: str, name: str, value: str) -> bool:
     """Whether this jaxlib's compiler for ``backend`` knows the option ``name``."""
     try:
-        jax.jit(lambda x: x + 1, backend=backend, compiler_options={name: value}).lower(
-            1.0
-        ).compile()
+        x = jax.device_put(1.0, jax.local_devices(backend=backend)[0])
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(x).compile()
     except Exception:  # jaxlib raises its own error type ("No such compile option")
         return False
     return True

@@ -243,3 +243,117 @@ def test_fit_trains_a_conv_model(key):
     out = fit(loss, params, optax.adam(0.05), (x, y), steps=1500, progress=False)
     np.testing.assert_allclose(out.params["conv_0"]["kernel"], teacher["conv_0"]["kernel"],
                                atol=1e-3)
+
+
+# ---- compile cache, optimizers with extra arguments, dtypes, short divergent runs ----
+
+def test_a_repeated_fit_reuses_the_compiled_chunk(key):
+    from jaxconv import _trainer
+
+    data, _ = _linear_problem(key)
+    opt = optax.adam(0.05)
+    first = fit(_loss, P0, opt, data, steps=30, progress=False)
+    hits = _trainer._compile.cache_info().hits
+    again = fit(_loss, P0, opt, data, steps=30, progress=False)
+    assert _trainer._compile.cache_info().hits == hits + 1
+    assert again.compile_s < first.compile_s
+    np.testing.assert_array_equal(again.losses, first.losses)
+    # another optimizer object, other settings or shapes compile afresh
+    fit(_loss, P0, optax.adam(0.05), data, steps=30, progress=False)
+    fit(_loss, P0, opt, data, steps=31, progress=False)
+    assert _trainer._compile.cache_info().hits == hits + 1
+
+
+def test_an_unhashable_loss_callable_still_fits(key):
+    class Loss:
+        __hash__ = None
+
+        def __call__(self, p, b):
+            return _loss(p, b)
+
+    data, w_true = _linear_problem(key)
+    out = fit(Loss(), P0, optax.adam(0.05), data, steps=600, progress=False)
+    np.testing.assert_allclose(out.params["w"], w_true, atol=1e-3)
+
+
+def test_lbfgs_gets_value_grad_and_value_fn(key):
+    data, w_true = _linear_problem(key)
+    out = fit(_loss, P0, optax.lbfgs(), data, steps=30, progress=False)
+    np.testing.assert_allclose(out.params["w"], w_true, atol=1e-4)
+    assert out.losses[-1] < 1e-8
+
+
+def test_reduce_on_plateau_gets_the_loss(key):
+    data, _ = _linear_problem(key)
+    # the learning rate falls once the (full-batch) loss stops improving
+    opt = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(patience=2, factor=0.5))
+    out = fit(_loss, P0, opt, data, steps=200, progress=False)
+    assert float(out.opt_state[1].scale) < 1.0
+    assert out.losses[-1] < out.losses[0] * 1e-3
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float8_e4m3fn],
+                         ids=["bfloat16", "float16", "float8_e4m3fn"])
+def test_nan_in_low_precision_data_is_rejected_with_its_index(key, dtype):
+    (x, y), _ = _linear_problem(key)
+    x = x.astype(dtype).at[3, 1].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"data\[0\] has a non-finite value .* index \(3, 1\)"):
+        fit(lambda p, b: _loss(p, (b[0].astype(jnp.float32), b[1])), P0, optax.adam(0.05),
+            (x, y), steps=5, progress=False)
+
+
+def test_divergence_in_a_short_run_warns_with_the_step(key):
+    data, _ = _linear_problem(key)
+    with pytest.warns(RuntimeWarning, match=r"ended inside a streak of \d+ non-finite steps "
+                                            r"\(steps \d+\.\.199\)"):
+        out = fit(_loss, P0, optax.sgd(1e6), data, steps=200, progress=False)
+    assert out.nonfinite_steps > 150
+
+
+def test_compiler_options_reach_the_compiled_chunk(key):
+    data, _ = _linear_problem(key)
+    with pytest.raises(Exception, match="No such compile option"):
+        fit(_loss, P0, optax.adam(0.05), data, steps=5, progress=False,
+            compiler_options={"xla_no_such_option": ""})
+    with pytest.raises(TypeError, match="compiler_options must be a dict or None"):
+        fit(_loss, P0, optax.adam(0.05), data, steps=5, progress=False, compiler_options="fast")
+
+
+def _cnn_problem(key):
+    nn = jaxconv.nn
+    model = nn.Stack([nn.Conv(8, 3, padding="SAME"), nn.Activation("relu"), nn.MaxPool(2),
+                      nn.Conv(16, 3, padding="SAME", algorithm="xla"), nn.Activation("relu"),
+                      nn.Flatten(), nn.Dense(3)])
+    kx, ky, kp = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (32, 8, 8, 3))
+    y = jax.random.randint(ky, (32,), 0, 3)
+    params = model.init(kp, (8, 8, 8, 3))
+
+    def loss(p, b):
+        logits = model.apply(p, b[0])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, b[1]).mean()
+
+    return loss, params, (x, y)
+
+
+def test_a_cnn_fit_matches_a_python_loop_of_jitted_steps(key):
+    loss, params, data = _cnn_problem(key)
+    opt = optax.adam(1e-2)
+    out = fit(loss, params, opt, data, steps=12, batch_size=8, key=key, chunk_size=5,
+              progress=False)
+
+    @jax.jit
+    def step(p, s, batch):
+        value, grads = jax.value_and_grad(loss)(p, batch)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, value
+
+    p, s, losses = params, opt.init(params), []
+    for t in range(12):  # the batches fit draws: epoch t // 4 of permutation(fold_in(key, e))
+        order = jax.random.permutation(jax.random.fold_in(key, t // 4), 32)
+        idx = order[(t % 4) * 8:(t % 4 + 1) * 8]
+        p, s, value = step(p, s, jax.tree.map(lambda a, idx=idx: a[idx], data))
+        losses.append(value)
+    np.testing.assert_allclose(out.losses, np.array(losses), rtol=2e-5)
+    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(p), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -24,9 +24,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# train_bench.py takes --quick from BENCH_ARGS unless TRAIN_BENCH_ARGS is given
+bench: TRAIN_BENCH_ARGS ?= $(filter --quick,$(BENCH_ARGS))
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/train_bench.py $(TRAIN_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,9 +24,19 @@ Initializer = Callable[..., Array]
 Shape = tuple[int, ...]
 
 
+def _describe(value) -> str:
+    """``value`` for an error message: an array by its shape alone, anything else by a short
+    repr (``model.init(key, X)`` once printed all of ``X``)."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)}; pass its .shape"
+    return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
 def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
     if isinstance(input_shape, str) or not isinstance(input_shape, Sequence):
-        raise TypeError(f"{op}: input_shape must be a sequence of ints, got {input_shape!r}.")
+        raise TypeError(
+            f"{op}: input_shape must be a sequence of ints, got {_describe(input_shape)}."
+        )
     if not all(_checks.is_int(s) for s in input_shape):
         raise TypeError(f"{op}: input_shape must contain ints, got {tuple(input_shape)}.")
     shape = tuple(int(s) for s in input_shape)
@@ -63,6 +74,15 @@ def _frozen(value):
 def _freeze_fields(layer, names: Sequence[str]) -> None:
     for name in names:
         object.__setattr__(layer, name, _frozen(getattr(layer, name)))
+
+
+def _stale_params(layer: str, what: str) -> str:
+    """The likely cause when params do not fit the input they are applied to."""
+    return (
+        f"{layer}: {what}; the params were likely made by model.init for a different input "
+        "shape: make them with model.init(key, x.shape) for the x you apply the model to, or "
+        "apply them to inputs of the shape init was given."
+    )
 
 
 def _add_bias(y: Array, bias: Array) -> Array:
@@ -129,17 +149,29 @@ class Conv:
         return params
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
-        y = conv(
-            x,
-            params["kernel"],
-            stride=self.stride,
-            padding=self.padding,
-            pad_mode=self.pad_mode,
-            dilation=self.dilation,
-            groups=self.groups,
-            flip=self.flip,
-            algorithm=self.algorithm,
-        )
+        kernel = params["kernel"]
+        try:
+            y = conv(
+                x,
+                kernel,
+                stride=self.stride,
+                padding=self.padding,
+                pad_mode=self.pad_mode,
+                dilation=self.dilation,
+                groups=self.groups,
+                flip=self.flip,
+                algorithm=self.algorithm,
+            )
+        except ValueError as e:
+            x_shape, k_shape = tuple(jnp.shape(x)), tuple(jnp.shape(kernel))
+            made_for = k_shape[-2] * self.groups if len(k_shape) >= 2 else None
+            if x_shape and made_for != x_shape[-1]:
+                # conv's message names the op, not the layer, nor why the shapes disagree
+                raise ValueError(_stale_params(
+                    "Conv", f"params['kernel'] has shape {k_shape}, made for inputs with "
+                    f"{made_for} channel(s), but x has shape {x_shape} "
+                    f"({str(e).rstrip('.')})")) from None
+            raise
         return _add_bias(y, params["bias"]) if self.use_bias else y
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
@@ -282,15 +314,21 @@ class Dense:
         return params
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
-        y = jnp.asarray(x) @ params["kernel"]
+        x, kernel = jnp.asarray(x), params["kernel"]
+        got = x.shape[-1] if x.ndim else None
+        made_for = kernel.shape[0] if kernel.ndim == 2 else None
+        if got is None or got != made_for:
+            # jax's own message (dot_general's contracting dimensions) names no layer
+            raise ValueError(_stale_params(
+                "Dense", f"x of shape {x.shape} has {got} features on its last axis, but "
+                f"params['kernel'] has shape {kernel.shape}, made for inputs with {made_for} "
+                "features"))
+        y = x @ kernel
         return _add_bias(y, params["bias"]) if self.use_bias else y
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         shape = _shape("Dense", input_shape, 1)
         return (*shape[:-1], _positive_int("Dense", "features", self.features))
-
-
-Layer = Conv | Activation | MaxPool | AvgPool | GlobalPool | Flatten | Dense
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,7 +387,16 @@ class Stack:
         """Runs the stack; with ``return_features`` also every layer's output by name."""
         features = {}
         for name, layer in zip(self.names, self.layers, strict=True):
-            x = layer.apply(params.get(name, {}), x)
+            try:
+                x = layer.apply(params.get(name, {}), x)
+            except (ValueError, TypeError) as e:
+                if type(e) not in (ValueError, TypeError) or not e.args:
+                    raise  # jax's own subclasses (tracer errors) keep their message
+                # prefix the layer in place: the type, traceback and notes stay as they were
+                kind = type(layer).__name__
+                msg = str(e.args[0]).removeprefix(f"{kind}: ")
+                e.args = (f"Stack layer {name!r} ({kind}): {msg}", *e.args[1:])
+                raise
             features[name] = x
         return (x, features) if return_features else x
 
@@ -363,6 +410,77 @@ class Stack:
             shape = layer.output_shape(shape)
             out[name] = shape
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Residual:
+    """A skip connection around a block of layers: ``x + block(x)``.
+
+    The block must keep its input's shape: stride 1 and ``padding="SAME"`` in its convs, and as
+    many features in its last conv as the input has channels. ``init`` and ``output_shape``
+    check this. Params are the block's, keyed by the block's layer names.
+
+    Attributes:
+      block: the wrapped layers, as a ``Stack`` (built from the sequence of layers given, or
+        the ``Stack`` itself).
+
+    Example:
+      >>> import jax, jaxconv.nn as nn
+      >>> block = nn.Residual([nn.Conv(4, 3, padding="SAME"), nn.Activation("relu"),
+      ...                      nn.Conv(4, 3, padding="SAME")])
+      >>> params = block.init(jax.random.key(0), (2, 8, 8, 4))
+      >>> sorted(params), block.apply(params, jax.numpy.ones((2, 8, 8, 4))).shape
+      (['conv_0', 'conv_2'], (2, 8, 8, 4))
+    """
+
+    block: Stack
+
+    kind = "residual"
+
+    def __init__(self, layers: Stack | Sequence, names: Sequence[str] | None = None):
+        if isinstance(layers, Stack):
+            if names is not None:
+                raise ValueError(
+                    "Residual: names are for a sequence of layers; a Stack has its own names, "
+                    "so pass either nn.Residual(stack) or nn.Residual(layers, names)."
+                )
+            block = layers
+        elif isinstance(layers, Sequence) and not isinstance(layers, str):
+            block = Stack(layers, names)
+        else:
+            raise TypeError(
+                f"Residual: layers must be a sequence of layers or an nn.Stack, got "
+                f"{type(layers).__name__}; wrap a single layer in a list: nn.Residual([layer])."
+            )
+        object.__setattr__(self, "block", block)
+
+    def _check_same(self, shape: Shape, out: Shape) -> None:
+        if tuple(out) != tuple(shape):
+            raise ValueError(
+                f"Residual: the block must keep its input's shape to be added to it, but it "
+                f"maps {tuple(shape)} to {tuple(out)}; keep the spatial size (stride 1, "
+                f'padding="SAME" in every conv and pool) and the channel count (the last '
+                f"Conv's features = {shape[-1]}, the input's channels)."
+            )
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        """The block's params (``Stack.init``) after checking it keeps ``input_shape``."""
+        shape = self.output_shape(input_shape)
+        return self.block.init(key, shape)
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        y = self.block.apply(params, x)
+        self._check_same(x.shape, y.shape)
+        return x + y  # equal shapes: nothing broadcasts
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _shape("Residual", input_shape, 1)
+        self._check_same(shape, self.block.output_shape(shape))
+        return shape
+
+
+Layer = Conv | Activation | MaxPool | AvgPool | GlobalPool | Flatten | Dense | Residual
 
 
 def _init_untraced(model: Stack, key: Array, shape: Shape) -> Params:
@@ -382,5 +500,6 @@ __all__ = [
     "Flatten",
     "GlobalPool",
     "MaxPool",
+    "Residual",
     "Stack",
 ]

@@ -3,6 +3,7 @@ features by name, and errors."""
 
 import dataclasses
 
+import _reference as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +24,16 @@ CONFIGS = {
     "flatten_dense": ([nn.Conv(2, 3), nn.Flatten(), nn.Dense(3)], (2, 6, 6, 1)),
     "conv1d": ([nn.Conv(3, 5, padding="CAUSAL"), nn.Activation("tanh")], (2, 20, 2)),
     "conv3d": ([nn.Conv(2, 3), nn.GlobalPool("max")], (1, 5, 6, 7, 1)),
+    "residual": (
+        [nn.Conv(4, 3, padding="SAME"),
+         nn.Residual([nn.Conv(4, 3, padding="SAME"), nn.Activation("relu"),
+                      nn.Conv(4, 3, padding="SAME")]),
+         nn.GlobalPool(), nn.Dense(3)], (2, 9, 7, 2)
+    ),
+    "residual_of_stack_1d": (
+        [nn.Residual(nn.Stack([nn.Conv(2, 5, padding="SAME"), nn.Activation("tanh")])),
+         nn.Residual([nn.Activation("relu")])], (2, 11, 2)
+    ),
 }
 
 
@@ -145,3 +156,159 @@ def test_errors(make, shape, exc, match, key):
     with pytest.raises(exc, match=match):
         model = make()
         model.init(key, shape)
+
+
+# ---- Residual ----
+
+def _residual_block():
+    return [nn.Conv(3, 3, padding="SAME"), nn.Activation("relu"),
+            nn.Conv(3, 3, padding="SAME", use_bias=False)]
+
+
+def test_residual_adds_its_input_to_the_block_output(key):
+    block = nn.Residual(_residual_block())
+    params = block.init(key, (2, 7, 6, 3))
+    x = jax.random.normal(jax.random.key(1), (2, 7, 6, 3))
+    # the numpy oracle, in float64: x + conv(relu(conv(x) + b))
+    p0, p2 = params["conv_0"], params["conv_2"]
+    h = np.maximum(ref.conv(x, p0["kernel"], padding="SAME") + np.asarray(p0["bias"]), 0)
+    want = np.asarray(x, np.float64) + ref.conv(h, p2["kernel"], padding="SAME")
+    got = block.apply(params, x)
+    assert got.shape == block.output_shape(x.shape) == x.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # params and output are the inner Stack's, plus x
+    stack = nn.Stack(_residual_block())
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, stack.init(key, x.shape))
+    np.testing.assert_allclose(got, x + stack.apply(params, x), rtol=1e-6, atol=1e-6)
+
+
+def test_residual_in_a_stack_jit_equals_eager_and_grad_works(key, rng):
+    model = nn.Stack([nn.Conv(3, 3, padding="SAME"), nn.Residual(_residual_block()),
+                      nn.Activation("relu"), nn.GlobalPool(), nn.Dense(2)])
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 1))
+    params = model.init(key, x.shape)
+    assert set(params["residual_1"]) == {"conv_0", "conv_2"}
+    eager = model.apply(params, x)
+    np.testing.assert_allclose(jax.jit(model.apply)(params, x), eager, rtol=1e-6, atol=1e-6)
+    loss = lambda p, x: jnp.sum(jnp.sin(model.apply(p, x)))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+    assert jax.tree.map(jnp.shape, grads) == jax.tree.map(jnp.shape, (params, x))
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+    # against a central finite difference along a random direction of params and input (an
+    # independent oracle of the gradient; the arithmetic in numpy, one compiled loss)
+    leaves, tree = jax.tree.flatten((params, x))
+    leaves = [np.asarray(v, np.float32) for v in leaves]
+    direction = [rng.standard_normal(v.shape).astype(np.float32) for v in leaves]
+    f = jax.jit(lambda *ls: loss(*jax.tree.unflatten(tree, ls)))
+    eps = 1e-3  # small enough that no ReLU kink is crossed (1e-2 crosses some)
+    fd = (float(f(*[v + eps * d for v, d in zip(leaves, direction, strict=True)]))
+          - float(f(*[v - eps * d for v, d in zip(leaves, direction, strict=True)]))) / (2 * eps)
+    dot = sum(float(np.vdot(g, d))
+              for g, d in zip(jax.tree.leaves(grads), direction, strict=True))
+    np.testing.assert_allclose(dot, fd, rtol=2e-3)
+
+
+def test_residual_grad_of_the_skip_is_the_identity(key):
+    # a block that outputs zeros: the residual is x itself, so d sum(residual)/dx is all ones
+    zero = jax.nn.initializers.zeros
+    block = nn.Residual([nn.Conv(2, 3, padding="SAME", kernel_init=zero)])
+    params = block.init(key, (1, 5, 5, 2))
+    x = jax.random.normal(key, (1, 5, 5, 2))
+    np.testing.assert_array_equal(block.apply(params, x), x)
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(block.apply(params, x)))(x),
+                                  np.ones(x.shape))
+
+
+@pytest.mark.parametrize(
+    ("block", "shape", "match"),
+    [
+        ([nn.Conv(3, 3)], (2, 8, 8, 3),
+         r"Residual: the block must keep its input's shape .* maps \(2, 8, 8, 3\) to "
+         r"\(2, 6, 6, 3\); keep the spatial size \(stride 1, padding=\"SAME\""),
+        ([nn.Conv(5, 3, padding="SAME")], (2, 8, 8, 3),
+         r"maps \(2, 8, 8, 3\) to \(2, 8, 8, 5\).*the last Conv's features = 3"),
+        ([nn.Conv(3, 3, stride=2, padding="SAME")], (2, 8, 8, 3), r"to \(2, 4, 4, 3\)"),
+        ([nn.MaxPool(2)], (2, 8, 8, 3), r"to \(2, 4, 4, 3\)"),
+    ],
+    ids=["valid", "channels", "stride", "pool"],
+)
+def test_residual_block_must_keep_the_shape(block, shape, match, key):
+    residual = nn.Residual(block)
+    with pytest.raises(ValueError, match=match):
+        residual.output_shape(shape)
+    with pytest.raises(ValueError, match=match):
+        residual.init(key, shape)
+    with pytest.raises(ValueError, match=match):
+        nn.Stack([nn.Residual(block)]).init(key, shape)
+
+
+def test_residual_construction_errors():
+    with pytest.raises(TypeError, match=r"Residual: layers must be a sequence of layers or an "
+                                        r"nn.Stack, got Conv; wrap a single layer"):
+        nn.Residual(nn.Conv(1, 3))
+    with pytest.raises(ValueError, match="Residual: names are for a sequence of layers"):
+        nn.Residual(nn.Stack([nn.Conv(1, 3)]), names=["a"])
+    with pytest.raises(ValueError, match="Stack: needs at least one layer"):
+        nn.Residual([])
+
+
+def test_residual_is_frozen_and_hashes():
+    a, b = nn.Residual(_residual_block()), nn.Residual(nn.Stack(_residual_block()))
+    assert a == b and hash(a) == hash(b) and a.kind == "residual"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.block = None
+
+
+# ---- params made for another input shape (issue 14 item 9) ----
+
+MLP = nn.Stack([nn.Conv(8, 3), nn.Activation("relu"), nn.MaxPool(2), nn.Flatten(),
+                nn.Dense(32), nn.Dense(10)])
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_dense_params_for_another_input_shape_name_the_layer(jit, key):
+    params = MLP.init(key, (4, 8, 8, 1))  # flatten gives 3 * 3 * 8 = 72 features
+    apply = jax.jit(MLP.apply) if jit else MLP.apply
+    # once jax's raw "dot_general requires contracting dimensions to have the same shape"
+    with pytest.raises(ValueError, match=r"^Stack layer 'dense_4' \(Dense\): x of shape "
+                                         r"\(4, 392\) has 392 features on its last axis, but "
+                                         r"params\['kernel'\] has shape \(72, 32\), made for "
+                                         r"inputs with 72 features; the params were likely made "
+                                         r"by model.init for a different input shape"):
+        apply(params, jnp.ones((4, 16, 16, 1)))
+
+
+def test_dense_alone_names_itself(key):
+    params = nn.Dense(3).init(key, (2, 5))
+    with pytest.raises(ValueError, match=r"^Dense: x of shape \(2, 4\) has 4 features .* "
+                                         r"\(5, 3\), made for inputs with 5 features"):
+        nn.Dense(3).apply(params, jnp.ones((2, 4)))
+
+
+def test_conv_params_for_another_channel_count_name_the_layer(key):
+    params = MLP.init(key, (4, 8, 8, 1))
+    with pytest.raises(ValueError, match=r"^Stack layer 'conv_0' \(Conv\): params\['kernel'\] "
+                                         r"has shape \(3, 3, 1, 8\), made for inputs with 1 "
+                                         r"channel\(s\), but x has shape \(4, 8, 8, 3\) "
+                                         r"\(conv: x has 3 channels.*model.init"):
+        MLP.apply(params, jnp.ones((4, 8, 8, 3)))
+
+
+def test_errors_inside_a_residual_name_the_path(key):
+    model = nn.Stack([nn.Residual([nn.Conv(2, 3, padding="SAME")]), nn.GlobalPool()],
+                     names=["skip", "pool"])
+    params = model.init(key, (1, 6, 6, 2))
+    with pytest.raises(ValueError, match=r"^Stack layer 'skip' \(Residual\): Stack layer "
+                                         r"'conv_0' \(Conv\): params\['kernel'\] has shape "
+                                         r"\(3, 3, 2, 2\)"):
+        model.apply(params, jnp.ones((1, 6, 6, 1)))
+
+
+@pytest.mark.parametrize("make", [np.ones, jnp.ones], ids=["numpy", "jax"])
+def test_init_with_an_array_shows_its_shape_not_its_values(make, key):
+    x = make((64, 8, 8, 1), np.float32)
+    with pytest.raises(TypeError, match=r"^Stack: input_shape must be a sequence of ints, got an "
+                                        r"array of shape \(64, 8, 8, 1\); pass its .shape\.$"):
+        MLP.init(key, x)
+    with pytest.raises(TypeError, match=r"^Conv: .*got an array of shape \(64, 8, 8, 1\)"):
+        nn.Conv(2).init(key, x)

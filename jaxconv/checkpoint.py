@@ -2,15 +2,16 @@
 integrity-checked, the last few kept.
 
 It saves and restores; what to save and when is the caller's business (``fit`` uses it). The
-on-disk format is orbax's own; this module only adds a sha256 per array and a fallback to the
-previous checkpoint when the newest one does not verify. orbax is imported lazily (optional
-extra ``checkpoint``).
+on-disk format is orbax's own; this module only adds a sha256 per array (per shard for an
+array split across processes) and a fallback to the previous checkpoint when the newest one
+does not verify. orbax is imported lazily (optional extra ``checkpoint``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pathlib
 import warnings
@@ -58,7 +59,9 @@ def _orbax():
 
 
 def _host_value(x) -> np.ndarray:
-    """The full value of ``x`` on this host (replicated arrays are read from one shard)."""
+    """The full value of ``x`` on this host (replicated arrays are read from one shard; an
+    array sharded over several processes is gathered whole, which only the rare restore into a
+    layout the saved shards do not fit needs)."""
     if isinstance(x, jax.Array):
         if x.is_fully_addressable:
             return np.asarray(x)
@@ -71,10 +74,123 @@ def _host_value(x) -> np.ndarray:
 
 
 def _digest(x) -> str:
+    """sha256 of an array's dtype, shape and bytes (of one shard, for a shard's digest)."""
     a = np.ascontiguousarray(_host_value(x))
     h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
     h.update(a.tobytes())
     return h.hexdigest()
+
+
+# A region of an array: ((start, stop), ...) per axis; in the metadata ``"start:stop,..."``.
+Region = tuple[tuple[int, int], ...]
+
+
+def _region(index, shape) -> Region:
+    return tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=True))
+
+
+def _region_key(region: Region) -> str:
+    return ",".join(f"{a}:{b}" for a, b in region)
+
+
+def _parse_region(key: str, ndim: int) -> Region:
+    region = tuple(tuple(int(v) for v in part.split(":")) for part in key.split(","))
+    if len(region) != ndim or any(len(r) != 2 for r in region):
+        raise ValueError(key)
+    return region
+
+
+def _split_across_processes(x) -> bool:
+    """An array whose shards differ between processes: no host holds all of it."""
+    return isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated
+
+
+def _devices(x) -> list:
+    return sorted(x.sharding.device_set, key=lambda d: d.id)
+
+
+def _digests(leaves: dict[str, Any]) -> dict[str, str | dict[str, str]]:
+    """The integrity record of every leaf: one sha256 of its whole value, or, for an array
+    split across processes, one per shard keyed by the shard's global region.
+
+    Each process hashes only the shards it holds (those with replica id 0: what orbax writes);
+    the 32-byte digests are gathered with one ``process_allgather`` of a fixed-size table
+    (a row per device of each split array, filled by the process that holds it), so every
+    process, the primary one that writes the metadata included, has all of them.
+    """
+    out: dict[str, Any] = {}
+    split = {p: x for p, x in leaves.items() if _split_across_processes(x)}
+    for path, x in leaves.items():
+        if path not in split:
+            out[path] = _digest(x)
+    if not split:
+        return out
+    rows = [(path, device) for path, x in split.items() for device in _devices(x)]
+    row_of = {(path, device.id): i for i, (path, device) in enumerate(rows)}
+    table = np.zeros((len(rows), 9), np.uint32)  # [filled, 8 words of sha256]
+    for path, x in split.items():
+        for shard in x.addressable_shards:
+            if shard.replica_id == 0:
+                digest = bytes.fromhex(_digest(shard.data))
+                table[row_of[path, shard.device.id]] = [1, *np.frombuffer(digest, np.uint32)]
+    from jax.experimental import multihost_utils
+
+    every = np.asarray(multihost_utils.process_allgather(table)).sum(axis=0, dtype=np.uint32)
+    for path, x in split.items():
+        record = {}
+        for device, index in sorted(x.sharding.devices_indices_map(x.shape).items(),
+                                    key=lambda kv: kv[0].id):
+            row = every[row_of[path, device.id]]
+            if row[0]:  # exactly one device of each region holds its replica 0
+                record[_region_key(_region(index, x.shape))] = row[1:].tobytes().hex()
+        out[path] = record
+    return {path: out[path] for path in leaves}  # in the tree's order
+
+
+def _mismatches(x, record) -> bool:
+    """Whether the restored leaf ``x`` differs from its ``record`` (see ``_digests``) in what
+    this process holds.
+
+    A record region that lies inside one of the regions ``x`` is split into is checked by the
+    process holding that region, from its shard; otherwise (a restore into a finer layout than
+    the saved one) the whole value is read and every region is checked.
+    """
+    shape = np.shape(x)
+    whole = tuple((0, n) for n in shape)
+    try:
+        regions = ({whole: record} if isinstance(record, str) else
+                   {_parse_region(k, len(shape)): v for k, v in record.items()})
+    except (AttributeError, TypeError, ValueError):
+        return True  # not a record this module writes
+    if sum(math.prod(d - c for c, d in r) for r in regions) != math.prod(shape):
+        return True  # the saved shards tile the array: a region is missing or extra
+    if isinstance(x, jax.Array):
+        held = {_region(s.index, shape): s.data for s in x.addressable_shards}
+        layout = {_region(i, shape) for i in x.sharding.devices_indices_map(shape).values()}
+    else:
+        held, layout = {whole: x}, {whole}
+
+    def inside(r, outer):
+        return all(a <= c and d <= b for (a, b), (c, d) in zip(outer, r, strict=True))
+
+    if not all(any(inside(r, o) for o in layout) for r in regions):
+        held = {whole: _host_value(x)}  # the same choice on every process (it needs all)
+    for r, expected in regions.items():
+        outer = next((o for o in held if inside(r, o)), None)
+        if outer is None:
+            continue  # another process holds it and checks it
+        local = tuple(slice(c - a, d - a) for (a, _), (c, d) in zip(outer, r, strict=True))
+        if _digest(np.asarray(held[outer])[local]) != expected:
+            return True
+    return False
+
+
+def _sync_processes(name: str) -> None:
+    """A barrier across all processes (nothing with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _path_str(path) -> str:
@@ -283,13 +399,16 @@ class Checkpointer:
           The new path.
         """
         self._check_writable("set_aside")
+        _sync_processes(f"jaxconv.checkpoint.set_aside.{step}.start")
         src = self.path(step)
         dst = src.with_name(f"{step}.corrupt")
         n = 1
         while dst.exists():
             n += 1
             dst = src.with_name(f"{step}.corrupt-{n}")
-        src.rename(dst)
+        if jax.process_index() == 0:  # one rename, seen by all once every process is here
+            src.rename(dst)
+        _sync_processes(f"jaxconv.checkpoint.set_aside.{step}.done")
         self._manager.reload()
         return dst
 
@@ -337,7 +456,7 @@ class Checkpointer:
             "format": FORMAT,
             "step": step,
             "tree": _describe(state),
-            "sha256": {path: _digest(x) for path, x in _leaves(state).items()},
+            "sha256": _digests(_leaves(state)),
             "prng_keys": keys,
             "user": metadata,
         }
@@ -419,15 +538,22 @@ class Checkpointer:
                 f"checkpoint {path}: arrays unreadable ({type(e).__name__}: {str(e)[:200]})"
             ) from e
         saved = meta["sha256"]
-        got = {path: _digest(x) for path, x in _leaves(state).items()}
-        if set(got) != set(saved):
+        leaves = _leaves(state)
+        if set(leaves) != set(saved):
             raise CorruptCheckpointError(
                 f"checkpoint {path}: restored tree differs from its record"
             )
-        bad = [k for k in got if got[k] != saved[k]]
-        if bad:
+        bad = np.array([_mismatches(x, saved[k]) for k, x in leaves.items()], np.uint8)
+        if any(_split_across_processes(x) for x in leaves.values()):
+            # each process checked only the shards it holds: all must agree on the verdict,
+            # or they would fall back to different checkpoints
+            from jax.experimental import multihost_utils
+
+            bad = np.asarray(multihost_utils.process_allgather(bad)).any(axis=0)
+        if bad.any():
+            names = [k for k, b in zip(leaves, bad, strict=True) if b]
             raise CorruptCheckpointError(
-                f"checkpoint {path}: sha256 mismatch in {bad[:5]} (the files were changed after "
+                f"checkpoint {path}: sha256 mismatch in {names[:5]} (the files were changed after "
                 "saving)"
             )
         state = _keys_from_data(state, keys)

@@ -93,14 +93,15 @@ def _check_finite_data(data) -> None:
     """ValueError naming the first non-finite entry of any float array in ``data``.
 
     Global arrays that span several processes are checked shard by shard on each process
-    (indices are global).
+    (indices are global), and the processes agree on the verdict: all of them raise, not only
+    the one holding the bad value (the others would wait for it at the next collective).
     """
     paths = jax.tree_util.tree_flatten_with_path(data)[0]
+    found = None
     for path, leaf in paths:
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             if not _is_float(leaf.dtype):
                 continue
-            found = None
             for shard in leaf.addressable_shards:
                 offset = [s.start or 0 for s in shard.index]
                 found = _first_bad(np.asarray(shard.data), offset)
@@ -112,12 +113,26 @@ def _check_finite_data(data) -> None:
                 continue
             found = _first_bad(arr)
         if found is not None:
-            index, value, count = found
+            found = (path, *found)
+            break
+    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for _, x in paths):
+        from jax.experimental import multihost_utils
+
+        anywhere = np.asarray(multihost_utils.process_allgather(
+            np.array(found is not None, np.uint8)))
+        if found is None and anywhere.any():
             raise ValueError(
-                f"fit: data{jax.tree_util.keystr(path)} has a non-finite value "
-                f"({value}) at index {index} ({count} in all); clean the data "
-                "or pass check_data=False to skip this check."
+                f"fit: data has a non-finite value on process {int(np.argmax(anywhere))} (its "
+                "error names the index); clean the data or pass check_data=False to skip this "
+                "check."
             )
+    if found is not None:
+        path, index, value, count = found
+        raise ValueError(
+            f"fit: data{jax.tree_util.keystr(path)} has a non-finite value "
+            f"({value}) at index {index} ({count} in all); clean the data "
+            "or pass check_data=False to skip this check."
+        )
 
 
 def _typed_key(key):
@@ -502,8 +517,8 @@ def fit(
     shards on that process's devices (``jax.make_array_from_process_local_data``; the global
     example count is the local one times ``jax.process_count()``), or global ``jax.Array``s
     already sharded over the mesh. Params, key and all other arguments must be equal on every
-    process; ``checkpoint_dir`` must be on a filesystem all hosts share. (Not exercised by
-    the test suite, which runs in one process.)
+    process; ``checkpoint_dir`` must be on a filesystem all hosts share (tested with two
+    processes on one machine: tests/test_multiprocess.py).
 
     Checkpoints (orbax-checkpoint, optional extra ``checkpoint``): with ``checkpoint_dir``,
     params, optimizer state (typed PRNG keys in it included), step, the key, the loss history
@@ -571,7 +586,7 @@ def fit(
                     resume=resume, max_loss=max_loss, on_chunk=on_chunk,
                     compiler_options=compiler_options)
     key = _typed_key(jax.random.key(0) if key is None else key)
-    if cfg.check_data:
+    if cfg.check_data and not cfg.local_slices:
         _check_finite_data(data)
     params, single = _check_params(params, cfg.restarts)
     batch, loss_dtype = _trace_loss(loss_fn, single, data, cfg)
@@ -580,6 +595,8 @@ def fit(
     keys = key if cfg.restarts is None else jax.random.split(key, cfg.restarts)
     params, key_data, data, jit_kwargs, batch_sharding = _place(
         params, np.asarray(jax.random.key_data(keys)), data, cfg)
+    if cfg.check_data and cfg.local_slices:  # on the global arrays: global indices
+        _check_finite_data(data)
     spec = _trainer.Spec(loss_fn, optimizer, cfg.chunk, cfg.batch_size, cfg.num_examples,
                          cfg.restarts, jax.random.key_impl(key), batch_sharding,
                          cfg.compiler_options)

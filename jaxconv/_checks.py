@@ -193,23 +193,42 @@ def check_groups(op: str, groups: Any) -> None:
 
 
 def check_conv_channels(op: str, lay: Layout, in_ch: int, w_in: int, w_out: int,
-                        groups: int) -> None:
-    """The input has ``in_ch`` channels; the kernel expects ``w_in * groups``, gives ``w_out``."""
+                        groups: int, hint: str = "") -> None:
+    """The input has ``in_ch`` channels; the kernel expects ``w_in * groups``, gives ``w_out``.
+
+    ``hint`` (empty, or a sentence starting with a space) ends every message: e.g. that the
+    shapes fit under the other layout convention.
+    """
     if in_ch % groups:
         raise ValueError(
-            f"{op}: in_channels (={in_ch}) must be divisible by groups (={groups})."
+            f"{op}: in_channels (={in_ch}) must be divisible by groups (={groups}).{hint}"
         )
     if w_out % groups:
         raise ValueError(
             f"{op}: out_channels (={w_out}, w.shape[{lay.kernel_out_axis}]) must be divisible "
-            f"by groups (={groups})."
+            f"by groups (={groups}).{hint}"
         )
     if w_in * groups != in_ch:
         raise ValueError(
             f"{op}: x has {in_ch} channels (layout {lay.name}) but w expects {w_in * groups} "
             f"(w.shape[{lay.kernel_in_axis}] * groups = {w_in} * {groups}); w is "
-            f"{lay.kernel_doc()}."
+            f"{lay.kernel_doc()}.{hint}"
         )
+
+
+def kernel_form(channels_last: bool, ndim: int) -> str:
+    """A kernel's axes in words, e.g. ``"(kh, kw, I, O)"`` channels-last for 2 spatial dims."""
+    names = {1: ("kw",), 2: ("kh", "kw"), 3: ("kd", "kh", "kw")}
+    spatial = names.get(ndim, tuple(f"k{i}" for i in range(ndim)))
+    axes = (*spatial, "I", "O") if channels_last else ("O", "I", *spatial)
+    return f"({', '.join(axes)})"
+
+
+def kernel_permutation(to_channels_last: bool, ndim: int) -> tuple[int, ...]:
+    """The ``jnp.transpose`` axes that turn a kernel of the other convention into this one."""
+    if to_channels_last:  # (O, I, *k) -> (*k, I, O)
+        return (*range(2, ndim + 2), 1, 0)
+    return (ndim + 1, ndim, *range(ndim))  # (*k, I, O) -> (O, I, *k)
 
 
 def check_choice(op: str, name: str, value: Any, choices: Sequence[str]) -> str:
@@ -218,4 +237,35 @@ def check_choice(op: str, name: str, value: Any, choices: Sequence[str]) -> str:
         return value.lower()
     raise ValueError(
         f"{op}: unknown {name} {value!r}; expected one of {', '.join(repr(c) for c in choices)}."
+    )
+
+
+_PRECISION_NAMES = ("default", "high", "highest", "bfloat16", "bfloat16_3x", "tensorfloat32",
+                    "float32", "fastest")
+
+
+def check_precision(op: str, precision: Any) -> None:
+    """``precision`` must be one lax's convs and dots take: None, a ``lax.Precision`` or its
+    name, a pair of those, a ``lax.DotAlgorithmPreset`` (or its name) or a ``lax.DotAlgorithm``.
+
+    Lowerings whose forward pass runs no dot would otherwise ignore a misspelt value silently.
+    """
+    from jax import lax
+
+    def one(p) -> bool:
+        return isinstance(p, lax.Precision) or (isinstance(p, str) and p in _PRECISION_NAMES)
+
+    if (
+        precision is None
+        or one(precision)
+        or isinstance(precision, (lax.DotAlgorithm, lax.DotAlgorithmPreset))
+        or (isinstance(precision, str) and precision in lax.DotAlgorithmPreset.__members__)
+        or (isinstance(precision, (tuple, list)) and len(precision) == 2
+            and all(one(p) for p in precision))
+    ):
+        return
+    raise ValueError(
+        f"{op}: unknown precision {precision!r}; expected None, a lax.Precision or one of "
+        f"{', '.join(repr(p) for p in _PRECISION_NAMES)}, a pair of those (lhs, rhs), or a "
+        f"lax.DotAlgorithmPreset or its name, e.g. precision='highest'."
     )

@@ -228,7 +228,13 @@ def _filter2d(op, a, k, mode, boundary, fillvalue, flip):
     # jnp.pad, not padding.pad: scipy's wrap/symm allow pads wider than the input, which
     # conv's pad modes (torch's rules) reject
     if boundary == "fill":
-        a = jnp.pad(a, pads, constant_values=jnp.asarray(fillvalue, dtype))
+        if any(p != (0, 0) for p in pads):
+            # A select against a constant mask, not jnp.pad's constant_values: lax.pad's
+            # transpose cannot differentiate the pad value alone (jax.grad w.r.t. fillvalue
+            # raised a raw TypeError), and a select is linear in each branch, exact for any
+            # fillvalue (inf and nan included) and batches under vmap.
+            border = np.pad(np.zeros(a.shape, bool), pads, constant_values=True)
+            a = jnp.where(border, jnp.asarray(fillvalue, dtype), jnp.pad(a, pads))
     else:
         np_mode = "wrap" if boundary == "wrap" else "symmetric"
         a = jnp.pad(a, pads, mode=np_mode)

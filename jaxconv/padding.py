@@ -103,14 +103,17 @@ def resolve_padding(
     return pads
 
 
-def check_kernel_fits(op: str, sizes, k_eff, pads, what: str = "kernel") -> None:
-    """ValueError if a (dilated) window is larger than the padded input on some axis."""
+def check_kernel_fits(op: str, sizes, k_eff, pads, what: str = "kernel", hint: str = "") -> None:
+    """ValueError if a (dilated) window is larger than the padded input on some axis.
+
+    ``hint`` (empty, or a sentence starting with a space) ends the message.
+    """
     for axis, (size, k, (lo, hi)) in enumerate(zip(sizes, k_eff, pads, strict=True)):
         if k > size + lo + hi:
             raise ValueError(
                 f"{op}: the {what} (effective size {k} on spatial dim {axis}) is larger than "
                 f"the padded input ({size} + {lo} + {hi} = {size + lo + hi}); use a smaller "
-                f"{what} or dilation, or more padding (e.g. padding='SAME')."
+                f"{what} or dilation, or more padding (e.g. padding='SAME').{hint}"
             )
 
 
@@ -119,6 +122,15 @@ def pad(op: str, x: jax.Array, pads: Pads, mode: str, spatial_axes: Sequence[int
     for dim, (axis, (lo, hi)) in enumerate(zip(spatial_axes, pads, strict=True)):
         size = x.shape[axis]
         widest = max(lo, hi)
+        if not widest:
+            continue  # an unpadded axis (empty or not) is left as it is
+        if size == 0:
+            # every mode copies input values into the padding; an empty axis has none
+            raise ValueError(
+                f"{op}: pad_mode={mode!r} cannot pad spatial dim {dim}, which is empty (size "
+                f"0; padding ({lo}, {hi})): it copies input values into the padding and there "
+                "are none; give that dim at least one element, or use pad_mode='zeros'."
+            )
         if mode == "reflect" and widest >= size:
             raise ValueError(
                 f"{op}: reflect padding ({lo}, {hi}) must be smaller than the input size "

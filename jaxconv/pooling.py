@@ -19,8 +19,28 @@ from jaxconv import _checks
 from jaxconv import padding as padding_lib
 from jaxconv._typing import Array, ArrayLike
 
-# Half-precision sums of many terms lose digits fast; avg_pool accumulates these in float32.
-_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+def _accumulator(dtype) -> np.dtype:
+    """The dtype avg_pool sums in: float32 for every float narrower than 32 bits.
+
+    Half-precision sums of many terms lose digits fast, and the 4- and 8-bit floats are worse:
+    float8_e4m3fn cannot even hold the sum of a few values of its own, and float8_e8m0fnu has no
+    zero to start a sum from.
+    """
+    return np.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else np.dtype(dtype)
+
+
+def _max_identity(dtype) -> np.ndarray:
+    """The pad and start value of max_pool: -inf, or the lowest finite value without an inf.
+
+    The float8 formats without inf (float8_e4m3fn, e4m3fnuz, e4m3b11fnuz, e5m2fnuz, e8m0fnu)
+    turn -inf into NaN, which would make every window NaN. A numpy (concrete) scalar lets lax
+    pick reduce_window_max, with its dedicated grad rule, whenever it equals lax's own identity.
+    """
+    neg_inf = np.array(-np.inf, dtype)
+    if np.isneginf(neg_inf.astype(np.float64)):
+        return neg_inf
+    return np.array(jnp.finfo(dtype).min, dtype)
 
 
 class PoolArgs(NamedTuple):
@@ -138,14 +158,18 @@ def max_pool(
     padding: padding_lib.Padding = "VALID",
     layout: str | None = None,
 ) -> Array:
-    """Max pooling over every spatial dim of a batch ``x``; padded positions count as -inf.
+    """Max pooling over every spatial dim of a batch ``x``; padded positions never win.
+
+    Padded positions count as -inf, or as the dtype's lowest finite value for the float8
+    formats that have no inf (e.g. ``float8_e4m3fn``); the result is exact in every dtype.
 
     With a channels-first layout and int padding this equals torch's ``max_poolNd(x, window,
     stride, padding)`` (floor mode, ``ceil_mode=False``).
 
     Args:
       x: [N, *spatial, C] (channels-last, the default) or [N, C, *spatial] (channels-first);
-        the number of spatial dims is ``x.ndim - 2``. Real floating dtype.
+        the number of spatial dims is ``x.ndim - 2``. Real floating dtype (float8 and
+        float4 formats included).
       window: window size, int or one int per spatial dim.
       stride: int or per dim; None (default) uses the window (non-overlapping windows).
       padding: as in ``jaxconv.conv``: ``"VALID"``, ``"SAME"``, ``"SAME_LOWER"``, ``"FULL"``,
@@ -165,12 +189,8 @@ def max_pool(
              [13., 15.]], dtype=float32)
     """
     x, args = _prepare("max_pool", x, window, stride, padding, layout)
-    # A numpy (always concrete) identity lets lax pick reduce_window_max, with its dedicated
-    # grad rule; a jnp scalar made under a trace is not concrete and falls back to the generic
-    # reduce_window.
-    init = np.array(-np.inf, x.dtype)
     return lax.reduce_window(
-        x, init, lax.max, args.full(args.window, 1), args.full(args.stride, 1),
+        x, _max_identity(x.dtype), lax.max, args.full(args.window, 1), args.full(args.stride, 1),
         args.full(args.pads, (0, 0)),
     )
 
@@ -192,8 +212,9 @@ def avg_pool(
 
     Args:
       x: [N, *spatial, C] (channels-last, the default) or [N, C, *spatial] (channels-first);
-        the number of spatial dims is ``x.ndim - 2``. Real floating dtype; bfloat16 and
-        float16 are summed in float32.
+        the number of spatial dims is ``x.ndim - 2``. Real floating dtype; every dtype
+        narrower than float32 (bfloat16, float16, float8, float4) is summed and divided in
+        float32 and rounded once to its dtype.
       window: window size, int or one int per spatial dim.
       stride: int or per dim; None (default) uses the window (non-overlapping windows).
       padding: as in ``max_pool``.
@@ -218,7 +239,7 @@ def avg_pool(
         raise TypeError(f"{op}: count_include_pad must be a bool, got {count_include_pad!r}.")
     x, args = _prepare(op, x, window, stride, padding, layout)
     dtype = x.dtype
-    acc = jnp.float32 if dtype in _LOW_PRECISION else dtype
+    acc = _accumulator(dtype)
     total = lax.reduce_window(
         x.astype(acc), np.array(0, acc), lax.add, args.full(args.window, 1),
         args.full(args.stride, 1), args.full(args.pads, (0, 0)),

@@ -97,6 +97,60 @@ def _layout(op: str, name: str, a, w, layout) -> _checks.Layout:
     return lay
 
 
+def _layout_hint(lay: _checks.Layout, a, w, fits, name: str = "x") -> str:
+    """A sentence (starting with a space) for a channel or kernel-size error that the other
+    layout convention resolves: a torch-style ``(O, I, kh, kw)`` kernel on channels-last input,
+    a ``(kh, kw, I, O)`` kernel with ``layout='NCHW'``, or channels-first data passed without
+    ``layout``. Empty when no such reading of the shapes fits.
+
+    ``fits(layout, a, w)`` says whether the operand shape ``a`` and kernel shape ``w`` pass the
+    op's checks under ``layout``; it must not raise.
+    """
+    if fits(lay, a, w):
+        return ""
+    n = lay.ndim
+    this_kind, other_kind = (
+        ("channels-last", "channels-first") if lay.channels_last
+        else ("channels-first", "channels-last")
+    )
+    perm = _checks.kernel_permutation(lay.channels_last, n)
+    kernel_fits = fits(lay, a, tuple(w[i] for i in perm))
+    others = [v for v in _checks.valid_layouts(n) if v != lay.name]
+    other = _checks.Layout(others[0], not lay.channels_last, n) if others else None
+    both_fit = other is not None and fits(other, a, w)
+    other_form = _checks.kernel_form(not lay.channels_last, n)
+    if kernel_fits:
+        hint = (
+            f" w (shape {tuple(w)}) looks like a {other_kind} {other_form} kernel; for "
+            f"{lay.name} input use {_checks.kernel_form(lay.channels_last, n)}, e.g. "
+            f"jnp.transpose(w, {perm})"
+        )
+        if both_fit:
+            hint += f", or pass layout={other.name!r} if {name} is {other_kind} too"
+        return hint + "."
+    if both_fit:
+        return (
+            f" {name} (shape {tuple(a)}) and w (shape {tuple(w)}) look {other_kind} (a "
+            f"{other_form} kernel), not {this_kind} as layout {lay.name} reads them; pass "
+            f"layout={other.name!r}."
+        )
+    return ""
+
+
+def _conv_fits(lay, x, w, stride, padding, dilation, groups) -> bool:
+    """Whether ``conv``'s channel and kernel-size checks pass for these shapes under ``lay``."""
+    in_ch, w_in, w_out = x[lay.channel_axis], w[lay.kernel_in_axis], w[lay.kernel_out_axis]
+    if in_ch % groups or w_out % groups or w_in * groups != in_ch:
+        return False
+    sizes = [x[a] for a in lay.spatial_axes]
+    k_eff = padding_lib.effective_kernel([w[a] for a in lay.kernel_spatial_axes], dilation)
+    try:
+        pads = padding_lib.resolve_padding("conv", padding, sizes, k_eff, stride)
+    except (TypeError, ValueError):
+        return False
+    return all(k <= s + lo + hi for s, k, (lo, hi) in zip(sizes, k_eff, pads, strict=True))
+
+
 def conv_geometry(op, x, w, stride, padding, dilation, groups, layout) -> Geometry:
     """Validates ``conv`` options for shapes ``x`` and ``w`` (the op's own errors)."""
     lay = _layout(op, "x", x, w, layout)
@@ -105,11 +159,16 @@ def conv_geometry(op, x, w, stride, padding, dilation, groups, layout) -> Geomet
     dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
     _checks.check_groups(op, groups)
     w_out = w[lay.kernel_out_axis]
-    _checks.check_conv_channels(op, lay, x[lay.channel_axis], w[lay.kernel_in_axis], w_out, groups)
+    hint = _layout_hint(
+        lay, x, w, lambda l, a, k: _conv_fits(l, a, k, stride, padding, dilation, groups)
+    )
+    _checks.check_conv_channels(
+        op, lay, x[lay.channel_axis], w[lay.kernel_in_axis], w_out, groups, hint=hint
+    )
     sizes = [x[a] for a in lay.spatial_axes]
     k_eff = padding_lib.effective_kernel([w[a] for a in lay.kernel_spatial_axes], dilation)
     pads = padding_lib.resolve_padding(op, padding, sizes, k_eff, stride)
-    padding_lib.check_kernel_fits(op, sizes, k_eff, pads)
+    padding_lib.check_kernel_fits(op, sizes, k_eff, pads, hint=hint)
     out = [
         padding_lib.output_size(size, k, s, lo, hi)
         for size, k, s, (lo, hi) in zip(sizes, k_eff, stride, pads, strict=True)
@@ -127,15 +186,21 @@ def conv_transpose_geometry(
     n = lay.ndim
     _checks.check_groups(op, groups)
     y_ch, w_out = y[lay.channel_axis], w[lay.kernel_out_axis]
+
+    def fits(lay_, y_, w_):
+        out = w_[lay_.kernel_out_axis]
+        return y_[lay_.channel_axis] == out and not out % groups
+
+    hint = _layout_hint(lay, y, w, fits, name="y")
     if y_ch != w_out:
         raise ValueError(
             f"{op}: y has {y_ch} channels (layout {lay.name}) but w has {w_out} out_channels "
             f"(w.shape[{lay.kernel_out_axis}]); w is the forward conv's kernel, "
-            f"{lay.kernel_doc()}."
+            f"{lay.kernel_doc()}.{hint}"
         )
     if w_out % groups:
         raise ValueError(
-            f"{op}: out_channels (={w_out}) must be divisible by groups (={groups})."
+            f"{op}: out_channels (={w_out}) must be divisible by groups (={groups}).{hint}"
         )
     stride = _checks.normalize_tuple(op, "stride", stride, n)
     dilation = _checks.normalize_tuple(op, "dilation", dilation, n)
@@ -252,10 +317,18 @@ class _Layer(NamedTuple):
 
 
 _TUPLE_FIELDS = ("kernel_size", "stride", "dilation", "padding")
+# Layer kinds (``layer.kind``, as jaxconv.nn's layers have, or a mapping's "kind") that act on
+# each pixel alone: their output sees exactly what their input saw. Dense is among them because
+# on [N, *spatial, C] it acts on the channel axis only (a 1x1 conv).
+POINTWISE_KINDS = ("activation", "dense")
+# Kinds that remove the spatial dims: receptive_field stops before the first of them.
+END_KINDS = ("flatten", "global_pool")
+_POINTWISE, _END = "pointwise", "end"
 
 
-def _read_layer(i: int, layer: Any) -> _Layer:
-    """The geometry of one layer, from a mapping, a tuple or an object's attributes."""
+def _read_layer(i: int, layer: Any) -> _Layer | str:
+    """The geometry of one layer, from a mapping, a tuple or an object's attributes; or
+    ``_POINTWISE`` / ``_END`` for a layer of a kind in ``POINTWISE_KINDS`` / ``END_KINDS``."""
     if isinstance(layer, Mapping):
         get = layer.get
     elif isinstance(layer, Sequence) and not isinstance(layer, str):
@@ -269,12 +342,20 @@ def _read_layer(i: int, layer: Any) -> _Layer:
     else:
         get = lambda name: getattr(layer, name, None)
     kernel, window = get("kernel_size"), get("window")
+    if kernel is None and window is None:
+        kind = get("kind")
+        kind = kind.lower() if isinstance(kind, str) else kind
+        if kind in POINTWISE_KINDS:
+            return _POINTWISE
+        if kind in END_KINDS:
+            return _END
     if (kernel is None) == (window is None):
         got = "both" if kernel is not None else "neither"
         raise ValueError(
             f"{_RF}: layers[{i}] must give exactly one of kernel_size (conv) or window "
-            f"(pooling), got {got} in {layer!r}; leave out layers that keep the geometry "
-            f"(activations)."
+            f"(pooling), got {got} in {layer!r}; a layer with neither needs a kind in "
+            f"{POINTWISE_KINDS} (pointwise: keeps the field) or {END_KINDS} (ends the spatial "
+            f"layers), or leave it out."
         )
     stride, dilation, padding = get("stride"), get("dilation"), get("padding")
     if stride is None:
@@ -308,13 +389,22 @@ def receptive_field(
     ``jump_l = jump_{l-1} * stride_l``, ``start_l = start_{l-1} - pad_low_l * jump_{l-1}``
     with ``k_eff = (k - 1) * dilation + 1``, from ``size = jump = 1``, ``start = 0``.
 
+    A whole model can be passed: anything with a ``layers`` sequence (e.g. a
+    ``jaxconv.nn.Stack``). Pointwise layers (a ``kind`` in ``POINTWISE_KINDS``: activations,
+    ``Dense`` on the channel axis, ...) keep the field of the layer before them; the list stops
+    before the first layer that removes the spatial dims (a ``kind`` in ``END_KINDS``:
+    ``Flatten``, ``GlobalPool``), so it is shorter than the model then: from there on every
+    output sees the whole input.
+
     Args:
-      layers: a sequence of layers, each one of
+      layers: a sequence of layers, or an object with a ``layers`` sequence; each layer one of
         a mapping or an object (e.g. ``jaxconv.nn.Conv``/``MaxPool``) with ``kernel_size``
         (conv) or ``window`` (pooling), and optional ``stride`` (default 1 for conv, the window
         for pooling), ``dilation`` (1) and ``padding`` (``"VALID"``); other keys/attributes
         are ignored;
-        or a tuple ``(kernel_size, stride)`` or ``(kernel_size, stride, dilation[, padding])``.
+        or a tuple ``(kernel_size, stride)`` or ``(kernel_size, stride, dilation[, padding])``;
+        or a mapping/object with neither but a ``kind`` as above (e.g. ``jaxconv.nn.Activation``,
+        ``{"kind": "activation"}``).
         Each option is an int or one entry per spatial dim; padding as in ``jaxconv.conv``.
       input_shape: the spatial shape of the stack's input, e.g. ``(28, 28)`` (no batch or
         channel axes). Needed only for ``"SAME"``/``"SAME_LOWER"`` padding; when given, every
@@ -322,8 +412,9 @@ def receptive_field(
         without it, the length of the first per-dim option (1 if all are ints).
 
     Returns:
-      One ``ReceptiveField(size, jump, start)`` per layer, each field a tuple with one int per
-      spatial dim.
+      One ``ReceptiveField(size, jump, start)`` per layer up to the first one of a kind in
+      ``END_KINDS`` (every layer if there is none), each field a tuple with one int per spatial
+      dim.
 
     Example:
       >>> import jaxconv
@@ -334,11 +425,23 @@ def receptive_field(
       >>> rf[-1]
       ReceptiveField(size=(4, 4), jump=(2, 2), start=(-1, -1))
     """
+    model_layers = getattr(layers, "layers", None)
+    if isinstance(model_layers, Sequence) and not isinstance(model_layers, str):
+        layers = model_layers  # a model: jaxconv.nn.Stack or anything holding its layers
     if not isinstance(layers, Sequence) or isinstance(layers, str):
-        raise TypeError(f"{_RF}: layers must be a sequence of layers, got {layers!r}.")
-    parsed = [_read_layer(i, layer) for i, layer in enumerate(layers)]
+        raise TypeError(
+            f"{_RF}: layers must be a sequence of layers or an object with a layers sequence "
+            f"(e.g. a jaxconv.nn.Stack), got {layers!r}."
+        )
+    parsed = []
+    for i, layer in enumerate(layers):
+        item = _read_layer(i, layer)
+        if item == _END:
+            break
+        parsed.append(item)
+    geometric = [layer for layer in parsed if isinstance(layer, _Layer)]
     if input_shape is None:
-        n, sizes = _spatial_ndim(parsed), None
+        n, sizes = _spatial_ndim(geometric), None
     else:
         sizes = _as_shape(_RF, "input_shape", input_shape)
         if not sizes:
@@ -350,6 +453,9 @@ def receptive_field(
     size, jump, start = (1,) * n, (1,) * n, (0,) * n
     fields = []
     for i, layer in enumerate(parsed):
+        if layer == _POINTWISE:
+            fields.append(ReceptiveField(size, jump, start))
+            continue
         op = f"{_RF}: layers[{i}]"
         kernel = _checks.normalize_tuple(op, layer.kernel_name, layer.kernel, n)
         stride = _checks.normalize_tuple(op, "stride", layer.stride, n)

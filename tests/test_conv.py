@@ -557,7 +557,7 @@ def _ops(text):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 def test_hlo_is_one_convolution(dtype):
     x = jnp.zeros((2, 8, 8, 3), dtype)
-    w = jnp.zeros((3, 3, 3, 4), dtype)
+    w = jnp.zeros((3, 3, 3, 8), dtype)  # 216 multiply-adds per pixel: above shift_add's 150
     ours = jax.jit(lambda x, w: jaxconv.conv(x, w, algorithm="xla")).lower(x, w).as_text()
     raw = jax.jit(
         lambda x, w: lax.conv_general_dilated(
@@ -602,6 +602,53 @@ def test_filter2d_fillvalue(op, mode, rng):
     k = rng.standard_normal((3, 4)).astype(np.float32)
     want = FILTERS[op](a, k, mode=mode, boundary="fill", fillvalue=2.5)
     assert_close(getattr(jaxconv, op)(a, k, mode=mode, fillvalue=2.5), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("op", sorted(FILTERS))
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_filter2d_grad_wrt_fillvalue_alone(op, mode, rng):
+    """Issue 14: jax.grad w.r.t. fillvalue alone raised a raw TypeError from lax.pad's
+    transpose. The output is linear in fillvalue with slope scipy's filter of a zero image
+    filled with 1; checked against that, the joint grad and a float64 central difference."""
+    a = rng.standard_normal((5, 6)).astype(np.float32)
+    k = rng.standard_normal((3, 4)).astype(np.float32)
+    out_shape = FILTERS[op](a, k, mode=mode).shape
+    ct = rng.standard_normal(out_shape).astype(np.float32)
+    f = getattr(jaxconv, op)
+
+    def loss(a, fill):
+        return jnp.sum(f(a, k, mode=mode, fillvalue=fill) * ct)
+
+    slope = FILTERS[op](np.zeros_like(a, np.float64), k.astype(np.float64), mode=mode,
+                        boundary="fill", fillvalue=1.0)
+    want = float(np.sum(slope * ct))
+    alone = jax.grad(lambda fill: loss(a, fill))(0.7)
+    jit_alone = jax.jit(jax.grad(lambda fill: loss(a, fill)))(0.7)
+    _, joint = jax.grad(loss, argnums=(0, 1))(a, 0.7)
+    np.testing.assert_allclose([alone, jit_alone], [joint, joint], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(alone, want, rtol=1e-5, atol=1e-5)
+    with jax.enable_x64(True):
+        a64, h = a.astype(np.float64), 1e-3
+        central = (loss(a64, 0.7 + h) - loss(a64, 0.7 - h)) / (2 * h)
+        np.testing.assert_allclose(float(central), want, rtol=1e-9, atol=1e-9)
+        assert jax.grad(lambda fill: loss(a64, fill))(0.7).dtype == jnp.float64
+    if mode == "valid":
+        assert want == 0.0  # no padding: the fill value is never read
+
+
+@pytest.mark.parametrize("fill", [np.inf, -np.inf, np.nan], ids=["inf", "neg_inf", "nan"])
+def test_filter2d_non_finite_fillvalue_stays_in_the_border(fill, rng):
+    """The fill value enters by a select, not a product with a mask: inf/nan reach exactly
+    the outputs whose window covers padding, as in scipy."""
+    a = rng.standard_normal((6, 5)).astype(np.float32)
+    k = np.abs(rng.standard_normal((3, 3))).astype(np.float32) + 0.1
+    want = scipy.signal.correlate2d(a, k, mode="same", fillvalue=fill)
+    got = np.asarray(jaxconv.correlate2d(a, k, mode="same", fillvalue=fill))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(got), finite)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
 
 
 @pytest.mark.parametrize("op", sorted(FILTERS))
@@ -659,6 +706,38 @@ CONV_ERRORS = [
      r"^conv: x must have rank 4 .* got rank 3 with shape \(8, 8, 4\); add a batch axis"),
     ("channels", np.zeros((2, 8, 8, 3), np.float32), W, {}, ValueError,
      r"^conv: x has 3 channels \(layout NHWC\) but w expects 4 \(w.shape\[2\] \* groups"),
+    # issue 14: a kernel or data in the other layout convention gets a hint that fixes it
+    ("torch_kernel", np.zeros((2, 8, 8, 1), np.float32), np.zeros((6, 1, 3, 3), np.float32), {},
+     ValueError,
+     r"^conv: x has 1 channels \(layout NHWC\) but w expects 3 .* for NHWC\. w \(shape \(6, 1, "
+     r"3, 3\)\) looks like a channels-first \(O, I, kh, kw\) kernel; for NHWC input use \(kh, "
+     r"kw, I, O\), e.g. jnp.transpose\(w, \(2, 3, 1, 0\)\)\.$"),
+    ("torch_kernel_too_big", np.zeros((2, 8, 8, 3), np.float32),
+     np.zeros((16, 3, 3, 3), np.float32), {}, ValueError,
+     r"^conv: the kernel \(effective size 16 on spatial dim 0\) is larger than the padded input"
+     r".* w \(shape \(16, 3, 3, 3\)\) looks like a channels-first .*jnp.transpose\(w, \(2, 3, 1, "
+     r"0\)\)\.$"),
+    ("torch_kernel_or_layout", np.zeros((2, 3, 8, 3), np.float32),
+     np.zeros((6, 3, 3, 3), np.float32), {}, ValueError,
+     r"^conv: the kernel \(effective size 6 on spatial dim 0\) .* jnp.transpose\(w, \(2, 3, 1, "
+     r"0\)\), or pass layout='NCHW' if x is channels-first too\.$"),
+    ("channels_first_data", np.zeros((2, 3, 8, 8), np.float32),
+     np.zeros((16, 3, 3, 3), np.float32), {}, ValueError,
+     r"^conv: x has 8 channels \(layout NHWC\) but w expects 3 .* x \(shape \(2, 3, 8, 8\)\) and "
+     r"w \(shape \(16, 3, 3, 3\)\) look channels-first \(a \(O, I, kh, kw\) kernel\), not "
+     r"channels-last as layout NHWC reads them; pass layout='NCHW'\.$"),
+    ("hwio_kernel_nchw", X_CF, np.zeros((3, 3, 4, 6), np.float32), {"layout": "NCHW"},
+     ValueError,
+     r"^conv: x has 4 channels \(layout NCHW\) but w expects 3 .* w \(shape \(3, 3, 4, 6\)\) looks "
+     r"like a channels-last \(kh, kw, I, O\) kernel; for NCHW input use \(O, I, kh, kw\), e.g. "
+     r"jnp.transpose\(w, \(3, 2, 0, 1\)\)\.$"),
+    ("torch_kernel_3d", np.zeros((1, 6, 6, 6, 2), np.float32),
+     np.zeros((4, 2, 3, 3, 3), np.float32), {}, ValueError,
+     r"looks like a channels-first \(O, I, kd, kh, kw\) kernel; for NDHWC input use \(kd, kh, kw, "
+     r"I, O\), e.g. jnp.transpose\(w, \(2, 3, 4, 1, 0\)\)\.$"),
+    ("channels_no_hint", np.zeros((2, 8, 8, 5), np.float32), W, {}, ValueError,
+     r"^conv: x has 5 channels \(layout NHWC\) but w expects 4 \(w.shape\[2\] \* groups = 4 \* "
+     r"1\); w is \(\*spatial, in_channels // groups, out_channels\) for NHWC\.$"),
     ("channels_first", X_CF, np.zeros((6, 2, 3, 3), np.float32), {"layout": "NCHW"}, ValueError,
      r"^conv: x has 4 channels \(layout NCHW\) but w expects 2 .* \(out_channels, in_channels"),
     ("layout_mismatch", X, np.zeros((6, 4, 3, 3), np.float32), {}, ValueError,
@@ -705,6 +784,15 @@ CONV_ERRORS = [
     ("circular_too_wide", np.zeros((1, 8, 2, 1), np.float32), np.zeros((3, 3, 1, 1), np.float32),
      {"padding": ((0, 0), (3, 0)), "pad_mode": "circular"}, ValueError,
      r"^conv: circular padding \(3, 0\) must be at most the input size 2 on spatial dim 1"),
+    # issue 14: numpy's "Cannot apply 'edge' padding to empty axis" before
+    ("replicate_empty_axis", np.zeros((1, 0, 8, 2), np.float32),
+     np.zeros((1, 1, 2, 3), np.float32), {"padding": 1, "pad_mode": "replicate"}, ValueError,
+     r"^conv: pad_mode='replicate' cannot pad spatial dim 0, which is empty \(size 0; padding "
+     r"\(1, 1\)\)"),
+    ("symmetric_empty_axis", np.zeros((1, 2, 8, 0), np.float32),
+     np.zeros((3, 2, 1, 1), np.float32), {"padding": 1, "pad_mode": "symmetric",
+                                           "layout": "NCHW"}, ValueError,
+     r"^conv: pad_mode='symmetric' cannot pad spatial dim 1, which is empty"),
     ("layout_unknown", X, W, {"layout": "NHCW"}, ValueError,
      r"^conv: unknown layout 'NHCW' for 2 spatial dim\(s\); expected one of 'NHWC', 'NCHW' or "
      r"None"),
@@ -762,6 +850,16 @@ TRANSPOSE_ERRORS = [
      r"\(w.shape\[3\]\)"),
     ("groups", Y, np.zeros((3, 3, 4, 6), np.float32), {"groups": 4}, ValueError,
      r"^conv_transpose: out_channels \(=6\) must be divisible by groups \(=4\)"),
+    ("torch_kernel", np.zeros((1, 4, 4, 16), np.float32), np.zeros((16, 3, 3, 3), np.float32),
+     {}, ValueError,
+     r"^conv_transpose: y has 16 channels \(layout NHWC\) but w has 3 out_channels .* w \(shape "
+     r"\(16, 3, 3, 3\)\) looks like a channels-first \(O, I, kh, kw\) kernel; for NHWC input use "
+     r"\(kh, kw, I, O\), e.g. jnp.transpose\(w, \(2, 3, 1, 0\)\)\.$"),
+    ("channels_first_data", np.zeros((1, 4, 4, 6), np.float32), W, {"layout": "NCHW"},
+     ValueError,
+     r"^conv_transpose: y has 4 channels \(layout NCHW\) but w has 3 out_channels .* y \(shape "
+     r"\(1, 4, 4, 6\)\) and w \(shape \(3, 3, 4, 6\)\) look channels-last .* pass "
+     r"layout='NHWC'\.$"),
     ("groups_zero", Y, W, {"groups": 0}, ValueError,
      r"^conv_transpose: groups must be positive, got groups=0"),
     ("groups_float", Y, W, {"groups": 1.0}, TypeError,

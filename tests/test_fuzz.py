@@ -379,6 +379,15 @@ KNOWN_HOLES = {
     "MaxPool_str_input_dim": _layer_init(nn.MaxPool(), (1, "6", 6, 2)),
     "GlobalPool_negative_input_dim": lambda: expect_rejected(
         "GlobalPool.output_shape", nn.GlobalPool().output_shape, (1, -6, 6, 2)),
+    # issue 14, jaxconv/padding.py: numpy's "Cannot apply 'edge' padding to empty axis"
+    "conv_replicate_empty_axis": lambda: expect_rejected(
+        "conv", jaxconv.conv, array((1, 0, 8, 2)), array((1, 1, 2, 4)), padding=1,
+        pad_mode="replicate"),
+    # issue 14, jaxconv/lowering: forced lowerings silently ignored precision
+    "conv_shift_add_unknown_precision": lambda: expect_rejected(
+        "conv", jaxconv.conv, X4, W4, algorithm="shift_add", precision="ultra"),
+    "conv_fft_explicit_precision": lambda: expect_rejected(
+        "conv", jaxconv.conv, X4, W4, algorithm="fft", precision="highest"),
 }
 
 

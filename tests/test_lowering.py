@@ -152,6 +152,152 @@ def test_eager_equals_jit():
         np.testing.assert_allclose(f(x, w), jax.jit(f)(x, w), rtol=1e-6, atol=1e-5)
 
 
+# --- precision ---------------------------------------------------------------------------------
+
+
+def _dot_precisions(jaxpr):
+    """The precision of every dot_general / conv_general_dilated in a jaxpr, nested included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            found.append(eqn.params["precision"])
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                found += _dot_precisions(inner)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [((2, 9, 9, 1), (3, 3, 1, 1)), ((2, 9, 9, 2), (3, 3, 2, 3)),
+     ((1, 300, 300, 1), (3, 3, 1, 1)), ((1, 300, 300, 2), (3, 3, 2, 2))],
+    ids=["single_dot", "channels_dot", "single_big", "channels_big"],
+)
+def test_shift_add_passes_precision_to_every_dot(x_shape, w_shape):
+    """Issue 14: forced shift_add ignored precision. Its multiply-adds are elementwise (exact
+    float32 on every backend); the dots of its kernel gradient (a matmul of stacked windows,
+    or lax's conv above DOT_MAX_PATCH_BYTES) must get the precision asked for."""
+    x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+    w = jax.ShapeDtypeStruct(w_shape, jnp.float32)
+    highest = (lax.Precision.HIGHEST, lax.Precision.HIGHEST)
+
+    def grads(x, w, precision):
+        f = lambda x, w: jnp.sum(jaxconv.conv(x, w, algorithm="shift_add", precision=precision))
+        return jax.grad(f, argnums=(0, 1))(x, w)
+
+    found = _dot_precisions(jax.make_jaxpr(lambda x, w: grads(x, w, "highest"))(x, w).jaxpr)
+    assert found and all(p == highest for p in found), found
+    found = _dot_precisions(
+        jax.make_jaxpr(lambda x, w: grads(x, w, lax.Precision.HIGH))(x, w).jaxpr)
+    assert found and all(p == (lax.Precision.HIGH,) * 2 for p in found), found
+
+
+def test_shift_add_with_precision_equals_xla(rng):
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+    ct = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
+
+    def run(algorithm):
+        f = lambda x, w: jnp.sum(jaxconv.conv(x, w, algorithm=algorithm,
+                                              precision=lax.Precision.HIGHEST) * ct)
+        return jax.value_and_grad(f, argnums=(0, 1))(x, w)
+
+    got, want = run("shift_add"), run("xla")
+    for a, b, name in zip(jax.tree.leaves(got), jax.tree.leaves(want), ("y", "dx", "dw"),
+                          strict=True):
+        _close(a, b, name)
+
+
+@pytest.mark.parametrize(
+    "precision", [lax.Precision.HIGHEST, "highest", "default", (lax.Precision.HIGH,) * 2],
+    ids=["enum", "string", "default", "pair"],
+)
+def test_fft_declines_an_explicit_precision(precision):
+    """FFT's rounding error is global (relative to the output's maximum), so it cannot honour
+    any precision: a forced call with one raises our error naming why; auto still runs xla."""
+    x, w = jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 1, 1))
+    with pytest.raises(
+        ValueError,
+        match=r"^conv: algorithm 'fft' does not support this call \(precision=.* asks for "
+              r"products rounded element by element, while the FFT's rounding error is spread "
+              r"over the whole output .* use 'shift_add', which honours it\); use "
+              r"algorithm='auto' or 'xla'\.$",
+    ):
+        jaxconv.conv(x, w, algorithm="fft", precision=precision)
+    np.testing.assert_array_equal(jaxconv.conv(x, w, precision=precision), 9.0)
+
+
+@pytest.mark.parametrize("precision", ["ultra", 3, ("highest",), ("highest", "x")],
+                         ids=["string", "int", "one", "pair"])
+def test_shift_add_rejects_an_unknown_precision(precision):
+    """Its forward pass runs no dot, so a misspelt precision would pass silently."""
+    with pytest.raises(ValueError, match=r"^conv: unknown precision .*; expected None, a "
+                                         r"lax.Precision or one of 'default', 'high'"):
+        jaxconv.conv(jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 1, 1)), algorithm="shift_add",
+                     precision=precision)
+
+
+def test_shift_add_declines_a_list_precision():
+    """lax takes a [lhs, rhs] list; the jitted lowering needs hashable options, and said so
+    with jax's "Non-hashable static arguments" error."""
+    match = (r"^conv: algorithm 'shift_add' does not support this call \(precision=\['highest', "
+             r"'highest'\] is a list: .* pass a tuple, e.g. precision=\('highest', 'highest'\)\)")
+    with pytest.raises(ValueError, match=match):
+        jaxconv.conv(jnp.ones((1, 6, 6, 1)), jnp.ones((3, 3, 1, 1)), algorithm="shift_add",
+                     precision=["highest", "highest"])
+
+
+def test_shift_add_accepts_every_lax_precision_form():
+    x, w = jnp.ones((1, 6, 6, 1)), jnp.ones((3, 3, 1, 1))
+    for p in (None, "float32", "tensorfloat32", "bfloat16", lax.Precision.DEFAULT,
+              ("high", "highest"), lax.DotAlgorithmPreset.F32_F32_F32, "F32_F32_F32"):
+        np.testing.assert_array_equal(jaxconv.conv(x, w, algorithm="shift_add", precision=p), 9)
+
+
+# --- dtypes narrower than float32 ---------------------------------------------------------------
+
+NARROW = [n for n in ("bfloat16", "float16", "float8_e3m4", "float8_e4m3", "float8_e4m3fn",
+                      "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                      "float8_e8m0fnu", "float4_e2m1fn") if hasattr(jnp, n)]
+
+
+def _narrow_case(name, rng):
+    """x, w exactly representable, with every product and partial sum exact in float32."""
+    dtype = jnp.dtype(getattr(jnp, name))
+    if name == "float8_e8m0fnu":  # unsigned powers of two, no zero
+        x, w = 2.0 ** rng.integers(-2, 3, (2, 7, 6, 2)), 2.0 ** rng.integers(-2, 2, (3, 3, 2, 3))
+    else:
+        x, w = rng.integers(-4, 5, (2, 7, 6, 2)) / 4, rng.integers(-2, 3, (3, 3, 2, 3)) / 2
+    return x.astype(dtype), w.astype(dtype)
+
+
+@pytest.mark.parametrize("name", NARROW)
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_shift_add_rounds_narrow_dtypes_once(name, padding, rng):
+    """shift_add summed its taps in the input dtype: float4 saturated at 4 where the exact sum
+    is 6, float8 rounded every partial sum, and float8_e8m0fnu's zero padding was NaN. Now it
+    sums in float32 (as XLA's conv does) and rounds once: equal to the oracle rounded."""
+    x, w = _narrow_case(name, rng)
+    want = ref.conv(x.astype(np.float64), w.astype(np.float64), padding=padding)
+    got = jaxconv.conv(x, w, padding=padding, algorithm="shift_add")
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(np.asarray(got).astype(np.float64),
+                                  want.astype(x.dtype).astype(np.float64))
+
+
+@pytest.mark.parametrize("name", NARROW)
+def test_fft_pads_narrow_dtypes_in_float32(name, rng):
+    """float8_e8m0fnu has no zero: padding before the float32 cast filled the border with NaN.
+    FFT's own rounding allows one step of the narrow dtype either way."""
+    x, w = _narrow_case(name, rng)
+    want = ref.conv(x.astype(np.float64), w.astype(np.float64), padding="SAME")
+    got = np.asarray(jaxconv.conv(x, w, padding="SAME", algorithm="fft")).astype(np.float64)
+    assert np.isfinite(got).all()
+    step = float(jnp.finfo(x.dtype).eps) * np.maximum(np.abs(want), 1.0)
+    np.testing.assert_array_less(np.abs(got - want), 1.01 * step)
+
+
 # --- the planner -------------------------------------------------------------------------------
 
 WORKLOADS = {  # issue 4's CPU workloads (NHWC, VALID, float32): (x shape, w shape)
@@ -191,6 +337,81 @@ def test_plan_expected_choices_for_the_issue_workloads():
     assert picks["A"] == picks["F"] == "shift_add"
     assert picks["G"] == "fft"
     assert picks["C"] == picks["E"] == "im2col"
+
+
+def test_plan_picks_fft_only_for_big_kernels():
+    """Issue 14: FFT's noise where the exact output is 0 changes what a ReLU lets through, so
+    auto takes it only where direct methods are hopeless (from FFT_MIN_TAPS taps)."""
+    assert lowering.FFT_MIN_TAPS >= 121
+    for x_shape in ((64, 32, 32, 1), (1, 512, 512, 1), (8, 128, 128, 2)):
+        for k in range(3, 11):
+            for c_in, c_out in ((1, 1), (1, 6), (2, 4), (4, 4), (1, 16)):
+                p = plan(x_shape[:3] + (c_in,), (k, k, c_in, c_out), backend="cpu")
+                assert p.algorithm != "fft", (x_shape, k, c_in, c_out, p)
+    for k in (11, 15, 31):
+        assert plan((1, 512, 512, 1), (k, k, 1, 1), backend="cpu").algorithm == "fft"
+        assert plan((64, 32, 32, 1), (k, k, 1, 6), backend="cpu").algorithm == "fft"
+    assert plan((1, 512, 512, 1), (11, 11, 1, 1), stride=2, backend="cpu").algorithm != "fft"
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "want"),
+    [((64, 32, 32, 1), (5, 5, 1, 6), "shift_add"),  # LeNet-5's first layer: 150 macs
+     ((64, 32, 32, 1), (9, 9, 1, 1), "shift_add"), ((64, 32, 32, 1), (10, 10, 1, 1), "shift_add"),
+     ((64, 16, 16, 1), (3, 3, 1, 16), "shift_add"), ((64, 16, 16, 2), (3, 3, 2, 8), "shift_add"),
+     ((64, 16, 16, 1), (3, 3, 1, 32), "xla"), ((64, 32, 32, 1), (5, 5, 1, 16), "xla"),
+     ((64, 32, 32, 1), (7, 7, 1, 6), "xla")],
+    ids=["lenet_5x5_1to6", "9x9_1to1", "10x10_1to1", "3x3_1to16", "3x3_2to8", "3x3_1to32",
+         "5x5_1to16", "7x7_1to6"],
+)
+def test_plan_below_fft_picks_an_exact_lowering(x_shape, w_shape, want):
+    """Where FFT no longer applies, shift_add takes up to 150 multiply-adds per pixel (it beat
+    xla forward and with gradients there), xla above (shift_add's gradient was ~2x slower)."""
+    assert plan(x_shape, w_shape, backend="cpu").algorithm == want
+
+
+def test_fft_reason_states_its_error_model():
+    p = plan(*WORKLOADS["G"], backend="cpu")
+    assert p.algorithm == "fft"
+    assert "relative to the output's largest magnitude, not to each element" in p.reason
+    assert "exact zeros come back as tiny noise" in p.reason and "algorithm='xla'" in p.reason
+
+
+def _sparse_images(rng, n=8, size=32, bright=6):
+    """A few bright pixels on an exactly-zero background (digits-like sparsity)."""
+    x = np.zeros((n, size * size), np.float32)
+    for row in x:
+        row[rng.choice(size * size, bright, replace=False)] = rng.uniform(0.5, 1.0, bright)
+    return x.reshape(n, size, size, 1)
+
+
+@pytest.mark.parametrize(("kernel", "features"), [(5, 6), (5, 1), (7, 6), (9, 1)],
+                         ids=["5x5_1to6_lenet", "5x5_1to1", "7x7_1to6", "9x9_1to1"])
+def test_auto_trains_a_relu_cnn_on_sparse_images_like_xla(kernel, features):
+    """Issue 14: on LeNet-5 over digits, auto picked FFT for the first conv (5x5, 1 -> 6,
+    VALID); its +-5e-7 noise on the blank background opened the ReLU there, and the first
+    layer's bias gradient was ~100% wrong. Plain gradient steps through conv + bias + ReLU:
+    auto's gradients equal xla's at every step, the bias gradient included."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(_sparse_images(rng))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 1, features)) * 0.3, jnp.float32)
+    params0 = {"w": w, "b": jnp.zeros((features,), jnp.float32)}
+
+    def loss(params, algorithm):
+        y = jaxconv.conv(x, params["w"], algorithm=algorithm)
+        return jnp.mean(jax.nn.relu(y + params["b"].reshape(1, 1, 1, features)))
+
+    grad = {a: jax.jit(jax.grad(lambda p, a=a: loss(p, a))) for a in ("auto", "xla")}
+    params = {a: params0 for a in grad}
+    for step in range(3):
+        g = {a: grad[a](params[a]) for a in grad}
+        for name in ("w", "b"):
+            want = np.asarray(g["xla"][name], np.float64)
+            scale = np.max(np.abs(want))
+            assert scale > 0, (step, name)
+            err = np.max(np.abs(np.asarray(g["auto"][name], np.float64) - want)) / scale
+            assert err <= 2e-6, (step, name, err, plan(x.shape, w.shape))
+        params = {a: jax.tree.map(lambda p, d: p - 0.5 * d, params[a], g[a]) for a in grad}
 
 
 def test_plan_validates_like_conv():

@@ -225,6 +225,27 @@ def test_pad_errors(mode, pads, match):
         padding_lib.pad("op", jnp.zeros((1, 4, 1)), pads, mode, (1,))
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("pads", [(1, 1), (0, 2), (3, 0)], ids=["both", "high", "low"])
+def test_pad_rejects_padding_an_empty_axis(mode, pads):
+    """Issue 14: replicate on an empty axis raised numpy's "Cannot apply 'edge' padding to
+    empty axis"; every mode copies input values, so each names the op, mode and dim."""
+    x = jnp.zeros((1, 4, 0, 2))
+    with pytest.raises(
+        ValueError,
+        match=rf"^op: pad_mode='{mode}' cannot pad spatial dim 1, which is empty \(size 0; "
+              rf"padding \({pads[0]}, {pads[1]}\)\).*or use pad_mode='zeros'\.$",
+    ):
+        padding_lib.pad("op", x, ((1, 1), pads), mode, (1, 2))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pad_leaves_an_unpadded_empty_axis_alone(mode):
+    x = np.zeros((1, 0, 3, 2), np.float32)
+    got = padding_lib.pad("op", jnp.asarray(x), ((0, 0), (1, 2)), mode, (1, 2))
+    assert got.shape == (1, 0, 6, 2)
+
+
 def test_vocabulary():
     assert padding_lib.PADDING_STRINGS == STRINGS
     assert set(padding_lib.PAD_MODES) == {"zeros", *MODES}

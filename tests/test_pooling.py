@@ -271,6 +271,69 @@ def test_float64(rng):
             np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
 
+# Every narrow float XLA holds in an array (ml_dtypes via jnp); the float6 formats are left
+# out: XLA:CPU cannot create arrays of them at all.
+NARROW_FLOATS = [
+    name for name in (
+        "float8_e3m4", "float8_e4m3", "float8_e4m3b11fnuz", "float8_e4m3fn", "float8_e4m3fnuz",
+        "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn",
+    ) if hasattr(jnp, name)
+]
+# float8_e8m0fnu is a scale format: unsigned powers of two, no zero.
+UNSIGNED = ("float8_e8m0fnu",)
+
+
+def _narrow_inputs(name, rng, shape):
+    """Values exactly representable in the dtype: all negative (so a pad value that wins the
+    max would show), or positive powers of two for the unsigned scale format."""
+    dtype = jnp.dtype(getattr(jnp, name))
+    if name in UNSIGNED:
+        values = 2.0 ** rng.integers(-4, 5, shape)
+    else:
+        values = -np.abs(rng.standard_normal(shape)) * 2 - 0.25
+    x = np.asarray(values).astype(dtype)
+    assert np.isfinite(x.astype(np.float64)).all()
+    return x
+
+
+@pytest.mark.parametrize("name", NARROW_FLOATS)
+@pytest.mark.parametrize("padding", ["VALID", "SAME", 1], ids=["valid", "same", "int"])
+def test_max_pool_narrow_floats_exact(name, padding, rng):
+    """Issue 14: float8 formats without inf (e4m3fn, e4m3fnuz, ...) turned the -inf pad value
+    into NaN, and every window came out NaN. Max is exact: equal to the float64 oracle."""
+    x = _narrow_inputs(name, rng, (2, 5, 6, 2))
+    got = jaxconv.max_pool(x, 3, stride=2, padding=padding)
+    assert got.dtype == x.dtype
+    pads = ref_pads(padding, (5, 6), (3, 3), (2, 2))
+    want = ref_pool(x.astype(np.float64), (3, 3), (2, 2), pads, "max")
+    np.testing.assert_array_equal(np.asarray(got).astype(np.float64), want)
+
+
+@pytest.mark.parametrize("name", NARROW_FLOATS)
+@pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl", "excl"])
+def test_avg_pool_narrow_floats_round_once(name, count_include_pad, rng):
+    """Narrow floats are summed in float32 and rounded once: summing in float8 rounded every
+    partial sum (e4m3fn: -1.5 for an exact -1.375), and e8m0fnu has no zero to start from."""
+    x = _narrow_inputs(name, rng, (2, 5, 6, 2))
+    got = jaxconv.avg_pool(x, 3, stride=1, padding=1, count_include_pad=count_include_pad)
+    assert got.dtype == x.dtype
+    want = ref_pool(x.astype(np.float64), (3, 3), (1, 1), [(1, 1)] * 2, "avg",
+                    count_include_pad)
+    np.testing.assert_array_equal(np.asarray(got).astype(np.float64),
+                                  want.astype(x.dtype).astype(np.float64))
+
+
+@pytest.mark.parametrize("name", [n for n in NARROW_FLOATS if n not in UNSIGNED])
+def test_max_pool_narrow_floats_keep_the_max_grad_rule(name):
+    """The lowest finite pad value is lax's own max identity there: reduce_window_max, with its
+    grad rule, not the generic reduce_window (which has none)."""
+    x = jnp.asarray(np.array([[[-3.0], [-1.0], [-2.0], [-4.0]]]), getattr(jnp, name))
+    jaxpr = str(jax.make_jaxpr(lambda x: jaxconv.max_pool(x, 2, padding=1))(x))
+    assert "reduce_window_max" in jaxpr and "reduce_window[" not in jaxpr
+    g = jax.grad(lambda x: jaxconv.max_pool(x, 2, padding=1).astype(jnp.float32).sum())(x)
+    np.testing.assert_array_equal(np.asarray(g, np.float32)[0, :, 0], [1, 1, 0, 1])
+
+
 def test_uses_the_window_primitives():
     """max -> reduce_window_max, avg -> reduce_window_sum (dedicated grad rules, fast paths)."""
     x = jnp.ones((1, 4, 4, 1))

@@ -202,6 +202,12 @@ def test_pool_grid(op, x, window, options, want):
 OP_ERRORS = [
     ("conv_channels", "conv", (1, 5, 5, 3), (3, 3, 2, 4), {}, ValueError,
      r"^conv: x has 3 channels \(layout NHWC\) but w expects 2"),
+    ("conv_torch_kernel", "conv", (1, 8, 8, 1), (6, 1, 3, 3), {}, ValueError,
+     r"^conv: x has 1 channels .* w \(shape \(6, 1, 3, 3\)\) looks like a channels-first "
+     r"\(O, I, kh, kw\) kernel; for NHWC input use \(kh, kw, I, O\)"),
+    ("conv_channels_first_data", "conv", (1, 3, 8, 8), (16, 3, 3, 3), {}, ValueError,
+     r"look channels-first \(a \(O, I, kh, kw\) kernel\), not channels-last as layout NHWC "
+     r"reads them; pass layout='NCHW'\."),
     ("conv_in_groups", "conv", (1, 5, 5, 3), (3, 3, 1, 4), dict(groups=2), ValueError,
      r"^conv: in_channels \(=3\) must be divisible by groups \(=2\)"),
     ("conv_out_groups", "conv", (1, 5, 5, 4), (3, 3, 2, 3), dict(groups=2), ValueError,
@@ -385,6 +391,39 @@ def test_layer_forms_agree():
     assert want[-1] == ReceptiveField(size=(15, 7), jump=(4, 4), start=(-9, -1))
 
 
+LENET = [
+    jaxconv.nn.Conv(6, 5), jaxconv.nn.Activation("relu"), jaxconv.nn.MaxPool(2),
+    jaxconv.nn.Conv(16, 5), jaxconv.nn.Activation("tanh"), jaxconv.nn.AvgPool(2),
+    jaxconv.nn.Flatten(), jaxconv.nn.Dense(10), jaxconv.nn.Activation("relu"),
+]
+
+
+def test_a_model_can_be_passed_whole():
+    """Issue 14: a Stack (anything with a ``layers`` sequence) is accepted; activations keep
+    the field of the layer before them; the list stops before Flatten."""
+    geometry_only = [dict(kernel_size=5), dict(window=2), dict(kernel_size=5), dict(window=2)]
+    want = jaxconv.receptive_field(geometry_only, input_shape=(32, 32))
+    got = jaxconv.receptive_field(jaxconv.nn.Stack(LENET), input_shape=(32, 32))
+    assert got == [want[0], want[0], want[1], want[2], want[2], want[3]]
+    assert got[-1] == ReceptiveField((16, 16), (4, 4), (0, 0))
+    assert jaxconv.receptive_field(LENET, input_shape=(32, 32)) == got
+    assert jaxconv.receptive_field(types.SimpleNamespace(layers=LENET[:3])) == [
+        ReceptiveField((5,), (1,), (0,))] * 2 + [ReceptiveField((6,), (2,), (0,))]
+
+
+def test_pointwise_and_ending_kinds():
+    """Pointwise kinds (also as mappings) repeat the field; GlobalPool and Flatten end it;
+    Dense on [N, *spatial, C] is a 1x1 conv: the probe of a 1x1 kernel agrees."""
+    layers = [{"kind": "activation"}, (3, 1), jaxconv.nn.Dense(4), {"kind": "Dense"}, (2, 2),
+              jaxconv.nn.GlobalPool(), (3, 1)]
+    rf = jaxconv.receptive_field(layers)
+    one_by_one = jaxconv.receptive_field([(1, 1), (3, 1), (1, 1), (1, 1), (2, 2)])
+    assert rf == one_by_one
+    assert jaxconv.receptive_field([jaxconv.nn.Flatten(), (3, 1)]) == []
+    assert jaxconv.receptive_field([jaxconv.nn.Activation()]) == [ReceptiveField((1,), (1,),
+                                                                                 (0,))]
+
+
 def test_short_tuples_and_defaults():
     assert jaxconv.receptive_field([(3, 1), (2, 2), (3, 1)])[-1] == ReceptiveField(
         (8,), (2,), (0,)
@@ -413,8 +452,16 @@ RF_ERRORS = [
     ("both", [dict(kernel_size=3, window=2)], {}, ValueError,
      r"^receptive_field: layers\[0\] must give exactly one of kernel_size \(conv\) or window "
      r"\(pooling\), got both"),
-    ("neither", [(3, 1), jaxconv.nn.Activation("relu")], {}, ValueError,
-     r"^receptive_field: layers\[1\] must give exactly one of .* got neither"),
+    ("neither", [(3, 1), types.SimpleNamespace(kind="attention")], {}, ValueError,
+     r"^receptive_field: layers\[1\] must give exactly one of .* got neither in "
+     r"namespace\(kind='attention'\); a layer with neither needs a kind in \('activation', "
+     r"'dense'\) \(pointwise: keeps the field\) or \('flatten', 'global_pool'\) \(ends the "
+     r"spatial layers\), or leave it out\.$"),
+    ("neither_mapping", [{"stride": 2}], {}, ValueError,
+     r"^receptive_field: layers\[0\] must give exactly one of .* got neither"),
+    ("model_without_layers", types.SimpleNamespace(layers=None), {}, TypeError,
+     r"^receptive_field: layers must be a sequence of layers or an object with a layers "
+     r"sequence \(e.g. a jaxconv.nn.Stack\)"),
     ("stride0", [(3, 1), (3, 0)], {}, ValueError,
      r"^receptive_field: layers\[1\]: stride must be positive, got stride=0"),
     ("kernel0", [dict(kernel_size=0)], {}, ValueError,

@@ -47,10 +47,15 @@ class Plan(NamedTuple):
 
 # --- the planner's thresholds (2-core x86-64 CPU); benchmarks/NOTES.md has the timings ------
 
-# FFT from this many kernel taps (stride 1, few channels): at 5x5 with 4 -> 4 channels FFT and
-# im2col tie forward and FFT's gradient is 2x faster; single-channel kernels go to shift_add
-# first while it applies (up to 72 taps), and 9x9 1 -> 1 is faster by FFT (fwd + grad).
-FFT_MIN_TAPS = 25
+# FFT from this many kernel taps (stride 1, few channels) and only there: its rounding error is
+# global (about eps * log(size) of the output's largest magnitude, on every element), so exact
+# zeros come back as noise of either sign, and a ReLU after it passes gradient it should block
+# (LeNet-5 over digits, 5x5 1 -> 6: the first layer's bias gradient ~100% wrong). Single-channel
+# kernels on 64x32x32x1 and 1x512x512x1 (issue 14, medians): forward + grad FFT was 1.2-6x
+# faster than the best exact lowering from 5x5 on, but forward alone 0.15-0.65x of shift_add's
+# speed up to 9x9; at 11x11 forward 0.6-1.7x and forward + grad 4.6-11x; at 15x15 forward
+# 1.4-3.4x and forward + grad 5.5-23x; G (1024^2, 31x31) 16x forward (benchmarks/NOTES.md).
+FFT_MIN_TAPS = 121
 # ... while (in/groups) * (out/groups) stays this small: the per-frequency channel
 # contraction grows with it (5x5, 3 -> 16, 48 pairs: FFT 3x slower than im2col).
 FFT_MAX_CHANNEL_PAIRS = 16
@@ -103,9 +108,12 @@ def choose(x_shape, w_shape, dtype, args: ConvArgs, backend: str | None = None) 
     """The lowering ``algorithm="auto"`` runs for these (validated) shapes and options.
 
     Rules, first match wins: off CPU, or with an explicit precision, ``"xla"``; on CPU
-    ``"shift_add"`` for few multiply-adds per output pixel, ``"fft"`` for big kernels with few
-    channels (stride 1), ``"im2col"`` for many channels (not bfloat16: no gain measured), else
-    ``"xla"``. A lowering that declines the call is skipped.
+    ``"fft"`` only for big kernels (at least ``FFT_MIN_TAPS`` = 11x11 taps) with few channels
+    and stride 1, where direct methods are hopeless: its error is small against the output's
+    largest magnitude but not elementwise (no exact zeros), which a ReLU after the conv can
+    turn into wrong gradients; ``"shift_add"`` for few multiply-adds per output pixel (up to
+    ``shift_add.MAX_MACS_PER_PIXEL``); ``"im2col"`` for many channels (not bfloat16: no gain
+    measured); else ``"xla"``. A lowering that declines the call is skipped.
     """
     backend = backend or jax.default_backend()
     if backend != "cpu":
@@ -115,14 +123,14 @@ def choose(x_shape, w_shape, dtype, args: ConvArgs, backend: str | None = None) 
     reg = _registry()
     st = _stats(x_shape, w_shape, args)
     candidates = []
-    if reg["shift_add"].auto_declines(x_shape, w_shape, dtype, args) is None:
-        candidates.append("shift_add")
     if (
         all(s == 1 for s in args.stride)
         and st.taps >= FFT_MIN_TAPS
         and st.c_group * st.o_group <= FFT_MAX_CHANNEL_PAIRS
     ):
-        candidates.append("fft")
+        candidates.append("fft")  # first: from 11x11 it beats shift_add 5-10x with gradients
+    if reg["shift_add"].auto_declines(x_shape, w_shape, dtype, args) is None:
+        candidates.append("shift_add")
     if (
         jnp.dtype(dtype) != jnp.bfloat16
         and st.c_group >= IM2COL_MIN_IN_CHANNELS

@@ -1,13 +1,17 @@
 """FFT lowering: the conv as a pointwise product of real FFTs over the spatial dims.
 
-Exact up to float rounding (errors grow like ``eps * log(size)`` relative to the output's
-scale) for every option of ``conv``: dilation dilates the kernel with zeros, stride keeps every
-``stride``-th output of the stride-1 result, groups contract channels within each group. Its cost
-barely depends on the kernel size, so it wins for large kernels with few channels, where a
-direct conv does ``taps`` multiply-adds per output. The circular transform needs no extra
-padding: the transform length is at least the (padded) input size, so the valid outputs never
-wrap around. Gradients are plain autodiff (the adjoint of an FFT is an FFT). Must not be used
-where float16/bfloat16 rounding of the result matters: those dtypes are transformed in float32.
+Exact up to float rounding for every option of ``conv``: dilation dilates the kernel with
+zeros, stride keeps every ``stride``-th output of the stride-1 result, groups contract channels
+within each group. Its cost barely depends on the kernel size, so it wins for large kernels with
+few channels, where a direct conv does ``taps`` multiply-adds per output. The circular transform
+needs no extra padding: the transform length is at least the (padded) input size, so the valid
+outputs never wrap around. Gradients are plain autodiff (the adjoint of an FFT is an FFT).
+
+Its rounding error is global, not per element: about ``eps * log(size)`` times the output's
+largest magnitude, spread over every output. An output that is exactly 0 (a blank background)
+comes back as noise of either sign (up to +-4.8e-7 on LeNet's first 5x5 layer over digits), so a
+ReLU after it passes gradient it should block. No ``precision`` is honoured, so a call with one
+is declined. Dtypes narrower than float32 are padded and transformed in float32, rounded once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ NAME = "fft"
 
 
 def declines(x_shape, w_shape, dtype, args) -> str | None:
+    if args.precision is not None:
+        return (
+            f"precision={args.precision!r} asks for products rounded element by element, while "
+            "the FFT's rounding error is spread over the whole output (about eps * log(size) "
+            "of its largest value, nonzero where the exact output is 0); drop precision, or use "
+            "'shift_add', which honours it"
+        )
     return None
 
 
@@ -29,7 +40,10 @@ def why(x_shape, w_shape, dtype, args) -> str:
     taps = math.prod(w_shape[a] for a in lay.kernel_spatial_axes)
     return (
         f"a large kernel ({taps} taps) with few channels: real FFTs over the spatial dims cost "
-        "O(log size) per pixel instead of one multiply-add per tap"
+        "O(log size) per pixel instead of one multiply-add per tap. Error model: rounding "
+        "errors of about eps * log(size) relative to the output's largest magnitude, not to "
+        "each element, so exact zeros come back as tiny noise of either sign; pass "
+        "algorithm='xla' where that matters (e.g. sparse images before a ReLU)"
     )
 
 
@@ -94,10 +108,10 @@ def conv(x, w, args):
     if lay.channels_last:
         x = jnp.moveaxis(x, -1, 1)  # [N, C, *spatial]
         w = jnp.moveaxis(w, (n + 1, n), (0, 1))  # [O, C // groups, *k]
+    if jnp.finfo(dtype).bits < 32:  # before padding: float8_e8m0fnu has no zero
+        x, w = x.astype(jnp.float32), w.astype(jnp.float32)
     if any(p != (0, 0) for p in args.pads):
         x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(*p, 0) for p in args.pads])
-    if jnp.finfo(dtype).bits < 32:
-        x, w = x.astype(jnp.float32), w.astype(jnp.float32)
     y = _conv_cf(x, w, args.stride, args.dilation, args.groups).astype(dtype)
     if lay.channels_last:
         y = jnp.moveaxis(y, 1, -1)

@@ -5,7 +5,11 @@ small, where XLA's CPU convolution is slow. Works channels-first internally ([C,
 so size-1 channel axes never sit in the minor dimension, except for a single 1 -> 1 filter,
 whose sums run channels-last (``_fma_single``). Differentiation goes through a custom
 JVP whose kernel tangent is one matmul against the stacked tap windows, so the kernel gradient
-is a single fast dot instead of one slow reduction per tap.
+is a single fast dot instead of one slow reduction per tap. Its multiply-adds are elementwise
+and exact in float32 whatever ``precision`` says; ``precision`` goes to the dots of the kernel
+tangent. Dtypes narrower than float32 are computed in float32 and rounded once at the end, as
+XLA's own convolution accumulates them: summing taps in float8 or float4 would round every
+partial sum (and float8_e8m0fnu cannot hold the zero padding).
 """
 
 from __future__ import annotations
@@ -18,10 +22,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv import _checks
+
 NAME = "shift_add"
 # Largest taps * (in_channels // groups) * out_channels that auto picks this lowering for;
 # above it the elementwise work outgrows what XLA's conv or a GEMM does (benchmarks/NOTES.md).
-MAX_MACS_PER_PIXEL = 72
+# 150 (issue 14, when FFT stopped taking small kernels): up to 150 it beat xla forward and
+# forward + grad on every shape measured (64x16x16 / 64x32x32 / 1x512x512, 3x3 1->16 and 2->8,
+# 5x5 1->6, 9x9 and 10x10 1->1: fwd 4.7-27x, fwd+grad 1.5-8x); at 288 and 400 (3x3 1->32,
+# 5x5 1->16) its forward + grad was ~2x slower than xla's.
+MAX_MACS_PER_PIXEL = 150
 # Largest stacked-window matrix the kernel gradient is computed from (see ``_w_tangent``).
 DOT_MAX_PATCH_BYTES = 2**20
 
@@ -33,6 +43,14 @@ def _macs(w_shape, args) -> int:
 
 
 def declines(x_shape, w_shape, dtype, args) -> str | None:
+    _checks.check_precision("conv", args.precision)
+    try:
+        hash(args.precision)
+    except TypeError:
+        return (
+            f"precision={args.precision!r} is a list: this lowering is jitted with its options "
+            "static, so pass a tuple, e.g. precision=('highest', 'highest')"
+        )
     return None
 
 
@@ -83,7 +101,7 @@ def _fma(x, w, stride, dilation, groups):
     return acc[0] if groups == 1 else jnp.concatenate(acc, axis=0)
 
 
-def _patch_matmul(x, w, stride, dilation, groups):
+def _patch_matmul(x, w, stride, dilation, groups, precision):
     """The same map as ``_fma`` as one batched matmul of stacked windows with the kernel."""
     n = w.ndim - 2
     taps = math.prod(w.shape[:n])
@@ -96,24 +114,24 @@ def _patch_matmul(x, w, stride, dilation, groups):
     k = w.reshape(taps, c_group, groups, out_ch // groups).transpose(2, 0, 1, 3)
     k = k.reshape(groups, taps * c_group, out_ch // groups)
     if groups == 1:  # XLA's CPU dot is much faster without a (trivial) batch dim
-        y = lax.dot_general(k[0], p[0], (((0,), (0,)), ((), ())))  # [O, M]
+        y = lax.dot_general(k[0], p[0], (((0,), (0,)), ((), ())), precision=precision)  # [O, M]
     else:
-        y = lax.dot_general(k, p, (((1,), (1,)), ((0,), (0,))))  # [G, Og, M]
+        y = lax.dot_general(k, p, (((1,), (1,)), ((0,), (0,))), precision=precision)  # [G, Og, M]
     return y.reshape(out_ch, x.shape[1], *out_sp)
 
 
-def _lax_conv(x, w, stride, dilation, groups):
+def _lax_conv(x, w, stride, dilation, groups, precision):
     """lax's conv on the [C, N, *sp] input and [*k, Cg, O] kernel used here."""
     n = w.ndim - 2
     io = (1, 0, *range(2, n + 2))
     dn = lax.ConvDimensionNumbers(io, (n + 1, n, *range(n)), io)
     return lax.conv_general_dilated(
         x, w, stride, ((0, 0),) * n, rhs_dilation=dilation, dimension_numbers=dn,
-        feature_group_count=groups,
+        feature_group_count=groups, precision=precision,
     )
 
 
-def _w_tangent(x, w_dot, stride, dilation, groups):
+def _w_tangent(x, w_dot, stride, dilation, groups, precision):
     """conv(x, w_dot), in the form whose transpose (the kernel gradient) is fastest.
 
     Up to ``DOT_MAX_PATCH_BYTES`` of stacked windows, one matmul against them: inside a
@@ -129,8 +147,8 @@ def _w_tangent(x, w_dot, stride, dilation, groups):
         for i in range(n)
     ]
     if windows * math.prod(out) * x.dtype.itemsize <= DOT_MAX_PATCH_BYTES:
-        return _patch_matmul(x, w_dot, stride, dilation, groups)
-    return _lax_conv(x, w_dot, stride, dilation, groups)
+        return _patch_matmul(x, w_dot, stride, dilation, groups, precision)
+    return _lax_conv(x, w_dot, stride, dilation, groups, precision)
 
 
 def _dilate_and_pad(kernel, x_sizes, g_sizes, stride, dilation):
@@ -177,13 +195,13 @@ def _x_tangent(x_dot, w, stride, dilation, groups):
     return y_dot
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _conv_cf(x, w, stride, dilation, groups):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_cf(x, w, stride, dilation, groups, precision):
     return _fma(x, w, stride, dilation, groups)
 
 
 @functools.partial(_conv_cf.defjvp, symbolic_zeros=True)
-def _conv_cf_jvp(stride, dilation, groups, primals, tangents):
+def _conv_cf_jvp(stride, dilation, groups, precision, primals, tangents):
     x, w = primals
     x_dot, w_dot = tangents
     y = _fma(x, w, stride, dilation, groups)
@@ -191,7 +209,7 @@ def _conv_cf_jvp(stride, dilation, groups, primals, tangents):
     if not isinstance(x_dot, jax.custom_derivatives.SymbolicZero):
         y_dot = y_dot + _x_tangent(x_dot, w, stride, dilation, groups)
     if not isinstance(w_dot, jax.custom_derivatives.SymbolicZero):
-        y_dot = y_dot + _w_tangent(x, w_dot, stride, dilation, groups)
+        y_dot = y_dot + _w_tangent(x, w_dot, stride, dilation, groups, precision)
     return y, y_dot
 
 
@@ -218,13 +236,13 @@ def _input_grad_single(g, w, x_shape, stride, dilation):
     return _fma_single(g, jnp.flip(w, axis=tuple(range(n))), (1,) * n, dilation)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _conv_single(x, w, stride, dilation):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _conv_single(x, w, stride, dilation, precision):
     return _fma_single(x, w, stride, dilation)
 
 
 @functools.partial(_conv_single.defjvp, symbolic_zeros=True)
-def _conv_single_jvp(stride, dilation, primals, tangents):
+def _conv_single_jvp(stride, dilation, precision, primals, tangents):
     x, w = primals
     x_dot, w_dot = tangents
     y = _fma_single(x, w, stride, dilation)
@@ -238,13 +256,17 @@ def _conv_single_jvp(stride, dilation, primals, tangents):
     if not isinstance(w_dot, jax.custom_derivatives.SymbolicZero):
         # one input and one output channel: [N, *sp, 1] and [1, N, *sp] are the same array
         x_cf = x.reshape(1, *x.shape[:-1])
-        y_dot = y_dot + _w_tangent(x_cf, w_dot, stride, dilation, 1).reshape(y.shape)
+        y_dot = y_dot + _w_tangent(x_cf, w_dot, stride, dilation, 1, precision).reshape(y.shape)
     return y, y_dot
 
 
 def conv(x, w, args):
     lay = args.layout
     n = lay.ndim
+    _checks.check_precision("conv", args.precision)
+    dtype = x.dtype
+    if jnp.finfo(dtype).bits < 32:
+        return conv(x.astype(jnp.float32), w.astype(jnp.float32), args).astype(dtype)
     if not lay.channels_last:
         w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
     if x.shape[lay.channel_axis] == 1 and w.shape[-1] == 1:  # a single 1 -> 1 filter
@@ -252,10 +274,10 @@ def conv(x, w, args):
         if any(p != (0, 0) for p in args.pads):
             x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*p, 0) for p in args.pads),
                                                      (0, 0, 0)])
-        y = _conv_single(x, w, args.stride, args.dilation)  # [N, *out, 1]
+        y = _conv_single(x, w, args.stride, args.dilation, args.precision)  # [N, *out, 1]
         return y if lay.channels_last else y.reshape(y.shape[0], 1, *y.shape[1:-1])
     x = jnp.moveaxis(x, lay.channel_axis, 0)  # [C, N, *spatial]
     if any(p != (0, 0) for p in args.pads):
         x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(*p, 0) for p in args.pads])
-    y = _conv_cf(x, w, args.stride, args.dilation, args.groups)
+    y = _conv_cf(x, w, args.stride, args.dilation, args.groups, args.precision)
     return jnp.moveaxis(y, 0, lay.channel_axis)

@@ -15,12 +15,15 @@ def _conv_hlo(options):
     return f.lower(x, w).compile().as_text()
 
 
-def test_default_keeps_jaxlib_defaults():
-    assert jaxconv.compiler_options() == {}
+def test_ynnpack_true_keeps_jaxlib_defaults():
+    assert jaxconv.compiler_options(ynnpack=True) == {}
+    if _compile._accepted("cpu", _compile._YNN_FUSION, ""):  # jaxlib 0.10: YNNPACK by default
+        assert "ynn_fusion" in _conv_hlo({})
 
 
-def test_ynnpack_off_keeps_convolutions_on_eigen():
-    options = jaxconv.compiler_options(ynnpack=False)
+def test_default_keeps_convolutions_on_eigen():
+    options = jaxconv.compiler_options()
+    assert options == jaxconv.compiler_options(ynnpack=False)
     if not _compile._accepted("cpu", _compile._YNN_FUSION, ""):
         pytest.skip("this jaxlib has no YNNPACK fusion option")
     assert options == {_compile._YNN_FUSION: ""}

@@ -9,9 +9,13 @@ import functools
 import jax
 
 # jaxlib 0.10's XLA:CPU sends float32 convolutions with more than 16 channels to YNNPACK
-# (a ``ynn_fusion`` in the compiled HLO); "" turns that off, leaving them to XLA's Eigen
-# convolution. See benchmarks/NOTES.md for what each choice costs on the training workloads.
+# (a ``ynn_fusion`` in the compiled HLO). The option is the list of operation kinds YNNPACK
+# takes; jaxlib 0.10's default behaves as reductions + dots + convolutions (measured: the same
+# step times, benchmarks/NOTES.md). Leaving convolutions out of it keeps them on XLA's Eigen
+# convolution and YNNPACK's fast reductions and dots where they are ("" would drop those too:
+# task A's training step went from 24 to 84-90 us).
 _YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 
 
 @functools.cache
@@ -37,8 +41,8 @@ def compiler_options(*, ynnpack: bool = False, backend: str | None = None) -> di
 
     Args:
       ynnpack: True keeps jaxlib's default (2-D float32 convolutions with many channels on
-        YNNPACK); False (the default) turns that off where the installed jaxlib has the
-        option.
+        YNNPACK); False (the default) keeps convolutions off YNNPACK where the installed
+        jaxlib has the option (its reductions and dots stay on it).
       backend: the backend the options are for; None for ``jax.default_backend()``. Off CPU
         the result is empty (the options are XLA:CPU's).
 
@@ -55,6 +59,9 @@ def compiler_options(*, ynnpack: bool = False, backend: str | None = None) -> di
         raise TypeError(f"compiler_options: ynnpack must be a bool, got {ynnpack!r}.")
     backend = jax.default_backend() if backend is None else backend
     options = {}
-    if backend == "cpu" and not ynnpack and _accepted(backend, _YNN_FUSION, ""):
-        options[_YNN_FUSION] = ""
+    if backend == "cpu" and not ynnpack:
+        for value in (_YNN_WITHOUT_CONVOLUTIONS, ""):  # the second: a jaxlib without those kinds
+            if _accepted(backend, _YNN_FUSION, value):
+                options[_YNN_FUSION] = value
+                break
     return options

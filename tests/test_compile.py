@@ -26,9 +26,16 @@ def test_default_keeps_convolutions_on_eigen():
     assert options == jaxconv.compiler_options(ynnpack=False)
     if not _compile._accepted("cpu", _compile._YNN_FUSION, ""):
         pytest.skip("this jaxlib has no YNNPACK fusion option")
-    assert options == {_compile._YNN_FUSION: ""}
+    assert options == {_compile._YNN_FUSION: _compile._YNN_WITHOUT_CONVOLUTIONS}
     assert "ynn_fusion" not in _conv_hlo(options)
     assert "convolution(" in _conv_hlo(options)
+
+
+def test_dots_stay_on_ynnpack():
+    x, w = jnp.ones((64, 32)), jnp.ones((32, 32))
+    f = jax.jit(lambda x, w: x @ w, compiler_options=jaxconv.compiler_options())
+    default = jax.jit(lambda x, w: x @ w).lower(x, w).compile().as_text()
+    assert ("ynn" in f.lower(x, w).compile().as_text()) == ("ynn" in default)
 
 
 def test_an_option_this_jaxlib_lacks_is_left_out(monkeypatch):

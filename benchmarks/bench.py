@@ -160,6 +160,14 @@ def _uptime() -> str:
         return ""
 
 
+def write_report(report: dict, path: str) -> None:
+    """The JSON report at ``path`` (its directory created if needed)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1, default=float)
+    print(f"wrote {path}")
+
+
 def machine_info(mods) -> dict:
     try:
         usable = len(os.sched_getaffinity(0))
@@ -882,10 +890,7 @@ def main(argv=None) -> int:
         f"(1 min); {report['elapsed_s']:.0f} s in all"
     )
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1, default=float)
-        print(f"wrote {args.out}")
+        write_report(report, args.out)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -730,10 +729,7 @@ def main(argv=None) -> int:
     print(f"\nload average before {load_before[0]:.2f}, after "
           f"{report['load_after']['loadavg'][0]:.2f}; {report['elapsed_s']:.0f} s in all")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1, default=float)
-        print(f"wrote {args.out}")
+        bench.write_report(report, args.out)
     return 0
 
 

@@ -2,6 +2,7 @@
 bank, a tiny stacked-filter model and fast optax fitting."""
 
 from jaxconv import checkpoint, data, filters, nn, recovery
+from jaxconv._compile import compiler_options
 from jaxconv.activations import (
     activation,
     elu,
@@ -13,7 +14,6 @@ from jaxconv.activations import (
     softplus,
     tanh,
 )
-from jaxconv._compile import compiler_options
 from jaxconv.conv import conv, conv_transpose, convolve2d, correlate2d
 from jaxconv.fitting import DivergenceError, FitResult, NonFiniteError, fit
 from jaxconv.lowering import Plan, plan

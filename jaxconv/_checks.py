@@ -244,11 +244,12 @@ _PRECISION_NAMES = ("default", "high", "highest", "bfloat16", "bfloat16_3x", "te
                     "float32", "fastest")
 
 
-def check_precision(op: str, precision: Any) -> None:
+def check_precision(op: str, precision: Any) -> Any:
     """``precision`` must be one lax's convs and dots take: None, a ``lax.Precision`` or its
     name, a pair of those, a ``lax.DotAlgorithmPreset`` (or its name) or a ``lax.DotAlgorithm``.
 
     Lowerings whose forward pass runs no dot would otherwise ignore a misspelt value silently.
+    Returns it hashable (a pair as a tuple: the lowerings are jitted with static options).
     """
     from jax import lax
 
@@ -263,7 +264,7 @@ def check_precision(op: str, precision: Any) -> None:
         or (isinstance(precision, (tuple, list)) and len(precision) == 2
             and all(one(p) for p in precision))
     ):
-        return
+        return tuple(precision) if isinstance(precision, list) else precision
     raise ValueError(
         f"{op}: unknown precision {precision!r}; expected None, a lax.Precision or one of "
         f"{', '.join(repr(p) for p in _PRECISION_NAMES)}, a pair of those (lhs, rhs), or a "

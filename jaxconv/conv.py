@@ -90,6 +90,7 @@ def conv(
     )
     if not isinstance(flip, bool):
         raise TypeError(f"{_OP}: flip must be a bool, got {flip!r}.")
+    precision = _checks.check_precision(_OP, precision)
     if flip:
         w = jnp.flip(w, axis=lay.kernel_spatial_axes)
     if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
@@ -157,6 +158,7 @@ def conv_transpose(
     )
     dtype = jnp.result_type(y, w)
     y, w = y.astype(dtype), w.astype(dtype)
+    precision = _checks.check_precision(op, precision)
     from jaxconv import lowering
     from jaxconv.lowering import xla
 

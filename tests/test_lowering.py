@@ -238,14 +238,13 @@ def test_shift_add_rejects_an_unknown_precision(precision):
                      precision=precision)
 
 
-def test_shift_add_declines_a_list_precision():
-    """lax takes a [lhs, rhs] list; the jitted lowering needs hashable options, and said so
-    with jax's "Non-hashable static arguments" error."""
-    match = (r"^conv: algorithm 'shift_add' does not support this call \(precision=\['highest', "
-             r"'highest'\] is a list: .* pass a tuple, e.g. precision=\('highest', 'highest'\)\)")
-    with pytest.raises(ValueError, match=match):
-        jaxconv.conv(jnp.ones((1, 6, 6, 1)), jnp.ones((3, 3, 1, 1)), algorithm="shift_add",
-                     precision=["highest", "highest"])
+@pytest.mark.parametrize("algorithm", ["xla", "shift_add", "im2col"])
+def test_a_list_precision_works_like_the_tuple(algorithm):
+    """lax takes a [lhs, rhs] list; the jitted lowerings need hashable options (jax's
+    "Non-hashable static arguments" error before conv normalised it)."""
+    x, w = jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 8))
+    got = jaxconv.conv(x, w, algorithm=algorithm, precision=["highest", "highest"])
+    np.testing.assert_array_equal(got, 72)
 
 
 def test_shift_add_accepts_every_lax_precision_form():
@@ -492,3 +491,18 @@ def test_every_fast_lowering_reports_why():
 @pytest.mark.parametrize("n, want", [(1, 1), (13, 14), (31, 32), (97, 98), (1025, 1029)])
 def test_fft_lengths_are_7_smooth_and_minimal(n, want):
     assert fft.fast_length(n) == want
+
+
+def test_im2col_passes_precision_to_its_dots():
+    x, w = jnp.ones((2, 6, 6, 8)), jnp.ones((3, 3, 8, 8))
+    f = lambda p: jaxconv.conv(x, w, algorithm="im2col", precision=p)
+    text = jax.jit(lambda: f(lax.Precision.HIGHEST)).lower().as_text()
+    assert "HIGHEST" in text and "dot_general" in text
+    assert "HIGHEST" not in jax.jit(lambda: f(None)).lower().as_text()
+
+
+@pytest.mark.parametrize("algorithm", sorted(set(jaxconv.lowering.algorithms()) - {"auto"}))
+def test_every_lowering_rejects_an_unknown_precision(algorithm):
+    with pytest.raises(ValueError, match="conv: unknown precision 'higest'"):
+        jaxconv.conv(jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 8)), algorithm=algorithm,
+                     precision="higest")

@@ -1,15 +1,15 @@
 """im2col lowering: the conv as GEMMs of stacked input patches with the reshaped kernel.
 
-Exact for every option of ``conv`` (N-D, stride, dilation, groups, both layouts). The patch
-matrix ``[pixels, taps * Cg]`` times the kernel ``[taps * Cg, Og]`` runs on XLA's CPU dot, which
-is several times faster than XLA's CPU convolution once there are a few channels. All three
-A custom JVP picks the fastest form of each gradient: the kernel gradient is the GEMM
-``patches^T @ g`` (XLA's kernel-gradient conv was 5-7x slower), the input gradient is the
-transpose of a lax conv, i.e. XLA's input-gradient conv (as fast as ``col2im(g @ W^T)`` here or
-faster). Must not build
-big temporaries: XLA:CPU mallocs each call's scratch afresh, and above glibc's 32 MiB mmap
-threshold every page of it faults in again on every call (a 72 MB patch matrix cost 5x its
-GEMM), so the batch runs in chunks of at most ``CHUNK_BYTES`` of patches.
+Exact for every option of ``conv`` (N-D, stride, dilation, groups, both layouts); ``precision``
+goes to its dots. The patch matrix ``[pixels, taps * Cg]`` times the kernel ``[taps * Cg, Og]``
+runs on XLA's CPU dot, which is several times faster than XLA's CPU convolution once there
+are a few channels. Plain autodiff differentiates it: the kernel gradient is the GEMM
+``patches^T @ g`` and the input gradient the transpose of the patch gathering (slices and a
+concatenation, no convolution, so nothing here depends on XLA's convolution canonicalisation
+inside loops). Must not build big temporaries: XLA:CPU mallocs each call's scratch afresh,
+and above glibc's 32 MiB mmap threshold every page of it faults in again on every call (a
+72 MB patch matrix cost 5x its GEMM), so the batch runs in chunks of at most ``CHUNK_BYTES``
+of patches.
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def _out_size(size, k, stride, dilation):
     return (size - (k - 1) * dilation - 1) // stride + 1
 
 
-def _gemm(p, k):
+def _gemm(p, k, precision):
     """[M, K] @ [K, O] with no batch dimension (XLA's CPU dot is much slower with one)."""
-    return lax.dot_general(p, k, (((1,), (0,)), ((), ())))
+    return lax.dot_general(p, k, (((1,), (0,)), ((), ())), precision=precision)
 
 
 def _windows(x, kernel, stride, dilation):
@@ -91,7 +91,7 @@ def _windows(x, kernel, stride, dilation):
         yield lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *stride, 1))
 
 
-def _gather_strided(x, w, stride, dilation, groups):
+def _gather_strided(x, w, stride, dilation, groups, precision):
     """Patches stacked from each tap's strided window: [N, *out, taps, C] @ [taps * Cg, Og]."""
     n = w.ndim - 2
     kernel, taps = w.shape[:n], math.prod(w.shape[:n])
@@ -105,12 +105,12 @@ def _gather_strided(x, w, stride, dilation, groups):
     for g in range(groups):
         pg = p[..., g * c_group : (g + 1) * c_group].reshape(m, taps * c_group)
         wg = w[..., g * o_group : (g + 1) * o_group].reshape(taps * c_group, o_group)
-        ys.append(_gemm(pg, wg))
+        ys.append(_gemm(pg, wg, precision))
     y = ys[0] if groups == 1 else jnp.concatenate(ys, axis=-1)
     return y.reshape(*out_shape, out_ch)
 
 
-def _gather_flat(x, w, dilation, groups):
+def _gather_flat(x, w, dilation, groups, precision):
     """Stride 1: patches from row ranges of the flattened [N * prod(sp), C] input.
 
     Each tap's window is one contiguous range of rows, shifted by the tap's flat offset, so the
@@ -136,18 +136,18 @@ def _gather_flat(x, w, dilation, groups):
         xg = xf if groups == 1 else xf[:, g * c_group : (g + 1) * c_group]
         p = jnp.concatenate([lax.slice_in_dim(xg, o, o + length) for o in offsets], axis=1)
         wg = w[..., g * o_group : (g + 1) * o_group].reshape(taps * c_group, o_group)
-        ys.append(_gemm(p, wg))
+        ys.append(_gemm(p, wg, precision))
     y = ys[0] if groups == 1 else jnp.concatenate(ys, axis=-1)
     y = jnp.pad(y, ((0, rows - length), (0, 0))).reshape(x.shape[0], *sp, out_ch)
     out = [_out_size(sp[i], kernel[i], 1, dilation[i]) for i in range(n)]
     return lax.slice(y, (0,) * (n + 2), (x.shape[0], *out, out_ch))
 
 
-def _gather(x, w, stride, dilation, groups):
+def _gather(x, w, stride, dilation, groups, precision):
     """y = patches(x) @ W: x [N, *sp, C] padded, w [*k, Cg, O] -> [N, *out, O]."""
     if all(s == 1 for s in stride):
-        return _gather_flat(x, w, dilation, groups)
-    return _gather_strided(x, w, stride, dilation, groups)
+        return _gather_flat(x, w, dilation, groups, precision)
+    return _gather_strided(x, w, stride, dilation, groups, precision)
 
 
 def _in_chunks(fn, x, per_item_bytes):
@@ -174,21 +174,25 @@ def _patch_item_bytes(x, w, stride, dilation):
     return math.prod(out) * math.prod(w.shape[:n]) * x.shape[-1] * x.dtype.itemsize
 
 
-def _conv_cl(x, w, stride, dilation, groups):
+def _conv_cl(x, w, stride, dilation, groups, precision):
     per_item = _patch_item_bytes(x, w, stride, dilation)
-    return _in_chunks(lambda xc: _gather(xc, w, stride, dilation, groups), x, per_item)
+    return _in_chunks(lambda xc: _gather(xc, w, stride, dilation, groups, precision), x,
+                      per_item)
 
 
 def conv(x, w, args):
     lay = args.layout
     n = lay.ndim
+    dtype = x.dtype
+    if jnp.finfo(dtype).bits < 16:  # float8/float4: patches and sums in float32, rounded once
+        return conv(x.astype(jnp.float32), w.astype(jnp.float32), args).astype(dtype)
     if not lay.channels_last:
         x = jnp.moveaxis(x, 1, -1)  # [N, *spatial, C]
         w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
     if any(p != (0, 0) for p in args.pads):
         cfg = [(0, 0, 0), *((*p, 0) for p in args.pads), (0, 0, 0)]
         x = lax.pad(x, jnp.zeros((), x.dtype), cfg)
-    y = _conv_cl(x, w, args.stride, args.dilation, args.groups)
+    y = _conv_cl(x, w, args.stride, args.dilation, args.groups, args.precision)
     if not lay.channels_last:
         y = jnp.moveaxis(y, -1, 1)
     return y

@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv import _checks
-
 NAME = "shift_add"
 # Largest taps * (in_channels // groups) * out_channels that auto picks this lowering for;
 # above it the elementwise work outgrows what XLA's conv or a GEMM does (benchmarks/NOTES.md).
@@ -43,14 +41,6 @@ def _macs(w_shape, args) -> int:
 
 
 def declines(x_shape, w_shape, dtype, args) -> str | None:
-    _checks.check_precision("conv", args.precision)
-    try:
-        hash(args.precision)
-    except TypeError:
-        return (
-            f"precision={args.precision!r} is a list: this lowering is jitted with its options "
-            "static, so pass a tuple, e.g. precision=('highest', 'highest')"
-        )
     return None
 
 
@@ -263,7 +253,6 @@ def _conv_single_jvp(stride, dilation, precision, primals, tangents):
 def conv(x, w, args):
     lay = args.layout
     n = lay.ndim
-    _checks.check_precision("conv", args.precision)
     dtype = x.dtype
     if jnp.finfo(dtype).bits < 32:
         return conv(x.astype(jnp.float32), w.astype(jnp.float32), args).astype(dtype)

@@ -115,10 +115,7 @@ def _channels_last(x, w, args):
     if not lay.channels_last:
         x = jnp.moveaxis(x, 1, -1)  # [N, *spatial, C]
         w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
-    precision = args.precision
-    if isinstance(precision, list):  # lax accepts a list; custom_jvp's static args must hash
-        precision = tuple(precision)
-    return x, w, (args.stride, args.pads, args.dilation, args.groups, precision)
+    return x, w, (args.stride, args.pads, args.dilation, args.groups, args.precision)
 
 
 def conv(x, w, args):

@@ -1,7 +1,9 @@
-"""Exact alternative lowerings of ``conv`` and the planner that picks one per call.
+"""Alternative lowerings of ``conv`` and the planner that picks one per call.
 
-Every lowering computes the same function as ``lax.conv_general_dilated`` (up to float
-rounding); each says which calls it supports (``declines``), and ``"auto"`` falls back to
+Every lowering computes the same function as ``lax.conv_general_dilated``: ``shift_add`` and
+``im2col`` up to float rounding of each output, ``fft`` with an error small against the
+output's largest magnitude but not elementwise (no exact zeros), so ``auto`` picks it only for
+kernels of 11x11 taps and more; each says which calls it supports (``declines``), and ``"auto"`` falls back to
 ``"xla"`` for anything else. The choice is static (shapes, dtype, backend), so it costs nothing
 under jit. The planner's thresholds come from timings on a 2-core x86-64 CPU, recorded with the
 measurement behind each in ``benchmarks/NOTES.md``; this module runs no convolution itself.

@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test test-fast demo lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +15,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP)
+# lint and type-check first: they take seconds, the suite minutes
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q
+
+# stops at the first failure; skips the tests marked slow
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -x -q
 
 demo: $(STAMP)
 	$(BIN)/python experiments/recover_cross.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 # train_bench.py takes --quick from BENCH_ARGS unless TRAIN_BENCH_ARGS is given
 bench: TRAIN_BENCH_ARGS ?= $(filter --quick,$(BENCH_ARGS))
@@ -32,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_bench.py $(TRAIN_BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis
+	rm -rf $(VENV) results .pytest_cache .hypothesis .mypy_cache

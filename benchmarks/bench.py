@@ -174,7 +174,7 @@ def machine_info(mods) -> dict:
     except AttributeError:
         usable = os.cpu_count()
     info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
         "cpu_flags": _cpu_flags(),
         "cores": os.cpu_count(),

@@ -14,7 +14,7 @@ import sys
 import types
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import numpy as np
@@ -54,6 +54,12 @@ class Chunk(NamedTuple):
     losses: np.ndarray  # [end - start] or [R, end - start]
     finite: np.ndarray  # bool, same shape
     boundary: bool  # a checkpoint falls at ``end``
+
+
+class Hook(Protocol):
+    """What the driver calls after every chunk; a hook may also have ``close()``."""
+
+    def after_chunk(self, chunk: Chunk) -> None: ...
 
 
 @dataclasses.dataclass

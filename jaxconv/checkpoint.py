@@ -16,7 +16,7 @@ import os
 import pathlib
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import numpy as np
@@ -97,7 +97,7 @@ def _parse_region(key: str, ndim: int) -> Region:
     region = tuple(tuple(int(v) for v in part.split(":")) for part in key.split(","))
     if len(region) != ndim or any(len(r) != 2 for r in region):
         raise ValueError(key)
-    return region
+    return cast(Region, region)  # every part is a pair: checked above
 
 
 def _split_across_processes(x) -> bool:
@@ -549,7 +549,8 @@ class Checkpointer:
             # or they would fall back to different checkpoints
             from jax.experimental import multihost_utils
 
-            bad = np.asarray(multihost_utils.process_allgather(bad)).any(axis=0)
+            # (processes, leaves) -> (leaves,): an array, not a scalar
+            bad = cast(np.ndarray, np.asarray(multihost_utils.process_allgather(bad)).any(axis=0))
         if bad.any():
             names = [k for k, b in zip(leaves, bad, strict=True) if b]
             raise CorruptCheckpointError(

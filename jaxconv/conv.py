@@ -20,7 +20,9 @@ from jaxconv._typing import Array, ArrayLike
 _OP = "conv"
 
 
-def _prepare(op, x, w, stride, padding, dilation, groups, layout, pad_mode):
+def _prepare(
+    op, x, w, stride, padding, dilation, groups, layout, pad_mode
+) -> tuple[Array, Array, _checks.Layout, tuple[int, ...], padding_lib.Pads, tuple[int, ...], str]:
     """Validates a conv call; returns (x, w, layout, stride, pads, dilation, pad_mode)."""
     _checks.check_float(op, "x", x)
     _checks.check_float(op, "w", w)

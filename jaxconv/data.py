@@ -51,6 +51,7 @@ def _check_noise(op: str, noise) -> float:
 
 def _check_key(op: str, key) -> None:
     dtype = getattr(key, "dtype", None)
+    single: tuple[int, ...]
     if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         shape, single = key.shape, ()
     elif dtype == jnp.uint32:
@@ -369,6 +370,7 @@ def teacher_targets(
     _checks.check_float(op, "kernel", kernel)
     _checks.check_ndim(op, "images", images, 3, "[n, H, W]; add a batch axis with x[None]")
     _checks.check_ndim(op, "kernel", kernel, 2, "[kh, kw], one 2-D filter")
+    act: Callable[[Array], Array] | None
     if activation is None:
         act = None
     elif isinstance(activation, str):

@@ -16,7 +16,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +71,7 @@ def _num_examples(data) -> int | None:
             "fit: every array in data must have the same leading (example) axis, got shapes "
             f"{[np.shape(x) for x in leaves]}."
         )
-    return int(sizes.pop())
+    return int(cast(int, sizes.pop()))  # None is not in sizes: checked above
 
 
 def _is_float(dtype) -> bool:
@@ -608,7 +608,8 @@ def fit(
                             np.full((*lead, cfg.steps), np.nan, np.dtype(loss_dtype)),
                             np.zeros(lead, np.int64), np.zeros(lead, np.int64))
 
-    ckpt = hooks = None
+    ckpt = None
+    hooks: list[_hooks.Hook] | None = None
     if checkpoint_dir is not None:
         from jaxconv.checkpoint import Checkpointer
 
@@ -647,6 +648,7 @@ def fit(
         while t < cfg.steps:
             stop = cfg.boundary(t)
             t0 = time.perf_counter()
+            assert compiled is not None  # set above: the loop runs only when start < cfg.steps
             out = compiled(state.params, state.opt_state, jnp.int32(t), jnp.int32(stop),
                            key_data, data)
             losses, finite = np.asarray(out.losses), np.asarray(out.finite)  # waits for it

@@ -346,7 +346,7 @@ class Stack:
     """
 
     layers: tuple
-    names: tuple[str, ...] | None = None
+    names: tuple[str, ...]  # always set by __init__ (generated when not given)
 
     def __init__(self, layers: Sequence, names: Sequence[str] | None = None):
         layers = tuple(layers)

@@ -58,13 +58,13 @@ def resolve_padding(
         if name == "VALID":
             return ((0, 0),) * n
         if name in ("SAME", "SAME_LOWER"):
-            pads = []
+            same: list[tuple[int, int]] = []
             for size, k, s in zip(sizes, k_eff, stride, strict=True):
                 out = -(-size // s)
                 total = max((out - 1) * s + k - size, 0)
                 small, big = total // 2, total - total // 2
-                pads.append((small, big) if name == "SAME" else (big, small))
-            return tuple(pads)
+                same.append((small, big) if name == "SAME" else (big, small))
+            return tuple(same)
         if name == "FULL":
             return tuple((k - 1, k - 1) for k in k_eff)
         if name == "CAUSAL":
@@ -82,18 +82,18 @@ def resolve_padding(
                 f"{op}: padding must have one entry per spatial dim ({n}), got {len(padding)}: "
                 f"{padding!r}."
             )
-        pads = []
+        pairs: list[tuple[int, int]] = []
         for p in padding:
             if _checks.is_int(p):
-                pads.append((int(p), int(p)))
+                pairs.append((int(p), int(p)))
             elif isinstance(p, Sequence) and len(p) == 2 and all(_checks.is_int(v) for v in p):
-                pads.append((int(p[0]), int(p[1])))
+                pairs.append((int(p[0]), int(p[1])))
             else:
                 raise TypeError(
                     f"{op}: each padding entry must be an int or a (low, high) pair of ints, "
                     f"got {p!r} in {padding!r}."
                 )
-        pads = tuple(pads)
+        pads = tuple(pairs)
     else:
         raise TypeError(
             f"{op}: padding must be a string, an int or a sequence, got {padding!r}."

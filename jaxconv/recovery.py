@@ -8,6 +8,7 @@ nothing here trains or plots.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -46,10 +47,13 @@ def _as_bank(op: str, name: str, f: ArrayLike) -> np.ndarray:
     return np.moveaxis(a, -1, 0)
 
 
-def _best_pair(learned: np.ndarray, ref: np.ndarray, *, allow_flip, allow_sign, allow_scale):
+def _best_pair(
+    learned: np.ndarray, ref: np.ndarray, *, allow_flip, allow_sign, allow_scale
+) -> tuple[float, float, bool, float]:
+    """``(cosine, scale, flipped, max_abs_error)`` of the best flip of ``learned``."""
     # per-filter arrays are (*spatial, in_channels): only the spatial axes flip.
     spatial_axes = tuple(range(learned.ndim - 1))
-    best = None
+    best: tuple[float, float, bool, float] | None = None
     flips = (False, True) if allow_flip else (False,)
     for flipped in flips:
         cand = np.flip(learned, axis=spatial_axes) if flipped else learned
@@ -68,6 +72,7 @@ def _best_pair(learned: np.ndarray, ref: np.ndarray, *, allow_flip, allow_sign, 
         err = float(np.max(np.abs(scale * cand - ref)))
         if best is None or (cos, -err) > (best[0], -best[3]):
             best = (cos, scale, flipped, err)
+    assert best is not None  # flips is never empty
     return best
 
 
@@ -125,17 +130,20 @@ def align(
         for i in range(len(ref))
     ]
     cos = np.array([[t[0] for t in row] for row in table])
+    assignment: Sequence[int]
     if len(lrn) <= 8:
         assignment = max(
             itertools.permutations(range(len(lrn)), len(ref)),
             key=lambda p: sum(cos[i, j] for i, j in enumerate(p)),
         )
     else:
-        assignment, used = [], set()
+        greedy: list[int] = []
+        used: set[int] = set()
         for i in range(len(ref)):
             j = max((j for j in range(len(lrn)) if j not in used), key=lambda j: cos[i, j])
             used.add(j)
-            assignment.append(j)
+            greedy.append(j)
+        assignment = greedy
     return [
         FilterMatch(i, int(j), *table[i][j][:3], table[i][j][3])
         for i, j in enumerate(assignment)

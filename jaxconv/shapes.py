@@ -6,7 +6,7 @@ arrays or calls lax, so it is free to call at init time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -126,9 +126,11 @@ def _layout_hint(lay: _checks.Layout, a, w, fits, name: str = "x") -> str:
             f"jnp.transpose(w, {perm})"
         )
         if both_fit:
+            assert other is not None  # both_fit implies it
             hint += f", or pass layout={other.name!r} if {name} is {other_kind} too"
         return hint + "."
     if both_fit:
+        assert other is not None  # both_fit implies it
         return (
             f" {name} (shape {tuple(a)}) and w (shape {tuple(w)}) look {other_kind} (a "
             f"{other_form} kernel), not {this_kind} as layout {lay.name} reads them; pass "
@@ -329,6 +331,7 @@ _POINTWISE, _END = "pointwise", "end"
 def _read_layer(i: int, layer: Any) -> _Layer | str:
     """The geometry of one layer, from a mapping, a tuple or an object's attributes; or
     ``_POINTWISE`` / ``_END`` for a layer of a kind in ``POINTWISE_KINDS`` / ``END_KINDS``."""
+    get: Callable[[str], Any]
     if isinstance(layer, Mapping):
         get = layer.get
     elif isinstance(layer, Sequence) and not isinstance(layer, str):
@@ -453,7 +456,7 @@ def receptive_field(
     size, jump, start = (1,) * n, (1,) * n, (0,) * n
     fields = []
     for i, layer in enumerate(parsed):
-        if layer == _POINTWISE:
+        if not isinstance(layer, _Layer):  # _POINTWISE (parsing stopped at _END)
             fields.append(ReceptiveField(size, jump, start))
             continue
         op = f"{_RF}: layers[{i}]"

@@ -3,10 +3,11 @@
 Every lowering computes the same function as ``lax.conv_general_dilated``: ``shift_add`` and
 ``im2col`` up to float rounding of each output, ``fft`` with an error small against the
 output's largest magnitude but not elementwise (no exact zeros), so ``auto`` picks it only for
-kernels of 11x11 taps and more; each says which calls it supports (``declines``), and ``"auto"`` falls back to
-``"xla"`` for anything else. The choice is static (shapes, dtype, backend), so it costs nothing
-under jit. The planner's thresholds come from timings on a 2-core x86-64 CPU, recorded with the
-measurement behind each in ``benchmarks/NOTES.md``; this module runs no convolution itself.
+kernels of 11x11 taps and more; each says which calls it supports (``declines``), and
+``"auto"`` falls back to ``"xla"`` for anything else. The choice is static (shapes, dtype,
+backend), so it costs nothing under jit. The planner's thresholds come from timings on a 2-core
+x86-64 CPU, recorded with the measurement behind each in ``benchmarks/NOTES.md``; this module
+runs no convolution itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import functools
 import importlib
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -210,7 +211,7 @@ def plan(
     """
     # the module, not the function that jaxconv/__init__.py re-exports under the same name
     conv_lib = importlib.import_module("jaxconv.conv")
-    seen = {}
+    seen: dict[str, Any] = {}
 
     def validate(x, w):
         x, w, lay, st, pads, dil, mode = conv_lib._prepare(

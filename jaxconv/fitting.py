@@ -625,11 +625,6 @@ def fit(
                     "empty directory."
                 )
             start = _resume(ckpt, state, host_key_data, config)
-        compiled, compile_s = None, 0.0
-        if start < cfg.steps:
-            compiled, compile_s = _trainer.compiled_run(
-                spec, (state.params, state.opt_state, jnp.int32(0), jnp.int32(0), key_data,
-                       data), jit_kwargs)
         guard = _hooks.NonFiniteGuard(state, limit=cfg.chunk, restarts=cfg.restarts)
         hooks = [guard]
         saver = None
@@ -638,17 +633,21 @@ def fit(
         if cfg.max_loss is not None:
             hooks.append(_hooks.DivergenceGuard(cfg.max_loss, restarts=cfg.restarts,
                                                 checkpoints=saver))
-        hooks += [h for h in (saver,) if h is not None]
+        if saver is not None:
+            hooks.append(saver)
         if cfg.progress:
             hooks.append(_hooks.Progress(cfg.steps, start))
         if on_chunk is not None:
             hooks.append(_hooks.Callback(on_chunk))
 
-        wall_s, t = 0.0, start
+        compile_s, wall_s, t = 0.0, 0.0, start
+        if start < cfg.steps:
+            compiled, compile_s = _trainer.compiled_run(
+                spec, (state.params, state.opt_state, jnp.int32(0), jnp.int32(0), key_data,
+                       data), jit_kwargs)
         while t < cfg.steps:
             stop = cfg.boundary(t)
             t0 = time.perf_counter()
-            assert compiled is not None  # set above: the loop runs only when start < cfg.steps
             out = compiled(state.params, state.opt_state, jnp.int32(t), jnp.int32(stop),
                            key_data, data)
             losses, finite = np.asarray(out.losses), np.asarray(out.finite)  # waits for it

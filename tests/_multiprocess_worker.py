@@ -84,9 +84,19 @@ def cmd_fit(args):
         time.sleep(args.pause)
 
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    data = local_data()
+    if args.nan_row is not None:  # a NaN in one global row: only the process holding it sees it
+        per = N_EXAMPLES // jax.process_count()
+        row = args.nan_row - jax.process_index() * per
+        if 0 <= row < per:
+            data[0][row, 1] = np.nan
     t0 = time.perf_counter()
-    out = train(local_data(), mesh=mesh, checkpoint_dir=args.dir, resume=args.resume,
-                on_chunk=on_chunk)
+    try:
+        out = train(data, mesh=mesh, checkpoint_dir=args.dir, resume=args.resume,
+                    on_chunk=on_chunk)
+    except ValueError as e:
+        print(f"ValueError: {e}", flush=True)
+        return
     if args.out:
         np.savez(args.out, losses=out.losses, fit_s=time.perf_counter() - t0,
                  compile_s=out.compile_s, **leaves(out.params))
@@ -158,6 +168,7 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--nan-row", type=int, default=None)
     args = parser.parse_args(argv)
     if args.out:
         args.out = args.out.format(i=args.process_id)

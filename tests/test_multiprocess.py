@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -177,6 +178,35 @@ def test_sigkill_both_then_resume_is_bit_identical(uninterrupted, tmp_path):
     expected = uninterrupted[1][0]
     for out in outs:
         assert set(_params(out)) == set(_params(expected))
+        for name in [*_params(expected), "losses"]:
+            np.testing.assert_array_equal(out[name], expected[name], err_msg=name)
+
+
+def test_nan_data_on_one_process_makes_both_raise(tmp_path):
+    """A NaN in a row only process 1 holds: process 1 names its global index, process 0 says
+    where it is, and neither waits for the other at a collective (both hung or died before)."""
+    with _children(tmp_path, "nan", "fit", "--dir", str(tmp_path / "ckpt"),
+                   "--nan-row", "19") as kids:
+        kids.wait()
+        said = [kids.stdout(i) for i in range(2)]
+    assert "data[0] has a non-finite value (nan) at index (19, 1)" in said[1], said[1]
+    assert "data has a non-finite value on process 1" in said[0], said[0]
+
+
+def test_a_corrupt_newest_checkpoint_is_set_aside_once_and_resumed_past(uninterrupted,
+                                                                        tmp_path):
+    """Both processes resume past a corrupt newest checkpoint: it is renamed once (each renamed
+    it before, and the second rename failed), and the run ends bit-identical."""
+    d = tmp_path / "ckpt"
+    shutil.copytree(uninterrupted[0], d)
+    steps = worker.TRAIN["steps"]
+    meta = d / str(steps) / "meta" / "metadata"
+    meta.write_text(meta.read_text()[:20])
+    outs, first = _fit_children(tmp_path, "fallback", d, "--resume")
+    assert first == steps  # resumed from the previous checkpoint and saved the last step again
+    assert sorted(p.name for p in d.iterdir() if "corrupt" in p.name) == [f"{steps}.corrupt"]
+    expected = uninterrupted[1][0]
+    for out in outs:
         for name in [*_params(expected), "losses"]:
             np.testing.assert_array_equal(out[name], expected[name], err_msg=name)
 

@@ -347,7 +347,7 @@ def _check_params(params, restarts):
         dtype = getattr(leaf, "dtype", None)
         if dtype is None and isinstance(leaf, float | int | np.number):
             dtype = np.asarray(leaf).dtype
-        if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+        if dtype is None or not _is_float(dtype):
             what = dtype if dtype is not None else type(leaf).__name__
             raise TypeError(
                 f"fit: params leaves must be floating arrays, got {what} at "

@@ -253,10 +253,12 @@ def test_a_repeated_fit_reuses_the_compiled_chunk(key):
     data, _ = _linear_problem(key)
     opt = optax.adam(0.05)
     first = fit(_loss, P0, opt, data, steps=30, progress=False)
-    hits = _trainer._compile.cache_info().hits
+    info = _trainer._compile.cache_info()
+    hits, compiled = info.hits, info.misses
     again = fit(_loss, P0, opt, data, steps=30, progress=False)
+    # a cache hit and no new compile (counted, not timed: timings live in benchmarks/)
     assert _trainer._compile.cache_info().hits == hits + 1
-    assert again.compile_s < first.compile_s
+    assert _trainer._compile.cache_info().misses == compiled
     np.testing.assert_array_equal(again.losses, first.losses)
     # another optimizer object, other settings or shapes compile afresh
     fit(_loss, P0, optax.adam(0.05), data, steps=30, progress=False)

@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev,viz,checkpoint]"
+	$(BIN)/python -m pip install -q -e ".[dev,viz,checkpoint,experiments]"
 	touch $(STAMP)
 
 install: $(STAMP)

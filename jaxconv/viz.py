@@ -54,7 +54,7 @@ def _figure_class() -> type:
             import io
 
             buf = io.BytesIO()
-            self.savefig(buf, format="png", dpi=_DPI)
+            self.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
             return buf.getvalue()
 
         def __fspath__(self) -> str:
@@ -92,7 +92,7 @@ def save(fig, path: str | os.PathLike) -> str:
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=_DPI)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     if hasattr(type(fig), "saved_path"):
         fig.saved_path = path
     return path
@@ -142,15 +142,18 @@ def _annotate(ax, a: np.ndarray, norm, panel_inches: float) -> None:
                 color="white" if strong else "black")
 
 
-def _limits(arrays: Sequence[np.ndarray], symmetric: bool) -> tuple[float, float]:
+def _limits(arrays: Sequence[np.ndarray], symmetric: bool,
+            robust: bool = False) -> tuple[float, float]:
     finite = [a[np.isfinite(a)] for a in arrays]
     values = np.concatenate([f.ravel() for f in finite]) if finite else np.zeros(1)
     if values.size == 0:
         values = np.zeros(1)
     if symmetric:
-        lim = float(np.max(np.abs(values))) or 1.0
-        return -lim, lim
-    lo, hi = float(values.min()), float(values.max())
+        magnitude = np.abs(values)
+        lim = float(np.percentile(magnitude, 99) if robust else np.max(magnitude))
+        return -(lim or 1.0), lim or 1.0
+    lo, hi = (float(v) for v in np.percentile(values, [1, 99])) if robust else (
+        float(values.min()), float(values.max()))
     return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
@@ -170,6 +173,7 @@ def image_grid(
     col_titles: Sequence[str] | None = None,
     scale: str = "figure",
     colorbar: bool = True,
+    robust: bool = False,
 ):
     """A grid of 2-D arrays: one row per key, its arrays left to right.
 
@@ -186,6 +190,9 @@ def image_grid(
       scale: which panels share one colour scale (and one colour bar): ``"figure"`` (all,
         the default), ``"row"``, ``"column"`` or ``"panel"`` (each its own).
       colorbar: draw the colour bar(s).
+      robust: set each scale from the 1st and 99th percentiles (99th of the magnitude when
+        ``symmetric``) instead of the extremes, so a few strong pixels (edges in a
+        photograph) do not wash out the rest; values beyond are drawn at the scale's ends.
 
     Returns:
       The matplotlib Figure.
@@ -225,7 +232,7 @@ def image_grid(
         for c in range(len(arrays[label])):
             members.setdefault(group(r, c), []).append((r, c))
     limits = {
-        g: _limits([arrays[labels[r]][c] for r, c in cells], symmetric)
+        g: _limits([arrays[labels[r]][c] for r, c in cells], symmetric, robust)
         for g, cells in members.items()
     }
     images: dict[Any, Any] = {}

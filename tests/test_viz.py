@@ -171,6 +171,16 @@ def test_non_symmetric_scale_spans_the_data():
     assert _images(fig)[0].get_clim() == (1.0, 5.0)
 
 
+def test_robust_scale_ignores_the_strongest_percent():
+    a = np.linspace(-1, 1, 1000).reshape(20, 50)
+    a[0, 0] = 100.0  # one outlier among 1000 pixels
+    assert _images(viz.image_grid({"a": [a]}))[0].get_clim() == (-100.0, 100.0)
+    lo, hi = _images(viz.image_grid({"a": [a]}, robust=True))[0].get_clim()
+    assert lo == -hi and 0.9 < hi < 1.1
+    lo, hi = _images(viz.image_grid({"a": [a]}, robust=True, symmetric=False))[0].get_clim()
+    assert -1.0 < lo < -0.9 and 0.9 < hi < 1.1
+
+
 def test_suptitle_does_not_overlap_the_panel_titles():
     hand = _hand()
     fig = viz.filters_side_by_side(hand, hand, title="a two-line title\nthat is long")

@@ -182,17 +182,38 @@ class DivergenceGuard:
 
 
 class Progress:
-    """A tqdm bar: steps done (tqdm's own rate) and the best finite last loss."""
+    """A tqdm bar: steps done, one rate, and the best finite last loss.
 
-    def __init__(self, steps: int, start: int):
+    The rate is steps per second from the end of the first chunk on (timed between chunk
+    ends, so it includes the hooks' time, e.g. checkpoint writes): the bar starts before the
+    compile, which the first chunk's time therefore holds. tqdm's own rate, which counted the
+    compile and so disagreed with ``FitResult.steps_per_s``, is left out of the bar; until a
+    second chunk has run no rate is shown.
+    """
+
+    BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def __init__(self, steps: int, start: int, *, clock: Callable[[], float] | None = None):
+        import time
+
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=steps, initial=start, desc="fit", unit="step", leave=True)
+        self.clock = clock or time.perf_counter
+        self.first: tuple[float, int] | None = None  # (time, step) at the first chunk's end
+        self.bar = tqdm(total=steps, initial=start, desc="fit", unit="step", leave=True,
+                        bar_format=self.BAR_FORMAT)
 
     def after_chunk(self, chunk: Chunk) -> None:
+        now = self.clock()
         last = chunk.losses[..., -1]
         last = last[np.isfinite(last)]  # np.nanmin would warn on an all-NaN chunk end
-        self.bar.set_postfix(loss=f"{last.min():.3e}" if last.size else "nan", refresh=False)
+        shown = [f"loss={last.min():.3e}" if last.size else "loss=nan"]
+        if self.first is None:
+            self.first = (now, chunk.end)
+        elif now > self.first[0]:
+            rate = (chunk.end - self.first[1]) / (now - self.first[0])
+            shown.insert(0, f"{rate:,.0f} steps/s")
+        self.bar.set_postfix_str(", ".join(shown), refresh=False)
         self.bar.update(chunk.end - chunk.start)
 
     def close(self) -> None:

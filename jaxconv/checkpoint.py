@@ -50,10 +50,10 @@ class Restored(NamedTuple):
 def _orbax():
     try:
         import orbax.checkpoint as ocp
-    except ImportError as e:  # pragma: no cover - depends on the environment
+    except ImportError as e:
         raise ImportError(
-            "jaxconv.checkpoint needs orbax-checkpoint; install it with "
-            "pip install 'jaxconv[checkpoint]'."
+            "jaxconv.checkpoint needs orbax-checkpoint: pip install orbax-checkpoint, or from "
+            "a checkout of jaxconv: pip install -e '.[checkpoint]'."
         ) from e
     return ocp
 

@@ -434,3 +434,13 @@ def test_metadata_is_plain_json(finished):
     assert meta["format"] == "jaxconv.checkpoint/1" and meta["step"] == 30
     assert set(meta["sha256"]) == set(meta["tree"])
     assert all(len(h) == 64 for h in meta["sha256"].values())
+
+
+def test_missing_orbax_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from jaxconv import checkpoint as checkpoint_lib
+
+    monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)  # import raises ImportError
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[checkpoint\]'"):
+        checkpoint_lib._orbax()

@@ -204,24 +204,9 @@ def machine_info(mods) -> dict:
 
 
 def auto_plan(x, w) -> tuple[str, str]:
-    """(algorithm, reason) that ``conv(x, w, padding="VALID")`` runs, via ``plan`` if present."""
-    plan = getattr(jaxconv, "plan", None)
-    if plan is not None:
-        try:
-            p = plan(x, w, padding="VALID")
-            return str(getattr(p, "algorithm", p)), str(getattr(p, "reason", ""))
-        except Exception:  # noqa: BLE001 - fall back to the planner below
-            pass
-    try:
-        from jaxconv import _checks, lowering
-
-        lay = _checks.resolve_layout("conv", None, w.ndim - 2)
-        n = w.ndim - 2
-        args = lowering.ConvArgs(lay, (1,) * n, ((0, 0),) * n, (1,) * n, 1, None)
-        p = lowering.choose(x.shape, w.shape, x.dtype, args)
-        return p.algorithm, p.reason
-    except Exception as e:  # noqa: BLE001 - the planner is being written; say so, don't crash
-        return "?", f"planner unavailable: {type(e).__name__}: {e}"
+    """(algorithm, reason) that ``conv(x, w, padding="VALID")`` runs."""
+    p = jaxconv.plan(x.shape, w.shape, padding="VALID", dtype=x.dtype)
+    return p.algorithm, p.reason
 
 
 # --------------------------------------------------------------------------------------------

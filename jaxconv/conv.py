@@ -8,31 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv import _checks, shapes
+from jaxconv import _checks, lowering, shapes
 from jaxconv import padding as padding_lib
 from jaxconv._typing import Array, ArrayLike
+from jaxconv.lowering import transpose
 
 _OP = "conv"
-
-
-def _prepare(
-    op, x, w, stride, padding, dilation, groups, layout, pad_mode
-) -> tuple[Array, Array, _checks.Layout, tuple[int, ...], padding_lib.Pads, tuple[int, ...], str]:
-    """Validates a conv call; returns (x, w, layout, stride, pads, dilation, pad_mode)."""
-    _checks.check_float(op, "x", x)
-    _checks.check_float(op, "w", w)
-    x = jnp.asarray(x)
-    w = jnp.asarray(w)
-    geo = shapes.conv_geometry(op, x.shape, w.shape, stride, padding, dilation, groups, layout)
-    pad_mode = _checks.check_choice(op, "pad_mode", pad_mode, padding_lib.PAD_MODES)
-    dtype = jnp.result_type(x, w)
-    x, w = x.astype(dtype), w.astype(dtype)
-    return x, w, geo.layout, geo.stride, geo.pads, geo.dilation, pad_mode
 
 
 def conv(
@@ -87,25 +72,22 @@ def conv(
       >>> jaxconv.conv(x, w, padding="SAME").shape
       (1, 5, 5, 1)
     """
-    x, w, lay, stride, pads, dilation, pad_mode = _prepare(
-        _OP, x, w, stride, padding, dilation, groups, layout, pad_mode
+    _checks.check_float(_OP, "x", x)
+    _checks.check_float(_OP, "w", w)
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    dtype = jnp.result_type(x, w)
+    x, w = x.astype(dtype), w.astype(dtype)
+    args, pre_pads = lowering.conv_args(
+        _OP, x.shape, w.shape, dtype, stride, padding, dilation, groups, layout, pad_mode,
+        precision,
     )
     if not isinstance(flip, bool):
         raise TypeError(f"{_OP}: flip must be a bool, got {flip!r}.")
-    precision = _checks.check_precision(_OP, precision)
     if flip:
-        w = jnp.flip(w, axis=lay.kernel_spatial_axes)
-    if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
-        x = padding_lib.pad(_OP, x, pads, pad_mode, lay.spatial_axes)
-        pads = ((0, 0),) * lay.ndim
-    from jaxconv import lowering
-
-    return lowering.dispatch(
-        algorithm,
-        x,
-        w,
-        lowering.ConvArgs(lay, stride, pads, dilation, groups, precision),
-    )
+        w = jnp.flip(w, axis=args.layout.kernel_spatial_axes)
+    if pre_pads is not None:
+        x = padding_lib.pad(_OP, x, *pre_pads, args.layout.spatial_axes)
+    return lowering.dispatch(algorithm, x, w, args)
 
 
 def conv_transpose(
@@ -119,6 +101,7 @@ def conv_transpose(
     groups: int = 1,
     layout: str | None = None,
     precision: lax.PrecisionLike = None,
+    algorithm: str = "auto",
 ) -> Array:
     """Transposed convolution: the adjoint of ``conv(., w, ...)`` with the same kernel ``w``.
 
@@ -141,6 +124,11 @@ def conv_transpose(
       groups: the forward conv's feature groups.
       layout: as in ``conv``.
       precision: passed to ``lax.conv_general_dilated`` (as in ``conv``).
+      algorithm: the lowering of the convolution it runs, as in ``conv``. Without dilation
+        that is one ordinary conv of ``y`` whose output channels are the ``prod(stride)``
+        phases of the result (``jaxconv.lowering.transpose``), so no multiply touches the
+        zeros a strided transposed conv inserts; with dilation, the transpose of the forward
+        conv on ``"xla"`` (other names are rejected there).
 
     Returns:
       [N, *out_spatial, C_in] with ``out = (in - 1) * stride - low - high +
@@ -161,21 +149,28 @@ def conv_transpose(
     dtype = jnp.result_type(y, w)
     y, w = y.astype(dtype), w.astype(dtype)
     precision = _checks.check_precision(op, precision)
-    from jaxconv import lowering
-    from jaxconv.lowering import xla
-
-    args = lowering.ConvArgs(geo.layout, geo.stride, geo.pads, geo.dilation, groups, precision)
-
-    def forward(x):
-        out = xla.linear_conv(x, w, args)
-        # output_padding >= stride (allowed below dilation, as in torch) makes the forward conv
-        # of an x this size longer than y; y holds only its leading positions.
-        if out.shape != y.shape:
-            out = out[tuple(slice(0, s) for s in y.shape)]
-        return out
-
-    (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(geo.out_shape, dtype))(y)
-    return x
+    lay = geo.layout
+    if any(d != 1 for d in geo.dilation):
+        if algorithm not in ("auto", "xla"):
+            names = ", ".join(repr(a) for a in lowering.algorithms())
+            raise ValueError(
+                f"{op}: algorithm {algorithm!r} cannot run a dilated transposed conv (its taps "
+                f"mix the output phases; it runs as the transpose of the forward conv): use "
+                f"'auto' or 'xla'" + ("." if algorithm in lowering.algorithms()
+                                      else f"; the known names are {names}.")
+            )
+        args = lowering.ConvArgs(lay, geo.stride, geo.pads, geo.dilation, int(groups),
+                                 precision, geo.out_shape, w.shape, jnp.dtype(dtype))
+        return transpose.linear_transpose(y, w, args)
+    n = lay.ndim
+    if not lay.channels_last:
+        y, w = jnp.moveaxis(y, 1, -1), jnp.moveaxis(w, (0, 1), (n + 1, n))
+    kernel, js = transpose.phase_kernel(w, geo.stride, groups)
+    z = conv(y, kernel, padding=[(j - 1, j - 1) for j in js], groups=groups,
+             precision=precision, algorithm=algorithm)
+    out = [geo.out_shape[a] for a in lay.spatial_axes]
+    x = transpose.interleave(z, geo.stride, groups, geo.pads, out)
+    return x if lay.channels_last else jnp.moveaxis(x, -1, 1)
 
 
 def _is_real_scalar(value) -> bool:

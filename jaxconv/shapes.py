@@ -37,7 +37,7 @@ class ReceptiveField(NamedTuple):
     start: tuple[int, ...]
 
 
-def _as_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
+def as_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, Sequence) or isinstance(shape, str):
         raise TypeError(f"{op}: {name} must be a sequence of ints (a shape), got {shape!r}.")
     if not all(_checks.is_int(s) for s in shape):
@@ -283,7 +283,7 @@ def output_shape(
       (8, 3, 16, 16)
     """
     kind = _checks.check_choice("output_shape", "op", op, _OPS)
-    shape = _as_shape("output_shape", "input_shape", input_shape)
+    shape = as_shape("output_shape", "input_shape", input_shape)
     if kind in _POOL_OPS:
         for name, value, default in (
             ("dilation", dilation, 1), ("groups", groups, 1), ("output_padding", output_padding, 0)
@@ -294,7 +294,7 @@ def output_shape(
                     f"no {name}); leave it at {default}."
                 )
         return pooling.resolve(kind, shape, kernel_shape, stride, padding, layout).out_shape(shape)
-    kernel = _as_shape("output_shape", "kernel_shape", kernel_shape)
+    kernel = as_shape("output_shape", "kernel_shape", kernel_shape)
     stride = 1 if stride is None else stride
     if kind == "conv":
         if not _is_default(output_padding, 0):
@@ -446,7 +446,7 @@ def receptive_field(
     if input_shape is None:
         n, sizes = _spatial_ndim(geometric), None
     else:
-        sizes = _as_shape(_RF, "input_shape", input_shape)
+        sizes = as_shape(_RF, "input_shape", input_shape)
         if not sizes:
             raise ValueError(
                 f"{_RF}: input_shape must be the spatial shape (at least one dim, no batch or "

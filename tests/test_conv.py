@@ -54,12 +54,12 @@ def assert_close(got, want, rtol=1e-4):
 
 
 def check_vs_reference(x, w, *, auto=False, **options):
-    """conv vs the oracle. By default through ``precision="highest"`` (a single lax conv, cheap
+    """conv vs the oracle. By default through ``algorithm="xla"`` (a single lax conv, cheap
     to compile eagerly); ``auto=True`` runs the planner's choice of lowering, under jit."""
     if auto:
         got = jax.jit(functools.partial(jaxconv.conv, **options))(x, w)
     else:
-        got = jaxconv.conv(x, w, precision="highest", **options)
+        got = jaxconv.conv(x, w, precision="highest", **{"algorithm": "xla", **options})
     assert got.dtype == jnp.float32
     options.pop("algorithm", None)
     assert_close(got, ref.conv(x, w, **options))
@@ -410,14 +410,15 @@ def test_conv_transpose_is_vjp(rng):
     assert_close(got, want)
 
 
-def test_conv_transpose_passes_precision_to_lax():
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_conv_transpose_passes_precision_to_lax(dilation):
     # (this module's tests run under default_matmul_precision("highest"): ask for HIGH)
     y, w = jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 2, 8))
     high = re.compile(r"\bHIGH\b")
-    jaxpr = str(jax.make_jaxpr(
-        lambda y: jaxconv.conv_transpose(y, w, precision=lax.Precision.HIGH))(y))
+    f = functools.partial(jaxconv.conv_transpose, w=w, dilation=dilation, algorithm="xla")
+    jaxpr = str(jax.make_jaxpr(lambda y: f(y, precision=lax.Precision.HIGH))(y))
     assert high.search(jaxpr)
-    assert not high.search(str(jax.make_jaxpr(lambda y: jaxconv.conv_transpose(y, w))(y)))
+    assert not high.search(str(jax.make_jaxpr(lambda y: f(y))(y)))
 
 
 # --- gradients (float64) ---------------------------------------------------------------------
@@ -941,3 +942,38 @@ FILTER_ERRORS = [
 def test_filter2d_errors(op, a, k, options, exc, match):
     with pytest.raises(exc, match=rf"^{op}: " + match):
         getattr(jaxconv, op)(a, k, **options)
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "xla", "shift_add", "im2col", "fft"])
+@pytest.mark.parametrize("layout", [None, "NCHW"])
+def test_conv_transpose_through_every_lowering_equals_the_oracle(algorithm, layout, rng):
+    """conv_transpose runs one conv of y (the stride's phases as output channels) through the
+    named lowering: every lowering gives the oracle's transposed conv, values and gradients."""
+    y = rng.standard_normal((2, 5, 4, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 6)).astype(np.float32)
+    if layout:
+        y, w = ref.x_to_channels_first(y), ref.w_to_channels_first(w)
+    opts = dict(stride=(2, 3), padding=((1, 2), (0, 1)), output_padding=(1, 2), layout=layout)
+    got = jax.jit(lambda y, w: jaxconv.conv_transpose(y, w, algorithm=algorithm, **opts))(y, w)
+    assert_close(got, ref.conv_transpose(y, w, **opts))
+    # gradients: against the xla lowering's (itself checked against autodiff of lax)
+    loss = lambda a: lambda y, w: jnp.sum(jnp.sin(jaxconv.conv_transpose(y, w, algorithm=a,
+                                                                         **opts)))
+    for g, want in zip(jax.grad(loss(algorithm), (0, 1))(y, w),
+                       jax.grad(loss("xla"), (0, 1))(y, w), strict=True):
+        assert_close(g, want)
+
+
+def test_depthwise_conv_transpose_runs_the_depthwise_lowering(rng):
+    y = rng.standard_normal((2, 6, 6, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 1, 8)).astype(np.float32)
+    got = jaxconv.conv_transpose(y, w, stride=2, groups=8, algorithm="depthwise")
+    assert_close(got, ref.conv_transpose(y, w, stride=2, groups=8))
+
+
+def test_dilated_conv_transpose_names_the_lowerings_it_can_run():
+    y, w = jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 2, 8))
+    with pytest.raises(ValueError, match="algorithm 'im2col' cannot run a dilated transposed"):
+        jaxconv.conv_transpose(y, w, dilation=2, algorithm="im2col")
+    with pytest.raises(ValueError, match="the known names are 'auto', 'xla'"):
+        jaxconv.conv_transpose(y, w, dilation=2, algorithm="winograd")

@@ -12,7 +12,7 @@ from jax import lax
 
 import jaxconv
 from jaxconv import lowering
-from jaxconv.lowering import fft, im2col, plan
+from jaxconv.lowering import depthwise, fft, im2col, plan
 
 FAST = ("shift_add", "im2col", "fft")
 _LAYOUTS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
@@ -318,9 +318,14 @@ def test_plan_picks_xla_off_cpu(name, backend):
     assert p.algorithm == "xla" and backend in p.reason
 
 
-def test_plan_picks_xla_for_an_explicit_precision():
-    p = plan((64, 16, 16, 1), (3, 3, 1, 1), precision=lax.Precision.HIGHEST, backend="cpu")
-    assert p.algorithm == "xla" and "precision" in p.reason
+@pytest.mark.parametrize("precision", [lax.Precision.HIGHEST, "highest", "default"])
+def test_plan_on_cpu_keeps_its_choice_with_a_precision_except_fft(precision):
+    # XLA:CPU computes float32 convs and dots in full float32 whatever the precision says, and
+    # every exact lowering honours it, so it does not change the choice; FFT declines it
+    p = plan((64, 16, 16, 1), (3, 3, 1, 1), precision=precision, backend="cpu")
+    assert p.algorithm == "shift_add"
+    assert plan(*WORKLOADS["G"], backend="cpu").algorithm == "fft"
+    assert plan(*WORKLOADS["G"], precision=precision, backend="cpu").algorithm != "fft"
 
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
@@ -336,12 +341,15 @@ def test_plan_expected_choices_for_the_issue_workloads():
     assert picks["A"] == picks["F"] == "shift_add"
     assert picks["G"] == "fft"
     assert picks["C"] == picks["E"] == "im2col"
+    # H: depthwise 3x3 over 64 channels (9 multiply-adds per output value)
+    assert plan((32, 64, 64, 64), (3, 3, 1, 64), groups=64, backend="cpu").algorithm == (
+        "depthwise")
 
 
 def test_plan_picks_fft_only_for_big_kernels():
     """Issue 14: FFT's noise where the exact output is 0 changes what a ReLU lets through, so
-    auto takes it only where direct methods are hopeless (from FFT_MIN_TAPS taps)."""
-    assert lowering.FFT_MIN_TAPS >= 121
+    auto takes it only where direct methods are hopeless (from fft.AUTO_MIN_TAPS taps)."""
+    assert fft.AUTO_MIN_TAPS >= 121
     for x_shape in ((64, 32, 32, 1), (1, 512, 512, 1), (8, 128, 128, 2)):
         for k in range(3, 11):
             for c_in, c_out in ((1, 1), (1, 6), (2, 4), (4, 4), (1, 16)):
@@ -478,14 +486,17 @@ def test_a_named_lowering_that_declines_raises_and_auto_falls_back():
     assert out.shape == (64, 510, 510, 64)
 
 
-def test_every_fast_lowering_reports_why():
+def test_every_lowering_declares_itself_in_one_record():
+    names = [low.name for low in lowering.AUTO_ORDER]
+    assert set(lowering.algorithms()) == {"auto", *names}
+    assert names[-1] == "xla"  # prefers everything: the fallback, asked last
     x_shape, w_shape = WORKLOADS["C"]
-    args = lowering.ConvArgs(
-        jaxconv._checks.resolve_layout("t", None, 2), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, None
-    )
-    for module in (im2col, fft):
-        assert module.declines(x_shape, w_shape, jnp.float32, args) is None
-        assert module.why(x_shape, w_shape, jnp.float32, args)
+    args, _ = lowering.conv_args("t", x_shape, w_shape, jnp.float32, 1, "VALID", 1, 1, None,
+                                 "zeros", None)
+    assert im2col.LOWERING.declines(args) is None and im2col.LOWERING.prefers(args)
+    assert fft.LOWERING.declines(args) is None and fft.LOWERING.prefers(args) is None
+    assert "depthwise needs groups == in_channels" in depthwise.LOWERING.declines(args)
+    assert depthwise.LOWERING.prefers(args) is None
 
 
 @pytest.mark.parametrize("n, want", [(1, 1), (13, 14), (31, 32), (97, 98), (1025, 1029)])

@@ -16,15 +16,26 @@ is declined. Dtypes narrower than float32 are padded and transformed in float32,
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 from jax import lax
 
-NAME = "fft"
+from jaxconv.lowering._base import ConvArgs, Lowering
+
+# auto prefers FFT from this many kernel taps (stride 1, few channels) and only there: its
+# rounding error is global (about eps * log(size) of the output's largest magnitude, on every
+# element), so exact zeros come back as noise of either sign, and a ReLU after it passes gradient
+# it should block (LeNet-5 over digits, 5x5 1 -> 6: the first layer's bias gradient ~100%
+# wrong). Single-channel kernels on 64x32x32x1 and 1x512x512x1 (issue 14, medians): forward +
+# grad FFT was 1.2-6x faster than the best exact lowering from 5x5 on, but forward alone
+# 0.15-0.65x of shift_add's speed up to 9x9; at 11x11 forward 0.6-1.7x and forward + grad
+# 4.6-11x; at 15x15 forward 1.4-3.4x and forward + grad 5.5-23x; G (1024^2, 31x31) 16x forward.
+AUTO_MIN_TAPS = 121
+# ... while (in/groups) * (out/groups) stays this small: the per-frequency channel
+# contraction grows with it (5x5, 3 -> 16, 48 pairs: FFT 3x slower than im2col).
+AUTO_MAX_CHANNEL_PAIRS = 16
 
 
-def declines(x_shape, w_shape, dtype, args) -> str | None:
+def declines(args: ConvArgs) -> str | None:
     if args.precision is not None:
         return (
             f"precision={args.precision!r} asks for products rounded element by element, while "
@@ -35,12 +46,16 @@ def declines(x_shape, w_shape, dtype, args) -> str | None:
     return None
 
 
-def why(x_shape, w_shape, dtype, args) -> str:
-    lay = args.layout
-    taps = math.prod(w_shape[a] for a in lay.kernel_spatial_axes)
+def prefers(args: ConvArgs) -> str | None:
+    if (
+        any(s != 1 for s in args.stride)
+        or args.taps < AUTO_MIN_TAPS
+        or args.c_group * args.o_group > AUTO_MAX_CHANNEL_PAIRS
+    ):
+        return None
     return (
-        f"a large kernel ({taps} taps) with few channels: real FFTs over the spatial dims cost "
-        "O(log size) per pixel instead of one multiply-add per tap. Error model: rounding "
+        f"a large kernel ({args.taps} taps) with few channels: real FFTs over the spatial dims "
+        "cost O(log size) per pixel instead of one multiply-add per tap. Error model: rounding "
         "errors of about eps * log(size) relative to the output's largest magnitude, not to "
         "each element, so exact zeros come back as tiny noise of either sign; pass "
         "algorithm='xla' where that matters (e.g. sparse images before a ReLU)"
@@ -116,3 +131,6 @@ def conv(x, w, args):
     if lay.channels_last:
         y = jnp.moveaxis(y, 1, -1)
     return y
+
+
+LOWERING = Lowering("fft", conv, declines=declines, prefers=prefers)

@@ -21,39 +21,34 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-NAME = "im2col"
+from jaxconv.lowering._base import ConvArgs, Lowering, out_size
+
 # Patch bytes per chunk of the batch: small enough to stay cached and below the mmap threshold
 # (C and E ran fastest between 2 and 4 MiB; 16 MiB was 1.5-1.7x slower; benchmarks/NOTES.md).
 CHUNK_BYTES = 4 * 2**20
 # One batch element's patch matrix above this is not built at all (memory, not speed).
 MAX_ITEM_PATCH_BYTES = 2**28
+# auto prefers im2col from this many input channels per group and output channels: its GEMM is
+# too thin below (5x5 3 -> 16: no faster than lax; 3x3 16 -> 32: 2.5-3.5x faster than lax)...
+AUTO_MIN_IN_CHANNELS = 8
+AUTO_MIN_OUT_CHANNELS = 8
+# ... and while one batch element's patches are this small (im2col chunks over the batch
+# only; a single 8 MiB+ patch matrix per image starts to page-fault on every call).
+AUTO_MAX_ITEM_BYTES = 2**23
 
 
-def _geometry(x_shape, w_shape, args):
-    lay = args.layout
-    kernel = [w_shape[a] for a in lay.kernel_spatial_axes]
-    sizes = [x_shape[a] for a in lay.spatial_axes]
-    out = [
-        _out_size(s + lo + hi, k, st, d)
-        for s, (lo, hi), k, st, d in zip(
-            sizes, args.pads, kernel, args.stride, args.dilation, strict=True
-        )
-    ]
-    return kernel, out
-
-
-def item_patch_bytes(x_shape, w_shape, dtype, args) -> int:
+def item_patch_bytes(args: ConvArgs) -> int:
     """Bytes of one batch element's patch matrix (the unit this lowering chunks by)."""
-    kernel, out = _geometry(x_shape, w_shape, args)
+    out = args.out_spatial
     if all(s == 1 for s in args.stride):  # the flat form makes patches at every input pixel
         axes = args.layout.spatial_axes
-        out = [x_shape[a] + lo + hi for a, (lo, hi) in zip(axes, args.pads, strict=True)]
-    cols = math.prod(kernel) * x_shape[args.layout.channel_axis]
-    return math.prod(out) * cols * jnp.dtype(dtype).itemsize
+        out = tuple(args.x_shape[a] + lo + hi for a, (lo, hi) in zip(axes, args.pads,
+                                                                     strict=True))
+    return math.prod(out) * args.taps * args.in_channels * args.dtype.itemsize
 
 
-def declines(x_shape, w_shape, dtype, args) -> str | None:
-    size = item_patch_bytes(x_shape, w_shape, dtype, args)
+def declines(args: ConvArgs) -> str | None:
+    size = item_patch_bytes(args)
     if size > MAX_ITEM_PATCH_BYTES:
         return (
             f"one batch element's patch matrix would take {size / 2**20:.0f} MiB > "
@@ -62,18 +57,19 @@ def declines(x_shape, w_shape, dtype, args) -> str | None:
     return None
 
 
-def why(x_shape, w_shape, dtype, args) -> str:
-    lay = args.layout
-    taps = math.prod(w_shape[a] for a in lay.kernel_spatial_axes)
-    k = taps * w_shape[lay.kernel_in_axis]
+def prefers(args: ConvArgs) -> str | None:
+    if (
+        args.dtype == jnp.bfloat16  # no gain measured
+        or args.c_group < AUTO_MIN_IN_CHANNELS
+        or args.o_group < AUTO_MIN_OUT_CHANNELS
+        or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES
+    ):
+        return None
+    k = args.macs_per_value
     return (
         f"{k} multiply-adds per output value: a GEMM of the [pixels, {k}] patch matrix with the "
-        f"[{k}, {w_shape[lay.kernel_out_axis] // args.groups}] kernel runs on XLA's fast CPU dot"
+        f"[{k}, {args.o_group}] kernel runs on XLA's fast CPU dot"
     )
-
-
-def _out_size(size, k, stride, dilation):
-    return (size - (k - 1) * dilation - 1) // stride + 1
 
 
 def _gemm(p, k, precision):
@@ -84,7 +80,7 @@ def _gemm(p, k, precision):
 def _windows(x, kernel, stride, dilation):
     """Each tap's strided window [N, *out, C] of the padded [N, *sp, C] input, in tap order."""
     n = len(kernel)
-    out = [_out_size(x.shape[1 + i], kernel[i], stride[i], dilation[i]) for i in range(n)]
+    out = [out_size(x.shape[1 + i], kernel[i], stride[i], dilation[i]) for i in range(n)]
     for tap in itertools.product(*(range(k) for k in kernel)):
         start = [t * d for t, d in zip(tap, dilation, strict=True)]
         limit = [s + (o - 1) * st + 1 for s, o, st in zip(start, out, stride, strict=True)]
@@ -139,7 +135,7 @@ def _gather_flat(x, w, dilation, groups, precision):
         ys.append(_gemm(p, wg, precision))
     y = ys[0] if groups == 1 else jnp.concatenate(ys, axis=-1)
     y = jnp.pad(y, ((0, rows - length), (0, 0))).reshape(x.shape[0], *sp, out_ch)
-    out = [_out_size(sp[i], kernel[i], 1, dilation[i]) for i in range(n)]
+    out = [out_size(sp[i], kernel[i], 1, dilation[i]) for i in range(n)]
     return lax.slice(y, (0,) * (n + 2), (x.shape[0], *out, out_ch))
 
 
@@ -170,7 +166,7 @@ def _patch_item_bytes(x, w, stride, dilation):
     if all(s == 1 for s in stride):
         out = x.shape[1:-1]
     else:
-        out = [_out_size(x.shape[1 + i], w.shape[i], stride[i], dilation[i]) for i in range(n)]
+        out = [out_size(x.shape[1 + i], w.shape[i], stride[i], dilation[i]) for i in range(n)]
     return math.prod(out) * math.prod(w.shape[:n]) * x.shape[-1] * x.dtype.itemsize
 
 
@@ -196,3 +192,6 @@ def conv(x, w, args):
     if not lay.channels_last:
         y = jnp.moveaxis(y, -1, 1)
     return y
+
+
+LOWERING = Lowering("im2col", conv, declines=declines, prefers=prefers)

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-NAME = "shift_add"
+from jaxconv.lowering._base import ConvArgs, Lowering, never, out_size
+
 # Largest taps * (in_channels // groups) * out_channels that auto picks this lowering for;
 # above it the elementwise work outgrows what XLA's conv or a GEMM does (benchmarks/NOTES.md).
 # 150 (issue 14, when FFT stopped taking small kernels): up to 150 it beat xla forward and
@@ -34,27 +35,13 @@ MAX_MACS_PER_PIXEL = 150
 DOT_MAX_PATCH_BYTES = 2**20
 
 
-def _macs(w_shape, args) -> int:
-    lay = args.layout
-    k = [w_shape[a] for a in lay.kernel_spatial_axes]
-    return math.prod(k) * w_shape[lay.kernel_in_axis] * w_shape[lay.kernel_out_axis]
-
-
-def declines(x_shape, w_shape, dtype, args) -> str | None:
-    return None
-
-
-def auto_declines(x_shape, w_shape, dtype, args) -> str | None:
-    macs = _macs(w_shape, args)
+def prefers(args: ConvArgs) -> str | None:
+    macs = args.macs_per_pixel
     if macs > MAX_MACS_PER_PIXEL:
-        return f"{macs} multiply-adds per output pixel > {MAX_MACS_PER_PIXEL}"
-    return None
-
-
-def why(x_shape, w_shape, dtype, args) -> str:
+        return None
     return (
-        f"few multiply-adds per output pixel ({_macs(w_shape, args)} <= {MAX_MACS_PER_PIXEL}):"
-        " strided slices and one fused multiply-add loop beat XLA's CPU convolution"
+        f"few multiply-adds per output pixel ({macs} <= {MAX_MACS_PER_PIXEL}): strided slices "
+        "and one fused multiply-add loop beat XLA's CPU convolution"
     )
 
 
@@ -66,8 +53,8 @@ def _windows(x, kernel, stride, dilation, first=2):
     n = len(kernel)
     axes = range(first, first + n)
     out = [
-        (x.shape[a] - (k - 1) * d - 1) // s + 1
-        for a, k, d, s in zip(axes, kernel, dilation, stride, strict=True)
+        out_size(x.shape[a], k, s, d) for a, k, d, s in zip(axes, kernel, dilation, stride,
+                                                            strict=True)
     ]
     for tap in itertools.product(*(range(k) for k in kernel)):
         start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
@@ -132,10 +119,7 @@ def _w_tangent(x, w_dot, stride, dilation, groups, precision):
     """
     n = w_dot.ndim - 2
     windows = math.prod(w_dot.shape[:n]) * x.size // math.prod(x.shape[2:])
-    out = [
-        (x.shape[2 + i] - (w_dot.shape[i] - 1) * dilation[i] - 1) // stride[i] + 1
-        for i in range(n)
-    ]
+    out = [out_size(x.shape[2 + i], w_dot.shape[i], stride[i], dilation[i]) for i in range(n)]
     if windows * math.prod(out) * x.dtype.itemsize <= DOT_MAX_PATCH_BYTES:
         return _patch_matmul(x, w_dot, stride, dilation, groups, precision)
     return _lax_conv(x, w_dot, stride, dilation, groups, precision)
@@ -173,10 +157,7 @@ def _x_tangent(x_dot, w, stride, dilation, groups):
     """conv(x_dot, w), written as the transpose of ``_input_grad`` so that reverse mode,
     which transposes it back, runs ``_input_grad``."""
     n = w.ndim - 2
-    out = [
-        (x_dot.shape[2 + i] - (w.shape[i] - 1) * dilation[i] - 1) // stride[i] + 1
-        for i in range(n)
-    ]
+    out = [out_size(x_dot.shape[2 + i], w.shape[i], stride[i], dilation[i]) for i in range(n)]
     g = jax.ShapeDtypeStruct((w.shape[n + 1], x_dot.shape[1], *out), x_dot.dtype)
     grad = functools.partial(
         _input_grad, w=w, x_shape=x_dot.shape, stride=stride, dilation=dilation, groups=groups
@@ -270,3 +251,6 @@ def conv(x, w, args):
         x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(*p, 0) for p in args.pads])
     y = _conv_cf(x, w, args.stride, args.dilation, args.groups, args.precision)
     return jnp.moveaxis(y, 0, lay.channel_axis)
+
+
+LOWERING = Lowering("shift_add", conv, declines=never, prefers=prefers)

@@ -22,19 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-NAME = "xla"
-
-
-def declines(x_shape, w_shape, dtype, args) -> str | None:
-    return None
-
-
-def why(x_shape, w_shape, dtype, args) -> str:
-    return "lax.conv_general_dilated"
-
-
-def auto_declines(x_shape, w_shape, dtype, args):
-    return "the reference"
+from jaxconv.lowering._base import Lowering, never
 
 
 def _dims(lhs, rhs, out):
@@ -132,3 +120,9 @@ def linear_conv(x, w, args):
     y = _x_tangent(x, w, static)
     return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
+
+
+LOWERING = Lowering(
+    "xla", conv, declines=never,
+    prefers=lambda args: "no faster exact lowering applies on CPU for these shapes",
+)

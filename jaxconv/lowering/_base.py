@@ -1,0 +1,119 @@
+"""The records every lowering and the planner share: one conv call, one lowering, one plan."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+from jax import lax
+
+from jaxconv import padding as padding_lib
+from jaxconv._checks import Layout
+
+
+class ConvArgs(NamedTuple):
+    """One conv call, validated and normalised (explicit zero padding only): the static part
+    that the planner reads and every lowering receives beside ``x`` and ``w``."""
+
+    layout: Layout
+    stride: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int
+    precision: lax.PrecisionLike
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        return tuple(self.w_shape[a] for a in self.layout.kernel_spatial_axes)
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.kernel)
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_shape[self.layout.channel_axis]
+
+    @property
+    def out_channels(self) -> int:
+        return self.w_shape[self.layout.kernel_out_axis]
+
+    @property
+    def c_group(self) -> int:
+        """Input channels each output value sums over."""
+        return self.w_shape[self.layout.kernel_in_axis]
+
+    @property
+    def o_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def depthwise(self) -> bool:
+        """One input channel per group (``groups == in_channels``): each output value reads
+        one channel's window, so channels never contract."""
+        return self.c_group == 1 and self.groups > 1
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        sizes = [self.x_shape[a] for a in self.layout.spatial_axes]
+        k_eff = padding_lib.effective_kernel(self.kernel, self.dilation)
+        return tuple(
+            padding_lib.output_size(s, k, st, lo, hi)
+            for s, k, st, (lo, hi) in zip(sizes, k_eff, self.stride, self.pads, strict=True)
+        )
+
+    @property
+    def macs_per_value(self) -> int:
+        """Multiply-adds behind one output value: ``taps * in_channels / groups``."""
+        return self.taps * self.c_group
+
+    @property
+    def macs_per_pixel(self) -> int:
+        """Multiply-adds behind one output position, all output channels."""
+        return self.macs_per_value * self.out_channels
+
+
+class Plan(NamedTuple):
+    """The planner's decision: which lowering runs a conv call, and why.
+
+    Attributes:
+      algorithm: the lowering's name, one of ``algorithms()`` other than ``"auto"``.
+      reason: one sentence saying why it was picked.
+    """
+
+    algorithm: str
+    reason: str
+
+
+class Lowering(NamedTuple):
+    """One way to compute ``conv``, declared in one place.
+
+    Attributes:
+      name: what ``conv(..., algorithm=name)`` selects.
+      conv: ``conv(x, w, args) -> y``, the same function as ``lax.conv_general_dilated``.
+      declines: ``declines(args)``: None if it can run the call, else why not.
+      prefers: ``prefers(args)``: on CPU, the reason ``"auto"`` should pick it for this call,
+        or None; the planner asks the lowerings in order and takes the first that prefers
+        the call and does not decline it.
+    """
+
+    name: str
+    conv: Callable[[Any, Any, ConvArgs], Any]
+    declines: Callable[[ConvArgs], str | None]
+    prefers: Callable[[ConvArgs], str | None]
+
+
+def out_size(size: int, k: int, stride: int, dilation: int) -> int:
+    """Output length of a ``k``-tap kernel dilated by ``dilation`` over an already padded axis
+    of length ``size`` (``padding.output_size`` with no padding)."""
+    return padding_lib.output_size(size, (k - 1) * dilation + 1, stride, 0, 0)
+
+
+def never(args: ConvArgs) -> None:
+    """A ``declines`` or ``prefers`` that always answers None."""
+    return None

@@ -3,15 +3,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo lint typecheck bench clean
+.PHONY: install test test-fast demo lint typecheck bench notebooks docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev,viz,checkpoint,experiments]"
+	$(BIN)/python -m pip install -q -e ".[dev,viz,checkpoint,experiments,notebooks]"
 	touch $(STAMP)
+
+# the demo needs the library and matplotlib only
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[viz]"
+	touch $(DEMO_STAMP)
+
+# the docs site: mkdocs + the executed notebooks
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[docs,notebooks]"
+	touch $(DOCS_STAMP)
+
+# a Jupyter kernel for this venv's python, so jupytext/nbclient run the notebooks with it
+KERNEL := $(VENV)/share/jupyter/kernels/jaxconv/kernel.json
+$(KERNEL): $(DOCS_STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name jaxconv --display-name "jaxconv (.venv)"
 
 install: $(STAMP)
 
@@ -23,7 +40,7 @@ test: $(STAMP) lint typecheck
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -x -q
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python experiments/recover_cross.py
 
 lint: $(STAMP)
@@ -39,5 +56,27 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/train_bench.py $(TRAIN_BENCH_ARGS)
 
+# every experiments/*.py and docs/planner.py, executed headless into docs/notebooks/*.ipynb
+# (rebuilt when the source or jaxconv changes); NOTEBOOK_ARGS=--quick for the short runs
+NOTEBOOK_ARGS ?=
+NOTEBOOKS := $(patsubst experiments/%.py,docs/notebooks/%.ipynb,$(wildcard experiments/*.py)) \
+	docs/notebooks/planner.ipynb
+LIBRARY := $(wildcard jaxconv/*.py jaxconv/*/*.py)
+
+docs/notebooks/%.ipynb: experiments/%.py $(LIBRARY) | $(KERNEL)
+	@mkdir -p docs/notebooks
+	JAXCONV_EXPERIMENT_ARGS="$(NOTEBOOK_ARGS)" $(BIN)/jupytext --to ipynb --set-kernel jaxconv \
+		--execute --run-path . --output $@ $<
+
+docs/notebooks/planner.ipynb: docs/planner.py $(LIBRARY) | $(KERNEL)
+	@mkdir -p docs/notebooks
+	$(BIN)/jupytext --to ipynb --set-kernel jaxconv --execute --run-path . --output $@ $<
+
+notebooks: $(NOTEBOOKS)
+
+# strict: any warning (a broken link, a docstring griffe cannot parse) fails the build
+docs: notebooks | $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis .mypy_cache
+	rm -rf $(VENV) results .pytest_cache .hypothesis .mypy_cache site docs/notebooks

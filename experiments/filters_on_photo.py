@@ -63,6 +63,12 @@ def repo_root() -> pathlib.Path:
     return pathlib.Path.cwd()
 
 
+def shown(path) -> str:
+    """``path`` relative to the checkout when it is inside it (what the printout shows)."""
+    rel = os.path.relpath(path, repo_root())
+    return os.fspath(path) if rel.startswith("..") else rel
+
+
 def parse_args(argv=None):
     """Flags from ``argv``; else from ``JAXCONV_EXPERIMENT_ARGS`` in a notebook, or the
     command line."""
@@ -307,5 +313,5 @@ if RUN:
     }
     with open(os.path.join(ARGS.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    print(f"wrote {ARGS.out}/metrics.json and {len(FIGURES)} figures "
+    print(f"wrote {shown(ARGS.out)}/metrics.json and {len(FIGURES)} figures "
           f"in {metrics['total_s']:.2f} s (process time from start)")

@@ -1,0 +1,77 @@
+"""Every experiment executes as a notebook, headless (jupytext reads the percent script,
+nbclient runs it in a kernel of this Python) in its ``--quick`` form, and shows its figures
+inline next to the cells that make them."""
+
+import base64
+import pathlib
+
+import pytest
+
+jupytext = pytest.importorskip("jupytext")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
+# the notebooks laid out as markdown -> a computing cell -> its output, figures inline, and
+# taking their flags from JAXCONV_EXPERIMENT_ARGS (the others run in their default form)
+INLINE = CONVENTION = {"recover_cross", "filters_on_photo"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    cache = {}
+
+    def run(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(name)
+            nb = jupytext.read(ROOT / "experiments" / f"{name}.py")
+            mp = pytest.MonkeyPatch()
+            # the kernel inherits the environment: the flags and where the results go
+            mp.setenv("JAXCONV_EXPERIMENT_ARGS", f"--quick --out {out}")
+            try:
+                # "python3" is ipykernel's own kernel: this Python, no kernelspec to install
+                nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                        resources={"metadata": {"path": str(out)}}).execute()
+            finally:
+                mp.undo()
+            cache[name] = (nb, out)
+        return cache[name]
+
+    return run
+
+
+def _outputs(cell, kind):
+    return [o for o in cell.get("outputs", []) if o.get("output_type") in kind]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_executes_without_errors_or_warnings(executed, name):
+    nb, out = executed(name)
+    for cell in nb.cells:
+        for o in _outputs(cell, {"error"}):
+            pytest.fail(f"{name}: {o['ename']}: {o['evalue']}")
+        for o in _outputs(cell, {"stream"}):
+            if o["name"] == "stderr":
+                assert "Warning" not in o["text"], f"{name}: {o['text'][:500]}"
+    if name in CONVENTION:
+        assert (out / "metrics.json").is_file(), f"{name} wrote no metrics.json to --out"
+
+
+@pytest.mark.parametrize("name", sorted(INLINE))
+def test_figures_show_inline_next_to_their_cells(executed, name):
+    nb, _ = executed(name)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    with_png = [c for c in code if any("image/png" in o.get("data", {})
+                                       for o in _outputs(c, {"display_data"}))]
+    assert len(with_png) >= 3, f"{name}: only {len(with_png)} cells show a figure"
+    for cell in with_png:
+        for o in _outputs(cell, {"display_data"}):
+            if "image/png" in o["data"]:
+                assert base64.b64decode(o["data"]["image/png"])[:8] == PNG_SIGNATURE
+    printing = [c for c in code if _outputs(c, {"stream"})]
+    assert len(printing) >= 3, f"{name}: output appears in {len(printing)} cells only"
+    assert code[-1] not in with_png or len(with_png) > 1

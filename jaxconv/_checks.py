@@ -7,8 +7,10 @@ touches array data: all checks run in Python at trace time.
 
 from __future__ import annotations
 
+import difflib
+import reprlib
 from collections.abc import Sequence
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, Literal, NamedTuple, TypeGuard, overload
 
 import jax.numpy as jnp
 import numpy as np
@@ -98,6 +100,7 @@ def resolve_layout(op: str, layout: str | None, ndim: int) -> Layout:
         )
         raise ValueError(
             f"{op}: unknown layout {layout!r} for {ndim} spatial dim(s); expected {hint}."
+            f"{closest(layout, valid)}"
         )
     return Layout(name, name.endswith("C"), ndim)
 
@@ -123,8 +126,48 @@ def check_float(op: str, name: str, x: Any) -> None:
 
 
 def is_int(value: Any) -> TypeGuard[int | np.integer]:
-    """A Python or numpy integer, not a bool."""
+    """A Python or numpy integer (``3``, ``np.int64(3)``), not a bool: ``True`` is no count."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_bool(value: Any) -> TypeGuard[bool | np.bool_]:
+    """A Python or numpy bool (``True``, ``np.bool_(True)``); not ``1``, not ``"yes"``."""
+    return isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any) -> TypeGuard[int | float | np.integer | np.floating]:
+    """A Python or numpy int or float scalar, not a bool (0-d arrays are not scalars here)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not is_bool(value)
+
+
+@overload
+def check_bool(op: str, name: str, value: Any, *, allow_none: Literal[False] = False) -> bool:
+    ...
+
+
+@overload
+def check_bool(op: str, name: str, value: Any, *, allow_none: bool) -> bool | None:
+    ...
+
+
+def check_bool(op: str, name: str, value: Any, *, allow_none: bool = False) -> bool | None:
+    """``value`` as a Python bool (None passes with ``allow_none``); TypeError otherwise."""
+    if value is None and allow_none:
+        return None
+    if not is_bool(value):
+        raise TypeError(
+            f"{op}: {name} must be a bool{' or None' if allow_none else ''}, got {value!r}."
+        )
+    return bool(value)
+
+
+def check_callable(op: str, name: str, value: Any, *, allow_none: bool = False) -> None:
+    """TypeError unless ``value`` is callable (or None with ``allow_none``)."""
+    if not (callable(value) or (value is None and allow_none)):
+        raise TypeError(
+            f"{op}: {name} must be callable{' or None' if allow_none else ''}, got "
+            f"{type(value).__name__} {value!r}."
+        )
 
 
 def check_real(op: str, name: str, value: Any, what: str) -> float:
@@ -140,13 +183,91 @@ def check_real(op: str, name: str, value: Any, what: str) -> float:
         ) from None
 
 
-def check_int(op: str, name: str, value: Any, *, minimum: int, fix: str) -> int:
-    """``value`` as an int >= ``minimum``; ``fix`` ends the ValueError's message."""
+def check_int(op: str, name: str, value: Any, *, minimum: int = 1, fix: str = "") -> int:
+    """``value`` (a Python or numpy int, not a bool) as an int >= ``minimum``.
+
+    ``fix``, when given, ends the ValueError's message.
+    """
     if not is_int(value):
         raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}.")
     if value < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}; {fix}.")
+        end = f"; {fix}" if fix else ""
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {name}={value}{end}.")
     return int(value)
+
+
+@overload
+def check_count(op: str, name: str, value: Any, *, allow_none: Literal[False] = False) -> int:
+    ...
+
+
+@overload
+def check_count(op: str, name: str, value: Any, *, allow_none: bool) -> int | None:
+    ...
+
+
+def check_count(op: str, name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    """``value`` (a Python or numpy int, not a bool) as a positive Python int: a number of
+    steps, restarts, features... None passes with ``allow_none``.
+
+    A wrong type (``"5"``, ``5.0``, ``True``) is a TypeError, a wrong value (``0``) a ValueError.
+    """
+    if value is None and allow_none:
+        return None
+    if not is_int(value) or value < 1:
+        raise (ValueError if is_int(value) else TypeError)(
+            f"{op}: {name} must be a positive int{' or None' if allow_none else ''}, "
+            f"got {value!r}."
+        )
+    return int(value)
+
+
+def check_key(op: str, key: Any, name: str = "key") -> None:
+    """TypeError unless ``key`` is one PRNG key: a typed ``jax.random.key`` or a legacy
+    ``uint32[2]`` ``jax.random.PRNGKey``; ValueError for a batch of keys."""
+    import jax
+
+    dtype = getattr(key, "dtype", None)
+    single: tuple[int, ...]
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        shape, single = key.shape, ()
+    elif dtype == jnp.uint32:
+        shape, single = key.shape, (2,)
+    else:
+        raise TypeError(
+            f"{op}: {name} must be a PRNG key such as jax.random.key(0), got "
+            f"{type(key).__name__} with dtype {dtype}."
+        )
+    if shape != single:
+        raise ValueError(
+            f"{op}: {name} must be a single PRNG key, got a batch of shape {shape}; use "
+            f"jax.vmap over the keys, or pass one key and a larger n."
+        )
+
+
+def check_shape(op: str, name: str, shape: Any, *, min_rank: int = 0, minimum: int = 0,
+                rank_hint: str = "") -> tuple[int, ...]:
+    """``shape`` (a sequence of Python or numpy ints) as a tuple of ints.
+
+    Each size must be ``>= minimum`` and there must be at least ``min_rank`` of them;
+    ``rank_hint`` (e.g. ``"(batch, ..., channels)"``) follows the rank in its message. An array
+    passed for its shape is named by its shape alone (never printed whole).
+    """
+    if isinstance(shape, str) or not isinstance(shape, Sequence):
+        got = (f"an array of shape {tuple(shape.shape)}; pass its .shape"
+               if hasattr(shape, "shape") and hasattr(shape, "dtype")
+               else f"{type(shape).__name__} {reprlib.repr(shape)}")
+        raise TypeError(f"{op}: {name} must be a sequence of ints, got {got}.")
+    if not all(is_int(s) for s in shape):
+        raise TypeError(f"{op}: {name} must contain ints, got {tuple(shape)}.")
+    out = tuple(int(s) for s in shape)
+    if any(s < minimum for s in out):
+        word = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{op}: {name} entries must be {word}, got {out}.")
+    if len(out) < min_rank:
+        hint = f" {rank_hint}" if rank_hint else ""
+        raise ValueError(f"{op}: {name} must have rank >= {min_rank}{hint}, got {out}.")
+    return out
 
 
 def check_ndim(op: str, name: str, x: Any, ndim: int, what: str) -> None:
@@ -159,13 +280,20 @@ def check_ndim(op: str, name: str, x: Any, ndim: int, what: str) -> None:
 
 
 def normalize_tuple(
-    op: str, name: str, value: int | Sequence[int], n: int, *, minimum: int = 1
+    op: str, name: str, value: int | Sequence[int], n: int | None, *, minimum: int = 1
 ) -> tuple[int, ...]:
-    """An int or a length-``n`` sequence of ints, each ``>= minimum``, as a tuple."""
+    """An int or a length-``n`` sequence of ints, each ``>= minimum``, as a tuple.
+
+    With ``n=None`` (a layer's setting, before the input's rank is known) any length passes and
+    an int comes back as a 1-tuple; the length is checked when ``n`` is known.
+    """
     if is_int(value):
-        values = (int(value),) * n
+        values = (int(value),) * (1 if n is None else n)
     elif isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != n:
+        if n is None and not value:
+            raise ValueError(f"{op}: {name} must be an int or a non-empty sequence of ints, "
+                             f"got {tuple(value)}.")
+        if n is not None and len(value) != n:
             raise ValueError(
                 f"{op}: {name} must be an int or a sequence of {n} ints (one per spatial "
                 f"dim), got {len(value)} values: {tuple(value)}."
@@ -174,8 +302,9 @@ def normalize_tuple(
             raise TypeError(f"{op}: {name} must contain ints, got {tuple(value)}.")
         values = tuple(int(v) for v in value)
     else:
+        count = "" if n is None else f"{n} "
         raise TypeError(
-            f"{op}: {name} must be an int or a sequence of {n} ints, got {value!r}."
+            f"{op}: {name} must be an int or a sequence of {count}ints, got {value!r}."
         )
     bad = [v for v in values if v < minimum]
     if bad:
@@ -184,12 +313,13 @@ def normalize_tuple(
     return values
 
 
-def check_groups(op: str, groups: Any) -> None:
-    """``groups`` must be a positive Python int (TypeError for other types)."""
-    if not isinstance(groups, int) or isinstance(groups, bool):
+def check_groups(op: str, groups: Any) -> int:
+    """``groups`` (a Python or numpy int, not a bool) as a positive Python int."""
+    if not is_int(groups):
         raise TypeError(f"{op}: groups must be an int, got {groups!r}.")
     if groups < 1:
         raise ValueError(f"{op}: groups must be positive, got groups={groups}.")
+    return int(groups)
 
 
 def check_conv_channels(op: str, lay: Layout, in_ch: int, w_in: int, w_out: int,
@@ -231,12 +361,27 @@ def kernel_permutation(to_channels_last: bool, ndim: int) -> tuple[int, ...]:
     return (ndim + 1, ndim, *range(ndim))  # (*k, I, O) -> (O, I, *k)
 
 
-def check_choice(op: str, name: str, value: Any, choices: Sequence[str]) -> str:
-    """Lower-cased ``value`` if it is one of ``choices`` (case-insensitive)."""
-    if isinstance(value, str) and value.lower() in choices:
-        return value.lower()
+def closest(value: Any, choices: Sequence[str]) -> str:
+    """`` Did you mean 'x'?`` for the choice nearest a misspelt string ``value``, else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    folded = {c.lower(): c for c in choices}
+    best = difflib.get_close_matches(value.lower(), list(folded), n=1, cutoff=0.6)
+    return f" Did you mean {folded[best[0]]!r}?" if best else ""
+
+
+def check_choice(op: str, name: str, value: Any, choices: Sequence[str], *,
+                 fold_case: bool = True) -> str:
+    """Lower-cased ``value`` if it is one of ``choices`` (case-insensitive unless
+    ``fold_case=False``, which returns ``value`` as given); ValueError naming the closest."""
+    if isinstance(value, str):
+        if not fold_case and value in choices:
+            return value
+        if fold_case and value.lower() in choices:
+            return value.lower()
     raise ValueError(
-        f"{op}: unknown {name} {value!r}; expected one of {', '.join(repr(c) for c in choices)}."
+        f"{op}: unknown {name} {value!r}; expected one of "
+        f"{', '.join(repr(c) for c in choices)}.{closest(value, choices)}"
     )
 
 
@@ -269,4 +414,5 @@ def check_precision(op: str, precision: Any) -> Any:
         f"{op}: unknown precision {precision!r}; expected None, a lax.Precision or one of "
         f"{', '.join(repr(p) for p in _PRECISION_NAMES)}, a pair of those (lhs, rhs), or a "
         f"lax.DotAlgorithmPreset or its name, e.g. precision='highest'."
+        f"{closest(precision, _PRECISION_NAMES)}"
     )

@@ -122,6 +122,7 @@ def gelu(x: ArrayLike, *, approximate: bool = True) -> Array:
       [0.0, 10.0]
     """
     _checks.check_float("gelu", "x", x)
+    approximate = _checks.check_bool("gelu", "approximate", approximate)
     return jax.nn.gelu(x, approximate=approximate)
 
 
@@ -220,15 +221,14 @@ def activation(name: str) -> Callable[[ArrayLike], Array]:
       >>> jaxconv.activation("ReLU")(jnp.array([-1.0, 1.0])).tolist()
       [0.0, 1.0]
     """
+    return lookup("activation", "name", name)
+
+
+def lookup(op: str, arg: str, name: str) -> Callable[[ArrayLike], Array]:
+    """``activation(name)`` for a caller: its errors name ``op`` and its argument ``arg``."""
     if not isinstance(name, str):
         raise TypeError(
-            f"activation: name must be a string (one of {', '.join(NAMES)}), got "
+            f"{op}: {arg} must be a string (one of {', '.join(NAMES)}), got "
             f"{type(name).__name__} {name!r}; to use your own function, call it directly."
         )
-    fn = _BY_NAME.get(name.lower())
-    if fn is None:
-        raise ValueError(
-            f"activation: unknown name {name!r}; expected one of {', '.join(NAMES)} "
-            f"(case-insensitive)."
-        )
-    return fn
+    return _BY_NAME[_checks.check_choice(op, arg, name, NAMES)]

@@ -81,8 +81,7 @@ def conv(
         _OP, x.shape, w.shape, dtype, stride, padding, dilation, groups, layout, pad_mode,
         precision,
     )
-    if not isinstance(flip, bool):
-        raise TypeError(f"{_OP}: flip must be a bool, got {flip!r}.")
+    flip = _checks.check_bool(_OP, "flip", flip)
     if flip:
         w = jnp.flip(w, axis=args.layout.kernel_spatial_axes)
     if pre_pads is not None:

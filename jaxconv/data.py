@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv import _checks, activations
+from jaxconv import padding as padding_lib
 from jaxconv._typing import Array, ArrayLike
 from jaxconv.conv import conv
 
@@ -47,25 +48,6 @@ def _check_noise(op: str, noise) -> float:
             f"use noise=0.0 for clean images."
         )
     return value
-
-
-def _check_key(op: str, key) -> None:
-    dtype = getattr(key, "dtype", None)
-    single: tuple[int, ...]
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        shape, single = key.shape, ()
-    elif dtype == jnp.uint32:
-        shape, single = key.shape, (2,)
-    else:
-        raise TypeError(
-            f"{op}: key must be a PRNG key such as jax.random.key(0), got "
-            f"{type(key).__name__} with dtype {dtype}."
-        )
-    if shape != single:
-        raise ValueError(
-            f"{op}: key must be a single PRNG key, got a batch of shape {shape}; use "
-            f"jax.vmap over the keys, or pass one key and a larger n."
-        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,7 +180,7 @@ def line_images(
       (4, 8, 8)
     """
     op = "line_images"
-    _check_key(op, key)
+    _checks.check_key(op, key)
     n = _checks.check_int(op, "n", n, minimum=1, fix="ask for at least one image")
     size = _checks.check_int(op, "size", size, minimum=3, fix="a cross needs at least 3x3 pixels")
     max_shapes = _checks.check_int(
@@ -253,7 +235,7 @@ def noise_images(key: ArrayLike, n: int, size: int = 16) -> Array:
       (2, 5, 5)
     """
     op = "noise_images"
-    _check_key(op, key)
+    _checks.check_key(op, key)
     n = _checks.check_int(op, "n", n, minimum=1, fix="ask for at least one image")
     size = _checks.check_int(op, "size", size, minimum=1, fix="use a positive side length")
     return jax.random.normal(key, (n * size * size,), jnp.float32).reshape(n, size, size)
@@ -317,7 +299,7 @@ def shape_dataset(
       ((8, 16, 16), [0, 0, 1, 1, 2, 2, 3, 3])
     """
     op = "shape_dataset"
-    _check_key(op, key)
+    _checks.check_key(op, key)
     n = _checks.check_int(op, "n", n, minimum=1, fix="ask for at least one image")
     size = _checks.check_int(op, "size", size, minimum=4, fix="shapes need at least 4x4 pixels")
     jitter = _checks.check_int(op, "jitter", jitter, minimum=0, fix="use jitter=0 for no shift")
@@ -374,7 +356,7 @@ def teacher_targets(
     if activation is None:
         act = None
     elif isinstance(activation, str):
-        act = activations.activation(activation)
+        act = activations.lookup(f"{op}: activation", "name", activation)
     elif callable(activation):
         act = activation
     else:
@@ -382,6 +364,7 @@ def teacher_targets(
             f"{op}: activation must be None, a name such as 'relu' or a function, got "
             f"{type(activation).__name__} {activation!r}."
         )
+    padding_lib.check_padding(op, padding)
     return _teacher_targets(images, kernel, padding=_hashable(padding), act=act)
 
 

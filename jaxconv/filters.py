@@ -259,7 +259,7 @@ def laplacian(*, neighbours: int = 4) -> Array:
       >>> filters.laplacian(neighbours=8)[1].tolist()
       [1.0, -8.0, 1.0]
     """
-    if isinstance(neighbours, bool) or neighbours not in (4, 8):
+    if not _checks.is_int(neighbours) or neighbours not in (4, 8):  # 4.0 and True too
         raise ValueError(
             f"laplacian: neighbours must be 4 or 8, got neighbours={neighbours!r}; use 4 for "
             f"the edge-neighbour stencil or 8 to include the diagonals."

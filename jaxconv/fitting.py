@@ -137,19 +137,10 @@ def _check_finite_data(data) -> None:
 
 def _typed_key(key):
     """A typed PRNG key from a typed or a legacy uint32 key."""
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(
-                f"fit: key must be a single PRNG key, got a key array of shape {key.shape}."
-            )
+    _checks.check_key("fit", key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
-    arr = np.asarray(key) if isinstance(key, np.ndarray | jax.Array) else None
-    if arr is None or arr.dtype != np.uint32 or arr.shape != (2,):
-        raise TypeError(
-            f"fit: key must be a PRNG key from jax.random.key(seed), got {type(key).__name__}"
-            f"{'' if arr is None else f' {arr.dtype}{list(arr.shape)}'}."
-        )
-    return jax.random.wrap_key_data(arr)
+    return jax.random.wrap_key_data(np.asarray(key))
 
 
 def _auto_mesh(mesh: Mesh) -> Mesh:
@@ -187,25 +178,6 @@ def _check_config(saved: dict, wanted: dict, path) -> None:
         )
 
 
-def _check_int(name, value, *, minimum=1, allow_none=False):
-    if value is None and allow_none:
-        return
-    if not _checks.is_int(value) or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        # a str or float is the wrong type (TypeError), 0 the wrong value (ValueError)
-        raise (ValueError if _checks.is_int(value) else TypeError)(
-            f"fit: {name} must be {what}{' or None' if allow_none else ''}, got {value!r}."
-        )
-
-
-
-
-def _check_flag(name, value, *, allow_none=False):
-    if (value is None and allow_none) or isinstance(value, bool | np.bool_):
-        return
-    raise TypeError(f"fit: {name} must be a bool{' or None' if allow_none else ''}, got {value!r}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class _Settings:
     """``fit``'s arguments other than arrays, validated and normalised once."""
@@ -236,29 +208,27 @@ def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_si
               check_data, mesh, data_axis, checkpoint_dir, checkpoint_every, keep, resume,
               max_loss, on_chunk, compiler_options) -> _Settings:
     """Every argument check of ``fit``, before any device work."""
-    if not callable(loss_fn):
-        raise TypeError(f"fit: loss_fn must be callable, got {type(loss_fn).__name__}.")
-    _check_int("steps", steps)
-    _check_int("chunk_size", chunk_size)
-    _check_int("restarts", restarts, allow_none=True)
-    _check_int("checkpoint_every", checkpoint_every, allow_none=True)
-    _check_int("keep", keep)
+    _checks.check_callable("fit", "loss_fn", loss_fn)
+    steps = _checks.check_count("fit", "steps", steps)
+    chunk_size = _checks.check_count("fit", "chunk_size", chunk_size)
+    restarts = _checks.check_count("fit", "restarts", restarts, allow_none=True)
+    checkpoint_every = _checks.check_count(
+        "fit", "checkpoint_every", checkpoint_every, allow_none=True
+    )
+    keep = _checks.check_count("fit", "keep", keep)
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
         raise TypeError(
             f"fit: optimizer must be an optax.GradientTransformation, got {type(optimizer)}."
         )
-    _check_flag("check_data", check_data)
-    _check_flag("resume", resume)
-    _check_flag("progress", progress, allow_none=True)
+    check_data = _checks.check_bool("fit", "check_data", check_data)
+    resume = _checks.check_bool("fit", "resume", resume)
+    progress = _checks.check_bool("fit", "progress", progress, allow_none=True)
     if max_loss is not None:
-        if isinstance(max_loss, bool) or not isinstance(
-            max_loss, int | float | np.integer | np.floating
-        ):
+        if not _checks.is_real(max_loss):
             raise TypeError(f"fit: max_loss must be a finite number or None, got {max_loss!r}.")
         if not math.isfinite(max_loss):
             raise ValueError(f"fit: max_loss must be a finite number or None, got {max_loss!r}.")
-    if on_chunk is not None and not callable(on_chunk):
-        raise TypeError(f"fit: on_chunk must be callable or None, got {type(on_chunk).__name__}.")
+    _checks.check_callable("fit", "on_chunk", on_chunk, allow_none=True)
     if compiler_options is not None and not isinstance(compiler_options, dict):
         raise TypeError(
             f"fit: compiler_options must be a dict or None, got {type(compiler_options).__name__}"

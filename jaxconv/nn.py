@@ -6,16 +6,17 @@ the (hashable, frozen) layer description and never becomes a leaf. Channels-last
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import reprlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from jaxconv import _checks, activations, pooling, shapes
+from jaxconv import padding as padding_lib
 from jaxconv._typing import Array, ArrayLike
 from jaxconv.conv import conv
 
@@ -24,38 +25,9 @@ Initializer = Callable[..., Array]
 Shape = tuple[int, ...]
 
 
-def _describe(value) -> str:
-    """``value`` for an error message: an array by its shape alone, anything else by a short
-    repr (``model.init(key, X)`` once printed all of ``X``)."""
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"an array of shape {tuple(value.shape)}; pass its .shape"
-    return f"{type(value).__name__} {reprlib.repr(value)}"
-
-
 def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
-    if isinstance(input_shape, str) or not isinstance(input_shape, Sequence):
-        raise TypeError(
-            f"{op}: input_shape must be a sequence of ints, got {_describe(input_shape)}."
-        )
-    if not all(_checks.is_int(s) for s in input_shape):
-        raise TypeError(f"{op}: input_shape must contain ints, got {tuple(input_shape)}.")
-    shape = tuple(int(s) for s in input_shape)
-    if any(s < 1 for s in shape):
-        raise ValueError(f"{op}: input_shape entries must be positive, got {shape}.")
-    if len(shape) < min_rank:
-        raise ValueError(
-            f"{op}: input_shape must have rank >= {min_rank} (batch, ..., channels), got "
-            f"{shape}."
-        )
-    return shape
-
-
-def _positive_int(op: str, name: str, value) -> int:
-    if not _checks.is_int(value):
-        raise TypeError(f"{op}: {name} must be an int, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{op}: {name} must be positive, got {name}={value}.")
-    return int(value)
+    return _checks.check_shape(op, "input_shape", input_shape, min_rank=min_rank, minimum=1,
+                               rank_hint="(batch, ..., channels)")
 
 
 def _check_apply(layer, params: Params, shape: Shape) -> None:
@@ -64,16 +36,77 @@ def _check_apply(layer, params: Params, shape: Shape) -> None:
 
 
 def _frozen(value):
-    """Lists as tuples, recursively: ``padding=[(1, 1), (1, 1)]`` must not make a layer
-    unhashable (``Stack.init`` compiles once per model, keyed on its hash)."""
+    """Lists as tuples, recursively, and numpy ints as Python ints: ``padding=[(1, 1), (1, 1)]``
+    must not make a layer unhashable (``Stack.init`` compiles once per model, keyed on its
+    hash), and ``stride=np.int64(2)`` is the same setting as ``stride=2``."""
     if isinstance(value, list | tuple):
         return tuple(_frozen(v) for v in value)
+    if _checks.is_int(value):
+        return int(value)
     return value
 
 
-def _freeze_fields(layer, names: Sequence[str]) -> None:
-    for name in names:
-        object.__setattr__(layer, name, _frozen(getattr(layer, name)))
+def _set(layer, name: str, value) -> None:
+    object.__setattr__(layer, name, value)
+
+
+def _spatial(op: str, name: str, value):
+    """A per-spatial-dim setting (kernel_size, stride, dilation, window): an int >= 1 or a
+    non-empty sequence of them; its length is checked against the input's rank at init."""
+    _checks.normalize_tuple(op, name, value, None)
+    return _frozen(value)
+
+
+@contextlib.contextmanager
+def _named(op: str, *inner: str):
+    """Errors raised by the op a layer calls name the layer: ``"conv: ..."`` becomes
+    ``"nn.Conv: ..."`` in place (type, traceback and notes stay as they were)."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        if type(e) not in (ValueError, TypeError) or not e.args or not isinstance(e.args[0], str):
+            raise  # jax's own subclasses (tracer errors) keep their message
+        msg = e.args[0]
+        for name in inner:
+            msg = msg.removeprefix(f"{name}: ")
+        if msg != e.args[0]:
+            e.args = (f"{op}: {msg}", *e.args[1:])
+        raise
+
+
+def _show(value) -> str:
+    """A setting in a repr: functions by name, never by address."""
+    if callable(value) and not isinstance(value, type):
+        name = getattr(value, "__qualname__", None) or type(value).__qualname__
+        module = getattr(value, "__module__", None) or ""
+        prefix = "jax.nn.initializers." if module.startswith("jax.") else ""
+        return f"<function {prefix}{name}>"
+    return repr(value)
+
+
+class _Layer:
+    """What every layer shares: a repr of its class and settings, as equinox and flax print
+    modules: the required settings and those changed from their default (a layer with one
+    setting always shows it); functions by name, never by address."""
+
+    def __repr__(self) -> str:
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        shown = [
+            f"{f.name}={_show(getattr(self, f.name))}"
+            for f in fields
+            if len(fields) == 1 or not _is_default(getattr(self, f.name), f.default)
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _is_default(value, default) -> bool:
+    if default is dataclasses.MISSING:
+        return False
+    return value is default or (type(value) is type(default) and value == default)
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n  ")
 
 
 def _stale_params(layer: str, what: str) -> str:
@@ -90,9 +123,12 @@ def _add_bias(y: Array, bias: Array) -> Array:
     return y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
 
 
-@dataclasses.dataclass(frozen=True)
-class Conv:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Conv(_Layer):
     """A convolution layer over channels-last input ``[N, *spatial, C]``.
+
+    Every setting is checked when the layer is made (``nn.Conv(8, padding="SMAE")`` raises
+    there, naming ``nn.Conv``); what depends on the input (its rank, its channels) at ``init``.
 
     Attributes:
       features: number of output channels.
@@ -122,30 +158,44 @@ class Conv:
     kind = "conv"
 
     def __post_init__(self):
-        _freeze_fields(self, ("kernel_size", "stride", "padding", "dilation"))
+        op = "nn.Conv"
+        _set(self, "features", _checks.check_count(op, "features", self.features))
+        for name in ("kernel_size", "stride", "dilation"):
+            _set(self, name, _spatial(op, name, getattr(self, name)))
+        padding_lib.check_padding(op, self.padding)
+        _set(self, "padding", _frozen(self.padding))
+        _checks.check_choice(op, "pad_mode", self.pad_mode, padding_lib.PAD_MODES)
+        _set(self, "groups", _checks.check_groups(op, self.groups))
+        _set(self, "use_bias", _checks.check_bool(op, "use_bias", self.use_bias))
+        _set(self, "flip", _checks.check_bool(op, "flip", self.flip))
+        from jaxconv.lowering import algorithms  # conv's own list; lowering imports no layer
+
+        _checks.check_choice(op, "algorithm", self.algorithm, algorithms(), fold_case=False)
+        _checks.check_callable(op, "kernel_init", self.kernel_init)
+        _checks.check_callable(op, "bias_init", self.bias_init)
 
     def _kernel_shape(self, input_shape: Shape) -> Shape:
-        _positive_int("Conv", "features", self.features)
-        _positive_int("Conv", "groups", self.groups)
         n = len(input_shape) - 2
-        k = _checks.normalize_tuple("Conv", "kernel_size", self.kernel_size, n)
+        k = _checks.normalize_tuple("nn.Conv", "kernel_size", self.kernel_size, n)
         in_ch = input_shape[-1]
         if in_ch % self.groups:
             raise ValueError(
-                f"Conv: in_channels (={in_ch}) must be divisible by groups (={self.groups})."
+                f"nn.Conv: in_channels (={in_ch}) must be divisible by groups (={self.groups})."
             )
         return (*k, in_ch // self.groups, self.features)
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
         """Params ``{"kernel": (*kernel_size, C // groups, features), "bias": (features,)}``."""
-        shape = _shape("Conv", input_shape, 3)
+        _checks.check_key("nn.Conv.init", key)
+        shape = _shape("nn.Conv", input_shape, 3)
         kshape = self._kernel_shape(shape)
         self.output_shape(shape)  # validates the whole configuration before any randomness
         k_key, b_key = jax.random.split(key)
         params = {"kernel": self.kernel_init(k_key, kshape, jnp.float32)}
         if self.use_bias:
             params["bias"] = self.bias_init(b_key, (self.features,), jnp.float32)
-        _check_apply(self, params, shape)
+        with _named("nn.Conv", "conv"):
+            _check_apply(self, params, shape)
         return params
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
@@ -168,34 +218,39 @@ class Conv:
             if x_shape and made_for != x_shape[-1]:
                 # conv's message names the op, not the layer, nor why the shapes disagree
                 raise ValueError(_stale_params(
-                    "Conv", f"params['kernel'] has shape {k_shape}, made for inputs with "
+                    "nn.Conv", f"params['kernel'] has shape {k_shape}, made for inputs with "
                     f"{made_for} channel(s), but x has shape {x_shape} "
                     f"({str(e).rstrip('.')})")) from None
             raise
         return _add_bias(y, params["bias"]) if self.use_bias else y
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        shape = _shape("Conv", input_shape, 3)
-        return shapes.output_shape(
-            shape,
-            self._kernel_shape(shape),
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-        )
+        shape = _shape("nn.Conv", input_shape, 3)
+        kernel = self._kernel_shape(shape)
+        with _named("nn.Conv", "conv", "output_shape"):
+            return shapes.output_shape(
+                shape,
+                kernel,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+                groups=self.groups,
+            )
 
 
-@dataclasses.dataclass(frozen=True)
-class Activation:
-    """An elementwise activation by name (see ``jaxconv.activation``), e.g. ``"relu"``."""
+@dataclasses.dataclass(frozen=True, repr=False)
+class Activation(_Layer):
+    """An elementwise activation by name (see ``jaxconv.activation``), e.g. ``"relu"``;
+    a misspelt name raises when the layer is made."""
 
     name: str = "relu"
 
     kind = "activation"
 
+    def __post_init__(self):
+        activations.lookup("nn.Activation", "name", self.name)
+
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
-        activations.activation(self.name)
         return {}
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
@@ -205,27 +260,40 @@ class Activation:
         return tuple(input_shape)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Pool:
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Pool(_Layer):
+    kind: ClassVar[str]  # "max_pool" or "avg_pool": the op whose errors are renamed
+
     window: int | tuple[int, ...] = 2
     stride: int | tuple[int, ...] | None = None
     padding: Any = "VALID"
 
     def __post_init__(self):
-        _freeze_fields(self, ("window", "stride", "padding"))
+        op = f"nn.{type(self).__name__}"
+        _set(self, "window", _spatial(op, "window", self.window))
+        if self.stride is not None:
+            _set(self, "stride", _spatial(op, "stride", self.stride))
+        padding_lib.check_padding(op, self.padding)
+        _set(self, "padding", _frozen(self.padding))
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
-        _check_apply(self, {}, _shape(type(self).__name__, input_shape, 3))
+        op = f"nn.{type(self).__name__}"
+        shape = _shape(op, input_shape, 3)
+        self.output_shape(shape)
+        with _named(op, self.kind):
+            _check_apply(self, {}, shape)
         return {}
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        shape = _shape(type(self).__name__, input_shape, 3)
-        return shapes.output_shape(
-            shape, self.window, stride=self.stride, padding=self.padding, op="pool"
-        )
+        op = f"nn.{type(self).__name__}"
+        shape = _shape(op, input_shape, 3)
+        with _named(op, "pool", "output_shape"):
+            return shapes.output_shape(
+                shape, self.window, stride=self.stride, padding=self.padding, op="pool"
+            )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class MaxPool(_Pool):
     """Max pooling over the spatial dims (see ``jaxconv.max_pool``)."""
 
@@ -235,13 +303,18 @@ class MaxPool(_Pool):
         return pooling.max_pool(x, self.window, stride=self.stride, padding=self.padding)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class AvgPool(_Pool):
     """Average pooling over the spatial dims (see ``jaxconv.avg_pool``)."""
 
     count_include_pad: bool = True
 
     kind = "avg_pool"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _set(self, "count_include_pad",
+             _checks.check_bool("nn.AvgPool", "count_include_pad", self.count_include_pad))
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
         return pooling.avg_pool(
@@ -253,16 +326,20 @@ class AvgPool(_Pool):
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class GlobalPool:
-    """Pools every spatial dim away: ``[N, *spatial, C] -> [N, C]`` (``"avg"`` or ``"max"``)."""
+@dataclasses.dataclass(frozen=True, repr=False)
+class GlobalPool(_Layer):
+    """Pools every spatial dim away: ``[N, *spatial, C] -> [N, C]`` (``"avg"`` or ``"max"``,
+    case-insensitive; kept lower-case)."""
 
     reduce: str = "avg"
 
     kind = "global_pool"
 
+    def __post_init__(self):
+        _set(self, "reduce", _checks.check_choice("nn.GlobalPool", "reduce", self.reduce,
+                                                  ("avg", "max")))
+
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
-        _checks.check_choice("GlobalPool", "reduce", self.reduce, ("avg", "max"))
         return {}
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
@@ -271,12 +348,12 @@ class GlobalPool:
         return jnp.mean(x, axes) if self.reduce == "avg" else jnp.max(x, axes)
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        shape = _shape("GlobalPool", input_shape, 3)
+        shape = _shape("nn.GlobalPool", input_shape, 3)
         return (shape[0], shape[-1])
 
 
-@dataclasses.dataclass(frozen=True)
-class Flatten:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Flatten(_Layer):
     """Flattens everything but the batch axis: ``[N, ...] -> [N, prod(...)]``."""
 
     kind = "flatten"
@@ -289,12 +366,12 @@ class Flatten:
         return x.reshape(x.shape[0], -1)
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        shape = _shape("Flatten", input_shape, 1)
+        shape = _shape("nn.Flatten", input_shape, 1)
         return (shape[0], math.prod(shape[1:]))
 
 
-@dataclasses.dataclass(frozen=True)
-class Dense:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Dense(_Layer):
     """A fully connected layer on the last axis: ``[..., C] -> [..., features]``."""
 
     features: int
@@ -304,9 +381,16 @@ class Dense:
 
     kind = "dense"
 
+    def __post_init__(self):
+        op = "nn.Dense"
+        _set(self, "features", _checks.check_count(op, "features", self.features))
+        _set(self, "use_bias", _checks.check_bool(op, "use_bias", self.use_bias))
+        _checks.check_callable(op, "kernel_init", self.kernel_init)
+        _checks.check_callable(op, "bias_init", self.bias_init)
+
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
-        shape = _shape("Dense", input_shape, 1)
-        _positive_int("Dense", "features", self.features)
+        _checks.check_key("nn.Dense.init", key)
+        shape = _shape("nn.Dense", input_shape, 1)
         k_key, b_key = jax.random.split(key)
         params = {"kernel": self.kernel_init(k_key, (shape[-1], self.features), jnp.float32)}
         if self.use_bias:
@@ -320,22 +404,33 @@ class Dense:
         if got is None or got != made_for:
             # jax's own message (dot_general's contracting dimensions) names no layer
             raise ValueError(_stale_params(
-                "Dense", f"x of shape {x.shape} has {got} features on its last axis, but "
+                "nn.Dense", f"x of shape {x.shape} has {got} features on its last axis, but "
                 f"params['kernel'] has shape {kernel.shape}, made for inputs with {made_for} "
                 "features"))
         y = x @ kernel
         return _add_bias(y, params["bias"]) if self.use_bias else y
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        shape = _shape("Dense", input_shape, 1)
-        return (*shape[:-1], _positive_int("Dense", "features", self.features))
+        shape = _shape("nn.Dense", input_shape, 1)
+        return (*shape[:-1], self.features)
 
 
-@dataclasses.dataclass(frozen=True)
+def _is_layer(value) -> bool:
+    return all(callable(getattr(value, m, None)) for m in ("init", "apply", "output_shape"))
+
+
+def _block_repr(name: str, names: Sequence[str], layers: Sequence) -> str:
+    """``Name(`` then one indented ``layer_name: Layer(...)`` line per layer, then ``)``."""
+    lines = [f"  {n}: {_indent(repr(layer))}," for n, layer in zip(names, layers, strict=True)]
+    return "\n".join([f"{name}(", *lines, ")"])
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class Stack:
     """Layers applied in order; params and features are keyed by layer name.
 
     Names are ``f"{layer.kind}_{index}"`` (e.g. ``"conv_0"``, ``"activation_1"``) unless given.
+    ``repr`` prints one ``name: layer`` line per layer, nested blocks indented.
 
     Example:
       >>> import jax, jaxconv.nn as nn
@@ -343,25 +438,49 @@ class Stack:
       >>> params = model.init(jax.random.key(0), (8, 12, 12, 1))
       >>> model.apply(params, jax.numpy.ones((8, 12, 12, 1))).shape
       (8, 8, 8, 1)
+      >>> model
+      Stack(
+        conv_0: Conv(features=2),
+        activation_1: Activation(name='relu'),
+        conv_2: Conv(features=1),
+      )
     """
 
     layers: tuple
     names: tuple[str, ...]  # always set by __init__ (generated when not given)
 
     def __init__(self, layers: Sequence, names: Sequence[str] | None = None):
+        if isinstance(layers, str) or not isinstance(layers, Sequence):
+            raise TypeError(
+                f"nn.Stack: layers must be a sequence of layers, got {type(layers).__name__}; "
+                "wrap a single layer in a list: nn.Stack([layer])."
+            )
         layers = tuple(layers)
         if not layers:
-            raise ValueError("Stack: needs at least one layer, got none.")
+            raise ValueError("nn.Stack: needs at least one layer, got none.")
+        for i, layer in enumerate(layers):
+            if not _is_layer(layer):
+                raise TypeError(
+                    f"nn.Stack: layers[{i}] must be a layer (with init, apply and "
+                    f"output_shape, e.g. nn.Conv(4)), got {type(layer).__name__} {layer!r}."
+                )
         if names is None:
             names = tuple(f"{getattr(l, 'kind', type(l).__name__.lower())}_{i}"
                           for i, l in enumerate(layers))
+        if isinstance(names, str) or not isinstance(names, Sequence):
+            raise TypeError(f"nn.Stack: names must be a sequence of strings, got {names!r}.")
         names = tuple(names)
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError(f"nn.Stack: names must be strings, got {names}.")
         if len(names) != len(layers) or len(set(names)) != len(names):
             raise ValueError(
-                f"Stack: names must be unique, one per layer ({len(layers)}), got {names}."
+                f"nn.Stack: names must be unique, one per layer ({len(layers)}), got {names}."
             )
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "names", names)
+
+    def __repr__(self) -> str:
+        return _block_repr("Stack", self.names, self.layers)
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
         """Params for every layer that has any, keyed by layer name.
@@ -369,7 +488,8 @@ class Stack:
         Runs as one compiled call (cached per model and shape): eager initialisation would
         compile every random draw separately.
         """
-        return _jit_init(self, key, _shape("Stack", input_shape, 1))
+        _checks.check_key("nn.Stack.init", key)
+        return _jit_init(self, key, _shape("nn.Stack", input_shape, 1))
 
     def _init(self, key: Array, input_shape: Shape) -> Params:
         shape = input_shape
@@ -394,8 +514,8 @@ class Stack:
                     raise  # jax's own subclasses (tracer errors) keep their message
                 # prefix the layer in place: the type, traceback and notes stay as they were
                 kind = type(layer).__name__
-                msg = str(e.args[0]).removeprefix(f"{kind}: ")
-                e.args = (f"Stack layer {name!r} ({kind}): {msg}", *e.args[1:])
+                msg = str(e.args[0]).removeprefix(f"nn.{kind}: ").removeprefix(f"{kind}: ")
+                e.args = (f"nn.Stack layer {name!r} ({kind}): {msg}", *e.args[1:])
                 raise
             features[name] = x
         return (x, features) if return_features else x
@@ -405,14 +525,14 @@ class Stack:
 
     def shapes(self, input_shape: Sequence[int]) -> dict[str, Shape]:
         """Each layer's output shape, keyed by name."""
-        out, shape = {}, tuple(input_shape)
+        out, shape = {}, _shape("nn.Stack", input_shape, 1)
         for name, layer in zip(self.names, self.layers, strict=True):
             shape = layer.output_shape(shape)
             out[name] = shape
         return out
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Residual:
     """A skip connection around a block of layers: ``x + block(x)``.
 
@@ -441,7 +561,7 @@ class Residual:
         if isinstance(layers, Stack):
             if names is not None:
                 raise ValueError(
-                    "Residual: names are for a sequence of layers; a Stack has its own names, "
+                    "nn.Residual: names are for a sequence of layers; a Stack has its own names, "
                     "so pass either nn.Residual(stack) or nn.Residual(layers, names)."
                 )
             block = layers
@@ -449,15 +569,18 @@ class Residual:
             block = Stack(layers, names)
         else:
             raise TypeError(
-                f"Residual: layers must be a sequence of layers or an nn.Stack, got "
+                f"nn.Residual: layers must be a sequence of layers or an nn.Stack, got "
                 f"{type(layers).__name__}; wrap a single layer in a list: nn.Residual([layer])."
             )
         object.__setattr__(self, "block", block)
 
+    def __repr__(self) -> str:
+        return _block_repr("Residual", self.block.names, self.block.layers)
+
     def _check_same(self, shape: Shape, out: Shape) -> None:
         if tuple(out) != tuple(shape):
             raise ValueError(
-                f"Residual: the block must keep its input's shape to be added to it, but it "
+                f"nn.Residual: the block must keep its input's shape to be added to it, but it "
                 f"maps {tuple(shape)} to {tuple(out)}; keep the spatial size (stride 1, "
                 f'padding="SAME" in every conv and pool) and the channel count (the last '
                 f"Conv's features = {shape[-1]}, the input's channels)."
@@ -475,7 +598,7 @@ class Residual:
         return x + y  # equal shapes: nothing broadcasts
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        shape = _shape("Residual", input_shape, 1)
+        shape = _shape("nn.Residual", input_shape, 1)
         self._check_same(shape, self.block.output_shape(shape))
         return shape
 

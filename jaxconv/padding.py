@@ -32,6 +32,50 @@ def output_size(size: int, k_eff: int, stride: int, low: int, high: int) -> int:
     return (size + low + high - k_eff) // stride + 1
 
 
+def check_padding(op: str, padding: Padding) -> str | int | tuple:
+    """``padding``'s form checked without the input: what ``resolve_padding`` takes.
+
+    Returns the upper-case name of one of ``PADDING_STRINGS``, an int >= 0, or a tuple whose
+    entries are ints >= 0 or ``(low, high)`` pairs of them (its length is checked once the
+    number of spatial dims is known). Python and numpy ints are accepted alike; bools are not.
+    """
+    if isinstance(padding, str):
+        name = padding.upper()
+        if name not in PADDING_STRINGS:
+            raise ValueError(
+                f"{op}: unknown padding {padding!r}; expected one of "
+                f"{', '.join(repr(p) for p in PADDING_STRINGS)} (case-insensitive), an int, "
+                f"a sequence of ints (one per spatial dim) or a sequence of (low, high) pairs."
+                f"{_checks.closest(padding, PADDING_STRINGS)}"
+            )
+        return name
+    if _checks.is_int(padding):
+        values = [int(padding)]
+        form: int | tuple = values[0]
+    elif isinstance(padding, Sequence):
+        entries: list[int | tuple[int, int]] = []
+        for p in padding:
+            if _checks.is_int(p):
+                entries.append(int(p))
+            elif (isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2
+                  and all(_checks.is_int(v) for v in p)):
+                entries.append((int(p[0]), int(p[1])))
+            else:
+                raise TypeError(
+                    f"{op}: each padding entry must be an int or a (low, high) pair of ints, "
+                    f"got {p!r} in {padding!r}."
+                )
+        form = tuple(entries)
+        values = [v for e in entries for v in (e if isinstance(e, tuple) else (e,))]
+    else:
+        raise TypeError(
+            f"{op}: padding must be a string, an int or a sequence, got {padding!r}."
+        )
+    if any(v < 0 for v in values):
+        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}.")
+    return form
+
+
 def resolve_padding(
     op: str,
     padding: Padding,
@@ -53,54 +97,29 @@ def resolve_padding(
       A tuple of ``(low, high)`` pairs, one per spatial dim.
     """
     n = len(sizes)
-    if isinstance(padding, str):
-        name = padding.upper()
-        if name == "VALID":
-            return ((0, 0),) * n
-        if name in ("SAME", "SAME_LOWER"):
-            same: list[tuple[int, int]] = []
-            for size, k, s in zip(sizes, k_eff, stride, strict=True):
-                out = -(-size // s)
-                total = max((out - 1) * s + k - size, 0)
-                small, big = total // 2, total - total // 2
-                same.append((small, big) if name == "SAME" else (big, small))
-            return tuple(same)
-        if name == "FULL":
-            return tuple((k - 1, k - 1) for k in k_eff)
-        if name == "CAUSAL":
-            return tuple((k - 1, 0) for k in k_eff)
+    if isinstance(padding, Sequence) and not isinstance(padding, str) and len(padding) != n:
         raise ValueError(
-            f"{op}: unknown padding {padding!r}; expected one of "
-            f"{', '.join(repr(p) for p in PADDING_STRINGS)} (case-insensitive), an int, "
-            f"a sequence of {n} ints or a sequence of {n} (low, high) pairs."
+            f"{op}: padding must have one entry per spatial dim ({n}), got {len(padding)}: "
+            f"{padding!r}."
         )
-    if _checks.is_int(padding):
-        pads = ((int(padding), int(padding)),) * n
-    elif isinstance(padding, Sequence):
-        if len(padding) != n:
-            raise ValueError(
-                f"{op}: padding must have one entry per spatial dim ({n}), got {len(padding)}: "
-                f"{padding!r}."
-            )
-        pairs: list[tuple[int, int]] = []
-        for p in padding:
-            if _checks.is_int(p):
-                pairs.append((int(p), int(p)))
-            elif isinstance(p, Sequence) and len(p) == 2 and all(_checks.is_int(v) for v in p):
-                pairs.append((int(p[0]), int(p[1])))
-            else:
-                raise TypeError(
-                    f"{op}: each padding entry must be an int or a (low, high) pair of ints, "
-                    f"got {p!r} in {padding!r}."
-                )
-        pads = tuple(pairs)
-    else:
-        raise TypeError(
-            f"{op}: padding must be a string, an int or a sequence, got {padding!r}."
-        )
-    if any(v < 0 for pair in pads for v in pair):
-        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}.")
-    return pads
+    form = check_padding(op, padding)
+    if form == "VALID":
+        return ((0, 0),) * n
+    if form in ("SAME", "SAME_LOWER"):
+        same: list[tuple[int, int]] = []
+        for size, k, s in zip(sizes, k_eff, stride, strict=True):
+            out = -(-size // s)
+            total = max((out - 1) * s + k - size, 0)
+            small, big = total // 2, total - total // 2
+            same.append((small, big) if form == "SAME" else (big, small))
+        return tuple(same)
+    if form == "FULL":
+        return tuple((k - 1, k - 1) for k in k_eff)
+    if form == "CAUSAL":
+        return tuple((k - 1, 0) for k in k_eff)
+    if isinstance(form, int):
+        return ((form, form),) * n
+    return tuple(e if isinstance(e, tuple) else (e, e) for e in form)
 
 
 def check_kernel_fits(op: str, sizes, k_eff, pads, what: str = "kernel", hint: str = "") -> None:

@@ -235,8 +235,7 @@ def avg_pool(
       Array([1., 1., 1., 1.], dtype=float32)
     """
     op = "avg_pool"
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"{op}: count_include_pad must be a bool, got {count_include_pad!r}.")
+    count_include_pad = _checks.check_bool(op, "count_include_pad", count_include_pad)
     x, args = _prepare(op, x, window, stride, padding, layout)
     dtype = x.dtype
     acc = _accumulator(dtype)

@@ -283,14 +283,19 @@ LAYERS = {
             "dilation": bad_positive(2), "padding": bad_padding(2),
             "groups": st.sampled_from([-1, 3, 1.5]),
         },
-        {},
+        {
+            "pad_mode": st.one_of(_text_not_in(jaxconv.padding.PAD_MODES), st.sampled_from([0])),
+            "algorithm": st.one_of(_text_not_in(["auto", "xla", "shift_add", "im2col", "fft",
+                                                 "depthwise"]), st.sampled_from([None, 1])),
+            "use_bias": bad_bool(), "flip": bad_bool(),
+        },
     ),
     "MaxPool": (lambda **kw: nn.MaxPool(**kw), (1, 6, 6, 2),
                 {"window": bad_positive(2), "stride": bad_positive(2),
                  "padding": bad_padding(2)}, {}),
     "AvgPool": (lambda **kw: nn.AvgPool(**kw), (1, 6, 6, 2),
                 {"window": bad_positive(2), "stride": bad_positive(2),
-                 "padding": bad_padding(2)}, {}),
+                 "padding": bad_padding(2)}, {"count_include_pad": bad_bool()}),
     "GlobalPool": (lambda **kw: nn.GlobalPool(**kw), (1, 6, 6, 2), {},
                    {"reduce": st.one_of(_text_not_in(["avg", "max"]), st.sampled_from([3]))}),
     "Activation": (lambda **kw: nn.Activation(**kw), (1, 6, 6, 2), {},
@@ -303,7 +308,9 @@ BAD_INPUT_SHAPES = st.sampled_from([(6, 6), (1, -6, 6, 2), "abc", None, (1, 0, 6
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_invalid_layer_settings_are_rejected_at_init(layer):
+def test_invalid_layer_settings_are_rejected_when_made_or_at_init(layer):
+    """A setting wrong on its own raises when the layer is made; one wrong only for the input
+    (a stride of 3 values for 2 spatial dims, groups not dividing the channels) at init."""
     make, shape, shaping, other = LAYERS[layer]
     bad = {**shaping, **other}
     key = jax.random.key(0)
@@ -313,7 +320,11 @@ def test_invalid_layer_settings_are_rejected_at_init(layer):
     def run(data):
         name = data.draw(st.sampled_from(sorted(bad)), label="setting")
         value = data.draw(bad[name], label=name)
-        described = make(**{name: value})
+        try:
+            described = make(**{name: value})
+        except (ValueError, TypeError):
+            expect_rejected(f"nn.{layer}", make, **{name: value})
+            return
         expect_rejected(f"{layer}.init", described.init, key, shape)
         if name in shaping:
             expect_rejected(f"{layer}.output_shape", described.output_shape, shape)
@@ -349,6 +360,10 @@ def _layer_init(layer, shape):
                                    jax.random.key(0), shape)
 
 
+def _made(cls, *args, **kwargs):
+    return lambda: expect_rejected(f"nn.{cls.__name__}", cls, *args, **kwargs)
+
+
 # Validation holes the first fuzz run found, fixed since; kept as regression tests.
 KNOWN_HOLES = {
     # jaxconv/conv.py: an array fill value is silently accepted (result [7, 7])
@@ -364,15 +379,18 @@ KNOWN_HOLES = {
     # jaxconv/shapes.py: a zero-size kernel dim gives a shape instead of an error
     "output_shape_zero_size_kernel": lambda: expect_rejected(
         "output_shape", jaxconv.output_shape, (1, 6, 6, 2), (0, 3, 2, 4)),
-    # jaxconv/nn.py: settings not validated at init
-    "Conv_features_0": _layer_init(nn.Conv(0), (1, 6, 6, 2)),  # ZeroDivisionError
-    "Conv_groups_0": _layer_init(nn.Conv(4, groups=0), (1, 6, 6, 2)),  # ZeroDivisionError
-    "Conv_pad_mode": _layer_init(nn.Conv(4, pad_mode="mirror"), (1, 6, 6, 2)),  # accepted
-    "Conv_algorithm": _layer_init(nn.Conv(4, algorithm="fastest"), (1, 6, 6, 2)),  # accepted
-    "AvgPool_count_include_pad": _layer_init(nn.AvgPool(count_include_pad="no"), (1, 6, 6, 2)),
-    "Dense_features_0": _layer_init(nn.Dense(0), (5, 3)),  # ZeroDivisionError
-    "Dense_features_negative": _layer_init(nn.Dense(-2), (5, 3)),  # jax's broadcast error
-    "Dense_features_str": _layer_init(nn.Dense("4"), (5, 3)),  # jax's shape error
+    # jaxconv/nn.py: settings not validated at init; now rejected when the layer is made
+    "Conv_features_0": _made(nn.Conv, 0),  # ZeroDivisionError at init
+    "Conv_groups_0": _made(nn.Conv, 4, groups=0),  # ZeroDivisionError at init
+    "Conv_pad_mode": _made(nn.Conv, 4, pad_mode="mirror"),  # accepted
+    "Conv_algorithm": _made(nn.Conv, 4, algorithm="fastest"),  # accepted
+    "AvgPool_count_include_pad": _made(nn.AvgPool, count_include_pad="no"),
+    "Dense_features_0": _made(nn.Dense, 0),  # ZeroDivisionError at init
+    "Dense_features_negative": _made(nn.Dense, -2),  # jax's broadcast error
+    "Dense_features_str": _made(nn.Dense, "4"),  # jax's shape error
+    # issue 12: misspelt layer settings were accepted when made and failed later as conv's
+    "Activation_typo": _made(nn.Activation, "rleu"),
+    "Conv_padding_typo": _made(nn.Conv, 8, 3, padding="SMAE"),
     "Dense_negative_input_dim": _layer_init(nn.Dense(4), (5, -3)),  # accepted
     # jaxconv/nn.py _shape: int() truncates float dims and parses strings
     "Conv_float_input_dim": _layer_init(nn.Conv(4), (1, 6.5, 6, 2)),

@@ -270,7 +270,7 @@ def test_dense_params_for_another_input_shape_name_the_layer(jit, key):
     params = MLP.init(key, (4, 8, 8, 1))  # flatten gives 3 * 3 * 8 = 72 features
     apply = jax.jit(MLP.apply) if jit else MLP.apply
     # once jax's raw "dot_general requires contracting dimensions to have the same shape"
-    with pytest.raises(ValueError, match=r"^Stack layer 'dense_4' \(Dense\): x of shape "
+    with pytest.raises(ValueError, match=r"^nn\.Stack layer 'dense_4' \(Dense\): x of shape "
                                          r"\(4, 392\) has 392 features on its last axis, but "
                                          r"params\['kernel'\] has shape \(72, 32\), made for "
                                          r"inputs with 72 features; the params were likely made "
@@ -280,14 +280,14 @@ def test_dense_params_for_another_input_shape_name_the_layer(jit, key):
 
 def test_dense_alone_names_itself(key):
     params = nn.Dense(3).init(key, (2, 5))
-    with pytest.raises(ValueError, match=r"^Dense: x of shape \(2, 4\) has 4 features .* "
+    with pytest.raises(ValueError, match=r"^nn\.Dense: x of shape \(2, 4\) has 4 features .* "
                                          r"\(5, 3\), made for inputs with 5 features"):
         nn.Dense(3).apply(params, jnp.ones((2, 4)))
 
 
 def test_conv_params_for_another_channel_count_name_the_layer(key):
     params = MLP.init(key, (4, 8, 8, 1))
-    with pytest.raises(ValueError, match=r"^Stack layer 'conv_0' \(Conv\): params\['kernel'\] "
+    with pytest.raises(ValueError, match=r"^nn\.Stack layer 'conv_0' \(Conv\): params\['kernel'\] "
                                          r"has shape \(3, 3, 1, 8\), made for inputs with 1 "
                                          r"channel\(s\), but x has shape \(4, 8, 8, 3\) "
                                          r"\(conv: x has 3 channels.*model.init"):
@@ -298,7 +298,7 @@ def test_errors_inside_a_residual_name_the_path(key):
     model = nn.Stack([nn.Residual([nn.Conv(2, 3, padding="SAME")]), nn.GlobalPool()],
                      names=["skip", "pool"])
     params = model.init(key, (1, 6, 6, 2))
-    with pytest.raises(ValueError, match=r"^Stack layer 'skip' \(Residual\): Stack layer "
+    with pytest.raises(ValueError, match=r"^nn\.Stack layer 'skip' \(Residual\): nn\.Stack layer "
                                          r"'conv_0' \(Conv\): params\['kernel'\] has shape "
                                          r"\(3, 3, 2, 2\)"):
         model.apply(params, jnp.ones((1, 6, 6, 1)))
@@ -307,8 +307,179 @@ def test_errors_inside_a_residual_name_the_path(key):
 @pytest.mark.parametrize("make", [np.ones, jnp.ones], ids=["numpy", "jax"])
 def test_init_with_an_array_shows_its_shape_not_its_values(make, key):
     x = make((64, 8, 8, 1), np.float32)
-    with pytest.raises(TypeError, match=r"^Stack: input_shape must be a sequence of ints, got an "
-                                        r"array of shape \(64, 8, 8, 1\); pass its .shape\.$"):
+    with pytest.raises(TypeError, match=r"^nn\.Stack: input_shape must be a sequence of ints, "
+                                        r"got an array of shape \(64, 8, 8, 1\); pass its "
+                                        r"\.shape\.$"):
         MLP.init(key, x)
-    with pytest.raises(TypeError, match=r"^Conv: .*got an array of shape \(64, 8, 8, 1\)"):
+    with pytest.raises(TypeError, match=r"^nn\.Conv: .*got an array of shape \(64, 8, 8, 1\)"):
         nn.Conv(2).init(key, x)
+
+
+# ---- settings are checked when a layer is made, naming the layer ----
+
+@pytest.mark.parametrize(
+    ("make", "exc", "match"),
+    [
+        (lambda: nn.Activation("rleu"), ValueError,
+         r"^nn\.Activation: unknown name 'rleu'; expected one of 'relu', .* Did you mean "
+         r"'relu'\?$"),
+        (lambda: nn.Activation(3), TypeError, r"^nn\.Activation: name must be a string"),
+        (lambda: nn.Conv(8, 3, padding="SMAE"), ValueError,
+         r"^nn\.Conv: unknown padding 'SMAE'; expected one of 'VALID', .* Did you mean "
+         r"'SAME'\?$"),
+        (lambda: nn.Conv(8, 3, padding=-1), ValueError,
+         r"^nn\.Conv: padding must be non-negative, got -1"),
+        (lambda: nn.Conv(8, 3, pad_mode="reflct"), ValueError,
+         r"^nn\.Conv: unknown pad_mode 'reflct'.* Did you mean 'reflect'\?$"),
+        (lambda: nn.Conv(8, 3, algorithm="fastest"), ValueError,
+         r"^nn\.Conv: unknown algorithm 'fastest'; expected one of 'auto', 'xla'"),
+        (lambda: nn.Conv(8, 3, algorithm="XLA"), ValueError,
+         r"^nn\.Conv: unknown algorithm 'XLA'.* Did you mean 'xla'\?$"),
+        (lambda: nn.Conv(0), ValueError, r"^nn\.Conv: features must be a positive int, got 0"),
+        (lambda: nn.Conv("4"), TypeError, r"^nn\.Conv: features must be a positive int, got '4'"),
+        (lambda: nn.Conv(4, 0), ValueError, r"^nn\.Conv: kernel_size must be positive"),
+        (lambda: nn.Conv(4, 3, stride=(1, 0)), ValueError,
+         r"^nn\.Conv: stride must be positive, got stride=\(1, 0\)"),
+        (lambda: nn.Conv(4, 3, stride=1.5), TypeError,
+         r"^nn\.Conv: stride must be an int or a sequence of ints, got 1\.5"),
+        (lambda: nn.Conv(4, 3, dilation=()), ValueError,
+         r"^nn\.Conv: dilation must be an int or a non-empty sequence of ints"),
+        (lambda: nn.Conv(4, 3, groups=0), ValueError, r"^nn\.Conv: groups must be positive"),
+        (lambda: nn.Conv(4, 3, groups=2.0), TypeError, r"^nn\.Conv: groups must be an int"),
+        (lambda: nn.Conv(4, 3, use_bias="yes"), TypeError,
+         r"^nn\.Conv: use_bias must be a bool, got 'yes'"),
+        (lambda: nn.Conv(4, 3, flip=1), TypeError, r"^nn\.Conv: flip must be a bool, got 1"),
+        (lambda: nn.Conv(4, 3, kernel_init="lecun"), TypeError,
+         r"^nn\.Conv: kernel_init must be callable, got str 'lecun'"),
+        (lambda: nn.MaxPool(0), ValueError, r"^nn\.MaxPool: window must be positive"),
+        (lambda: nn.MaxPool(2, stride="1"), TypeError, r"^nn\.MaxPool: stride must be an int"),
+        (lambda: nn.AvgPool(2, padding="vaild"), ValueError,
+         r"^nn\.AvgPool: unknown padding 'vaild'.* Did you mean 'VALID'\?$"),
+        (lambda: nn.AvgPool(2, count_include_pad="no"), TypeError,
+         r"^nn\.AvgPool: count_include_pad must be a bool, got 'no'"),
+        (lambda: nn.GlobalPool("mean"), ValueError,
+         r"^nn\.GlobalPool: unknown reduce 'mean'; expected one of 'avg', 'max'\.$"),
+        (lambda: nn.Dense(-2), ValueError, r"^nn\.Dense: features must be a positive int"),
+        (lambda: nn.Dense(4, use_bias=None), TypeError, r"^nn\.Dense: use_bias must be a bool"),
+        (lambda: nn.Stack(nn.Conv(1)), TypeError,
+         r"^nn\.Stack: layers must be a sequence of layers, got Conv; wrap a single layer"),
+        (lambda: nn.Stack([nn.Conv(1), "relu"]), TypeError,
+         r"^nn\.Stack: layers\[1\] must be a layer \(with init, apply and output_shape"),
+        (lambda: nn.Stack([nn.Conv(1)], names=[0]), TypeError,
+         r"^nn\.Stack: names must be strings, got \(0,\)"),
+    ],
+    ids=[
+        "activation_typo",
+        "activation_type",
+        "conv_padding_typo",
+        "conv_padding_negative",
+        "conv_pad_mode_typo",
+        "conv_algorithm_unknown",
+        "conv_algorithm_case",
+        "conv_features_0",
+        "conv_features_str",
+        "conv_kernel_0",
+        "conv_stride_0",
+        "conv_stride_float",
+        "conv_dilation_empty",
+        "conv_groups_0",
+        "conv_groups_float",
+        "conv_use_bias_str",
+        "conv_flip_int",
+        "conv_kernel_init_str",
+        "maxpool_window_0",
+        "maxpool_stride_str",
+        "avgpool_padding_typo",
+        "avgpool_count_include_pad",
+        "globalpool_reduce",
+        "dense_features_negative",
+        "dense_use_bias_none",
+        "stack_not_a_sequence",
+        "stack_not_a_layer",
+        "stack_names_not_str",
+    ],
+)
+def test_settings_are_checked_when_the_layer_is_made(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_shape_dependent_settings_are_checked_at_init_naming_the_layer(key):
+    with pytest.raises(ValueError, match=r"^nn\.Conv: kernel_size must be an int or a sequence "
+                                         r"of 2 ints \(one per spatial dim\), got 3 values"):
+        nn.Conv(4, (3, 3, 3)).init(key, (1, 6, 6, 2))
+    with pytest.raises(ValueError, match=r"^nn\.Conv: the kernel \(effective size 7 on spatial "
+                                         r"dim 0\) is larger than the padded input"):
+        nn.Conv(4, 7).output_shape((1, 6, 6, 2))
+    with pytest.raises(ValueError, match=r"^nn\.MaxPool: padding \(2 on spatial dim 0\) must be "
+                                         r"at most half the window"):
+        nn.MaxPool(2, padding=2).init(key, (1, 6, 6, 2))
+    with pytest.raises(TypeError, match=r"^nn\.Conv\.init: key must be a PRNG key"):
+        nn.Conv(4).init(0, (1, 6, 6, 2))
+
+
+def test_numpy_scalar_settings_equal_python_ones(key):
+    made = nn.Conv(np.int64(4), np.int32(3), stride=(np.int64(1), 1), groups=np.int64(2),
+                   use_bias=np.bool_(True), flip=np.bool_(False))
+    assert made == nn.Conv(4, 3, stride=(1, 1), groups=2)
+    assert hash(made) == hash(nn.Conv(4, 3, stride=(1, 1), groups=2))
+    assert type(made.groups) is int and type(made.use_bias) is bool
+    # groups=np.int64(2) once passed nn's own check and then failed in init
+    params = made.init(key, (1, 6, 6, 4))
+    assert params["kernel"].shape == (3, 3, 2, 4)
+    assert nn.AvgPool(np.int64(2), count_include_pad=np.bool_(False)) == nn.AvgPool(
+        2, count_include_pad=False)
+    assert nn.GlobalPool("MAX").reduce == "max"  # once accepted, then applied as avg's else
+
+
+def test_global_pool_reduce_is_case_insensitive(key):
+    x = jnp.arange(8.0).reshape(1, 2, 2, 2)
+    np.testing.assert_array_equal(nn.GlobalPool("MAX").apply({}, x), [[6.0, 7.0]])
+    np.testing.assert_array_equal(nn.GlobalPool("Avg").apply({}, x), [[3.0, 4.0]])
+
+
+# ---- repr ----
+
+def test_layer_repr_shows_the_class_and_changed_settings():
+    assert repr(nn.Conv(8)) == "Conv(features=8)"
+    assert repr(nn.Conv(8, 5, stride=2, padding="SAME", use_bias=False)) == (
+        "Conv(features=8, kernel_size=5, stride=2, padding='SAME', use_bias=False)")
+    assert repr(nn.Conv(8, padding=[(1, 1), (0, 0)])) == (
+        "Conv(features=8, padding=((1, 1), (0, 0)))")
+    assert repr(nn.Activation()) == "Activation(name='relu')"
+    assert repr(nn.MaxPool(3, stride=1)) == "MaxPool(window=3, stride=1)"
+    assert repr(nn.AvgPool(count_include_pad=False)) == "AvgPool(count_include_pad=False)"
+    assert repr(nn.GlobalPool("max")) == "GlobalPool(reduce='max')"
+    assert repr(nn.Flatten()) == "Flatten()"
+    assert repr(nn.Dense(3)) == "Dense(features=3)"
+
+
+def test_layer_repr_names_functions_without_an_address():
+    text = repr(nn.Conv(2, kernel_init=jax.nn.initializers.he_normal(),
+                        bias_init=jax.nn.initializers.ones))
+    assert "0x" not in text and " at " not in text
+    assert text.startswith("Conv(features=2, kernel_init=<function jax.nn.initializers.")
+    assert text.endswith("bias_init=<function jax.nn.initializers.ones>)")
+
+
+def test_stack_repr_lists_named_layers_with_nested_blocks_indented():
+    model = nn.Stack([
+        nn.Conv(4, 3, padding="SAME"),
+        nn.Activation("relu"),
+        nn.Residual([nn.Conv(4, 3, padding="SAME"), nn.Activation("tanh")], names=["a", "b"]),
+        nn.GlobalPool(),
+        nn.Dense(2),
+    ])
+    assert repr(model) == (
+        "Stack(\n"
+        "  conv_0: Conv(features=4, padding='SAME'),\n"
+        "  activation_1: Activation(name='relu'),\n"
+        "  residual_2: Residual(\n"
+        "    a: Conv(features=4, padding='SAME'),\n"
+        "    b: Activation(name='tanh'),\n"
+        "  ),\n"
+        "  global_pool_3: GlobalPool(reduce='avg'),\n"
+        "  dense_4: Dense(features=2),\n"
+        ")"
+    )
+    assert "0x" not in repr(MLP) and "<function" not in repr(MLP)

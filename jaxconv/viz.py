@@ -1,7 +1,7 @@
 """Figures for the experiments: images, filter banks side by side, feature maps, loss curves.
 
 Needs the optional extra ``viz`` (matplotlib), imported lazily. Every function returns a
-matplotlib :class:`~matplotlib.figure.Figure`, which a notebook shows inline; ``save`` (or the
+``matplotlib.figure.Figure``, which a notebook shows inline; ``save`` (or the
 ``path`` argument) writes it as a PNG. Figures are built without pyplot, so the global backend
 and a notebook's own figures are left alone. Nothing here computes results.
 """

@@ -59,7 +59,11 @@ SNRS_DB = (40.0, 20.0, 10.0)
 RUN = __name__ == "__main__"
 IN_NOTEBOOK = "ipykernel" in sys.modules
 
+# %% [markdown]
+# Plumbing (skip on a first read): the flags, where the results go, and `show`, which saves
+# a figure and displays it inline.
 
+# %%
 def repo_root() -> pathlib.Path:
     """The checkout this file is in: results go to its results/ whatever the working
     directory (a notebook has no ``__file__``, so it starts from the working directory)."""

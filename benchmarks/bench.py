@@ -1,9 +1,12 @@
 """Side-by-side CPU timings: jaxconv (auto) vs raw lax, torch, flax nnx and equinox.
 
 Times every implementation in one process, interleaved round by round, on the conv workloads
-A-G (forward, and gradient w.r.t. input and kernel) and on the full task-A recovery training
-(500 Adam steps). Medians after warm-up, every call synchronised; ratios are to the best peer
-of the same run. Timings live here, never in tests (DESIGN.md: "Measure, don't guess").
+A-G, the op workloads H-L (depthwise, transposed 2-D and 1-D, correlate2d alone and under vmap,
+A-F in float64), forward and gradient w.r.t. every input, and on the full task-A recovery
+training (500 Adam steps). Raw lax runs twice: with XLA's default flags ("lax") and compiled
+with ``jaxconv.compiler_options()`` ("lax_tuned", YNNPACK's convolutions off). Medians after
+warm-up, every call synchronised; ratios are to the best peer of the same run. Timings live
+here, never in tests (DESIGN.md: "Measure, don't guess").
 
 Run: ``python benchmarks/bench.py [--quick] [--workloads A,B,...] [--out benchmarks/results.json]``
 (``make bench`` installs the light peers, flax and equinox; torch is used only if installed).
@@ -35,7 +38,7 @@ from jax import lax
 
 import jaxconv
 
-IMPLS = ("jaxconv", "lax", "torch", "flax", "equinox")
+IMPLS = ("jaxconv", "lax", "lax_tuned", "torch", "flax", "equinox")
 PEERS = IMPLS[1:]
 DN = ("NHWC", "HWIO", "NHWC")
 # The task-A teacher: a 3x3 cross detector (+1 on the cross, -1 in the corners).
@@ -222,21 +225,35 @@ def _jaxconv_conv(x, w):
     return jaxconv.conv(x, w, padding="VALID", algorithm="auto")
 
 
-def _jax_builder(conv_fn):
+def _jit(fn, args, tuned: bool):
+    """``jax.jit(fn)`` compiled for ``args``: with XLA's default flags, or (``tuned``) with
+    the fastest ones found for convolutions, ``jaxconv.compiler_options()`` (YNNPACK's
+    convolutions off, its reductions and dots kept)."""
+    lowered = jax.jit(fn).lower(*args)
+    return lowered.compile(jaxconv.compiler_options() if tuned else None)
+
+
+def _jax_builder(conv_fn, tuned=False):
     def build(pass_, x, w, ct, mods):
-        if pass_ == "fwd":
-            f = jax.jit(conv_fn)
-            return (lambda: jax.block_until_ready(f(x, w))), (lambda: np.asarray(f(x, w)))
-
-        def loss(x, w):
-            return jnp.sum(conv_fn(x, w) * ct)
-
-        g = jax.jit(jax.grad(loss, argnums=(0, 1)))
-        return (lambda: jax.block_until_ready(g(x, w))), (
-            lambda: tuple(np.asarray(a) for a in g(x, w))
-        )
+        return _jax_calls(conv_fn, (x, w), ct, pass_, tuned)
 
     return build
+
+
+def _jax_calls(fn, args, ct, pass_, tuned=False):
+    """(call, result) for ``fn(*args)`` (fwd) or the gradient of ``<fn(*args), ct>`` with
+    respect to every argument (grad), jitted."""
+    if pass_ == "fwd":
+        f = _jit(fn, args, tuned)
+        return (lambda: jax.block_until_ready(f(*args))), (lambda: np.asarray(f(*args)))
+
+    def loss(*a):
+        return jnp.sum(fn(*a) * ct)
+
+    g = _jit(jax.grad(loss, argnums=tuple(range(len(args)))), args, tuned)
+    return (lambda: jax.block_until_ready(g(*args))), (
+        lambda: tuple(np.asarray(a) for a in g(*args))
+    )
 
 
 def _c_copy(a, axes) -> np.ndarray:
@@ -319,6 +336,7 @@ def _equinox_build(pass_, x, w, ct, mods):
 BUILDERS: dict[str, Callable] = {
     "jaxconv": _jax_builder(_jaxconv_conv),
     "lax": _jax_builder(_lax_conv),
+    "lax_tuned": _jax_builder(_lax_conv, tuned=True),
     "torch": _torch_build,
     "flax": _flax_build,
     "equinox": _equinox_build,
@@ -494,6 +512,210 @@ def bench_workload(wl: Workload, pass_: str, impls, mods, s: Settings) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Workloads H-L (issue 10): depthwise, transposed convs, scipy-style filtering, float64. Each
+# builds its inputs and the same function for jaxconv, raw lax and torch.
+
+
+class Op(NamedTuple):
+    """One op workload: ``args`` (numpy), the same function for jaxconv, raw lax and torch,
+    and the layout changes between jaxconv's arrays and torch's."""
+
+    args: tuple
+    jaxconv: Callable
+    lax: Callable
+    torch: Callable  # torch(F, *torch_args)
+    to_torch: tuple[Callable, ...]  # per argument: numpy array -> torch's layout
+    from_torch: tuple[Callable, ...]  # per argument: its gradient in torch's layout -> ours
+    out_to_torch: Callable
+    out_from_torch: Callable
+    plan: tuple[str, str]
+
+
+def _perm(p):
+    return lambda a: _c_copy(a, p)
+
+
+def _inverse(p):
+    return _perm(tuple(int(i) for i in np.argsort(p)))
+
+
+_NCHW, _OIHW = (0, 3, 1, 2), (3, 2, 0, 1)
+_NCW, _OIW = (0, 2, 1), (2, 1, 0)
+
+
+def _channels_first_op(args, jaxconv_fn, lax_fn, torch_fn, plan, x_perm=_NCHW, w_perm=_OIHW):
+    return Op(args, jaxconv_fn, lax_fn, torch_fn, (_perm(x_perm), _perm(w_perm)),
+              (_inverse(x_perm), _inverse(w_perm)), _perm(x_perm), _inverse(x_perm),
+              tuple(plan))
+
+
+def _op_h():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 64, 64, 64)).astype(np.float32)
+    w = (rng.standard_normal((3, 3, 1, 64)) / 3).astype(np.float32)
+    return _channels_first_op(
+        (x, w),
+        lambda x, w: jaxconv.conv(x, w, padding="SAME", groups=64),
+        lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN,
+                                              feature_group_count=64),
+        lambda F, x, w: F.conv2d(x, w, padding=1, groups=64),
+        jaxconv.plan(x.shape, w.shape, padding="SAME", groups=64),
+    )
+
+
+def _transpose_op(y_shape, k, c_in, stride, pad, nd):
+    """conv_transpose of ``y`` for a forward kernel ``k^nd, c_in -> C_out`` with torch-style
+    int padding; raw lax: ``lax.conv_transpose`` with the equivalent explicit padding."""
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(y_shape).astype(np.float32)
+    w = (rng.standard_normal((k,) * nd + (c_in, y_shape[-1])) / k).astype(np.float32)
+    spec = ("NWC", "WIO", "NWC") if nd == 1 else DN
+    torch_name = "conv_transpose1d" if nd == 1 else "conv_transpose2d"
+    # what auto plans: the phase conv of y (jaxconv.lowering.transpose)
+    j = -(-k // stride)
+    plan = jaxconv.plan(y_shape, (j,) * nd + (y_shape[-1], stride**nd * c_in),
+                        padding=[(j - 1, j - 1)] * nd)
+    return _channels_first_op(
+        (y, w),
+        lambda y, w: jaxconv.conv_transpose(y, w, stride=stride, padding=pad),
+        lambda y, w: lax.conv_transpose(y, w, (stride,) * nd, [(k - 1 - pad,) * 2] * nd,
+                                        dimension_numbers=spec, transpose_kernel=True),
+        lambda F, y, w: getattr(F, torch_name)(y, w, stride=stride, padding=pad),
+        (f"{plan.algorithm} (the phase conv)", plan.reason),
+        *((_NCW, _OIW) if nd == 1 else (_NCHW, _OIHW)),
+    )
+
+
+def _filter_op(batch):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((512, 512) if batch is None else (batch, 512, 512)).astype(
+        np.float32)
+    k = rng.standard_normal((3, 3)).astype(np.float32)
+
+    def corr(a, k):
+        return jaxconv.correlate2d(a, k, mode="same")
+
+    def lax_corr(a, k):  # the same correlation as one lax conv over the stack of images
+        a4 = a.reshape(-1, 512, 512, 1)
+        out = lax.conv_general_dilated(a4, k[:, :, None, None], (1, 1), "SAME",
+                                       dimension_numbers=DN)
+        return out.reshape(a.shape)
+
+    to_nchw = lambda v: np.array(np.reshape(v, (-1, 1, 512, 512)))  # noqa: E731
+    back = lambda v: np.asarray(v).reshape(a.shape)  # noqa: E731
+    plan = jaxconv.plan((1, 512, 512, 1), (3, 3, 1, 1), padding="SAME")
+    return Op(
+        (a, k),
+        corr if batch is None else jax.vmap(corr, in_axes=(0, None)),
+        lax_corr,
+        lambda F, a, k: F.conv2d(a, k, padding=1),
+        (to_nchw, lambda v: np.array(v[None, None])),
+        (back, lambda v: np.asarray(v)[0, 0]),
+        to_nchw,
+        back,
+        tuple(plan),
+    )
+
+
+def _op_l(name):
+    """Workload ``name`` (A-F) in float64 (needs jax_enable_x64)."""
+    wl = WORKLOADS[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(wl.x_shape)
+    w = rng.standard_normal((*wl.kernel, wl.x_shape[3], wl.out_channels)) / math.sqrt(
+        wl.kernel[0] * wl.kernel[1] * wl.x_shape[3])
+    return _channels_first_op(
+        (x, w), lambda x, w: jaxconv.conv(x, w), _lax_conv, lambda F, x, w: F.conv2d(x, w),
+        jaxconv.plan(x.shape, w.shape, dtype=np.float64),
+    )
+
+
+OPS: dict[str, tuple[str, Callable]] = {
+    "H": ("depthwise 3x3, 32x64x64x64, groups=64, SAME", _op_h),
+    "I": ("conv_transpose 2-D, 16x32x32x64 -> 16x64x64x32, 4x4, stride 2, padding 1",
+          lambda: _transpose_op((16, 32, 32, 64), 4, 32, 2, 1, 2)),
+    "J": ("conv_transpose 1-D, 8x1024x64 -> 8x8192x64, kernel 16, stride 8, padding 4",
+          lambda: _transpose_op((8, 1024, 64), 16, 64, 8, 4, 1)),
+    "K": ("correlate2d 512x512, 3x3, mode 'same'", lambda: _filter_op(None)),
+    "K8": ("vmap(correlate2d) over 8 images 512x512, 3x3 'same'", lambda: _filter_op(8)),
+    **{f"L{n}": (f"float64 (x64): workload {n}", lambda n=n: _op_l(n)) for n in "ABCDEF"},
+}
+
+
+def _torch_calls(op: Op, ct, pass_, mods):
+    torch = mods["torch"]
+    F = torch.nn.functional
+    ts = [torch.from_numpy(f(a)) for f, a in zip(op.to_torch, op.args, strict=True)]
+    if pass_ == "fwd":
+
+        def call():
+            with torch.no_grad():
+                return op.torch(F, *ts)
+
+        return call, lambda: op.out_from_torch(call().numpy())
+    ctt = torch.from_numpy(op.out_to_torch(ct))
+    req = [t.clone().requires_grad_(True) for t in ts]
+
+    def call():
+        for t in req:
+            t.grad = None
+        op.torch(F, *req).backward(ctt)
+        return tuple(t.grad for t in req)
+
+    def result():
+        return tuple(f(g.numpy()) for f, g in zip(op.from_torch, call(), strict=True))
+
+    return call, result
+
+
+def bench_op(name: str, pass_: str, impls, mods, s: Settings) -> dict:
+    what, make = OPS[name]
+    op = make()
+    args = tuple(jnp.asarray(a) for a in op.args)
+    out = jax.eval_shape(op.jaxconv, *args)
+    ct = np.asarray(jax.random.normal(jax.random.key(1), out.shape, out.dtype))
+    entry: dict[str, Any] = {
+        "workload": name, "pass": pass_, "what": what, "auto_algorithm": op.plan[0],
+        "auto_reason": op.plan[1], "results": {}, "errors": {},
+    }
+    calls, results = {}, {}
+    fns = {"jaxconv": (op.jaxconv, False), "lax": (op.lax, False), "lax_tuned": (op.lax, True)}
+    for impl in impls:
+        try:
+            if impl in fns:
+                fn, tuned = fns[impl]
+                calls[impl], results[impl] = _jax_calls(fn, args, jnp.asarray(ct), pass_, tuned)
+            elif impl == "torch":
+                calls[impl], results[impl] = _torch_calls(op, ct, pass_, mods)
+        except Exception as e:  # noqa: BLE001 - report and go on with the others
+            entry["errors"][impl] = f"{type(e).__name__}: {e}"
+    outputs, first = {}, {}
+    for impl in list(calls):
+        try:
+            t0 = time.perf_counter()
+            outputs[impl] = results[impl]()
+            first[impl] = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001
+            entry["errors"][impl] = f"{type(e).__name__}: {e}"
+            calls.pop(impl)
+    contention = Contention()
+    entry["results"] = time_impls(calls, first, s)
+    entry["others_cpu"] = contention.others()
+    ref = outputs.get("lax")
+    for impl, r in entry["results"].items():
+        r["first_call_s"] = first[impl]
+        if ref is not None:
+            r["rel_err"] = _rel_err(outputs[impl], ref)
+    peers = {n: r["median_us"] for n, r in entry["results"].items() if n in PEERS}
+    if peers:
+        best = min(peers, key=peers.get)
+        entry["best_peer"], entry["best_peer_us"] = best, peers[best]
+        if "jaxconv" in entry["results"]:
+            entry["ratio"] = entry["results"]["jaxconv"]["median_us"] / peers[best]
+    return entry
+
+
+# --------------------------------------------------------------------------------------------
 # Task A recovery training: 64 images 16x16, cross teacher, Adam 1e-2, MSE.
 
 
@@ -642,6 +864,7 @@ TRAINERS = {
 def bench_training(impls, mods, s: Settings) -> dict:
     x, y, w0, teacher = train_problem()
     contention = Contention()
+    impls = [n for n in impls if n in TRAINERS]
     runs: dict[str, list[dict]] = {n: [] for n in impls}
     final: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
@@ -714,9 +937,9 @@ def _fmt_pct(v: float | None) -> str:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| workload | pass | jaxconv us | lax us | torch us | flax us | equinox us | best peer "
-        "| jaxconv/best | auto picked | others' CPU |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|",
+        "| workload | pass | jaxconv us | lax us | lax tuned us | torch us | flax us | equinox us "
+        "| best peer | jaxconv/best | auto picked | others' CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|",
     ]
     for e in report["workloads"]:
         res = e["results"]
@@ -775,7 +998,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--workloads",
         default=None,
-        help="comma-separated subset of A-G (default: all; --quick: A,F)",
+        help="comma-separated subset of A-G, H, I, J, K, K8, LA-LF (default: all; --quick: A,F)",
     )
     p.add_argument("--passes", default="fwd,grad", help="fwd, grad or both (default)")
     p.add_argument("--no-training", action="store_true", help="skip the recovery training")
@@ -794,12 +1017,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     s = QUICK if args.quick else FULL
-    names = args.workloads or ("A,F" if args.quick else ",".join(WORKLOADS))
+    names = args.workloads or ("A,F" if args.quick else ",".join([*WORKLOADS, *OPS]))
     names = [n.strip().upper() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in WORKLOADS]
+    unknown = [n for n in names if n not in WORKLOADS and n not in OPS]
     if unknown:
-        print(f"bench: unknown workload(s) {unknown}; expected some of {list(WORKLOADS)}.")
+        print(f"bench: unknown workload(s) {unknown}; expected some of "
+              f"{[*WORKLOADS, *OPS]}.")
         return 2
+    # float64 workloads last: jax_enable_x64 is switched on for them and stays on
+    names.sort(key=lambda n: n.startswith("L"))
     passes = [p.strip() for p in args.passes.split(",") if p.strip()]
     if not set(passes) <= {"fwd", "grad"}:
         print(f"bench: --passes must be fwd, grad or both, got {args.passes!r}.")
@@ -814,7 +1040,8 @@ def main(argv=None) -> int:
     mods, skipped = load_peers()
     for name, why in skipped.items():
         print(f"note: skipping {name}: {why}")
-    impls = [n for n in IMPLS if n in wanted and (n in ("jaxconv", "lax") or n in mods)]
+    impls = [n for n in IMPLS
+             if n in wanted and (n in ("jaxconv", "lax", "lax_tuned") or n in mods)]
     report: dict[str, Any] = {
         "machine": machine_info(mods),
         "settings": {**s._asdict(), "quick": args.quick, "impls": impls},
@@ -835,12 +1062,16 @@ def main(argv=None) -> int:
             "spinning OpenMP threads suffer most)."
         )
     for wname in names:
-        wl = WORKLOADS[wname]
+        if wname.startswith("L"):
+            jax.config.update("jax_enable_x64", True)
         for pass_ in passes:
             if pass_ == "grad" and wname == "G" and args.no_g_grad:
                 continue
             t0 = time.perf_counter()
-            e = bench_workload(wl, pass_, impls, mods, s)
+            if wname in OPS:
+                e = bench_op(wname, pass_, impls, mods, s)
+            else:
+                e = bench_workload(WORKLOADS[wname], pass_, impls, mods, s)
             report["workloads"].append(e)
             r = e["results"]
             summary = ", ".join(f"{n} {_fmt_us(r[n]['median_us'])}" for n in r)

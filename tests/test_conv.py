@@ -109,6 +109,7 @@ def test_conv_padding_grid(padding, stride, dilation, rng):
 @pytest.mark.parametrize("n", [1, 2, 3], ids=lambda n: f"{n}d")
 @pytest.mark.parametrize("layout_kind", ["default", "last", "first"])
 @pytest.mark.parametrize("groups", [1, 4], ids=lambda g: f"g{g}")
+@pytest.mark.slow
 def test_conv_layout_groups_grid(n, layout_kind, groups, rng):
     layout = {"default": None, "last": LAYOUTS[n][0], "first": LAYOUTS[n][1]}[layout_kind]
     sizes = (7, 6, 5)[:n]
@@ -147,6 +148,7 @@ def test_strings_case_insensitive(rng):
 
 @pytest.mark.parametrize("n", [1, 2, 3], ids=lambda n: f"{n}d")
 @pytest.mark.parametrize("layout_kind", ["last", "first"])
+@pytest.mark.slow
 def test_conv_flip(n, layout_kind, rng):
     """flip=True is a true convolution: the kernel reversed on every spatial axis."""
     layout = LAYOUTS[n][0 if layout_kind == "last" else 1]
@@ -268,12 +270,14 @@ def _check_case(args, auto):
 
 @SETTINGS
 @given(conv_cases())
+@pytest.mark.slow
 def test_conv_property(args):
     _check_case(args, auto=False)
 
 
 @settings(SETTINGS, max_examples=10)
 @given(conv_cases())
+@pytest.mark.slow
 def test_conv_property_auto(args):
     """The same space through the planner's lowerings (jit: one compile per case)."""
     _check_case(args, auto=True)
@@ -334,6 +338,7 @@ def _transpose_out_sizes(case, options):
 
 @settings(SETTINGS, max_examples=20)
 @given(transpose_cases())
+@pytest.mark.slow
 def test_conv_transpose_adjoint(args):
     """<conv(x, w), y> == <x, conv_transpose(y, w)>, with the shape formula and the oracle."""
     case, options, seed = args
@@ -379,6 +384,7 @@ def test_conv_transpose_adjoint(args):
     ],
     ids=["doc", "torch_same", "nchw", "groups_dilation", "full", "causal"],
 )
+@pytest.mark.slow
 def test_conv_transpose_shape(y_shape, w_shape, options, want, rng):
     y = rng.standard_normal(y_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -387,6 +393,7 @@ def test_conv_transpose_shape(y_shape, w_shape, options, want, rng):
     assert_close(got, ref.conv_transpose(y, w, **options))
 
 
+@pytest.mark.slow
 def test_conv_transpose_output_padding_below_dilation(rng):
     """torch allows output_padding < max(stride, dilation); with stride 1 the extra row is
     beyond every window, so it only receives what the scatter puts there."""
@@ -398,6 +405,7 @@ def test_conv_transpose_output_padding_below_dilation(rng):
     assert_close(got, ref.conv_transpose(y, w, **options))
 
 
+@pytest.mark.slow
 def test_conv_transpose_is_vjp(rng):
     """conv_transpose equals the input-gradient of conv (the definition torch uses)."""
     x = rng.standard_normal((2, 11, 10, 4)).astype(np.float32)
@@ -433,6 +441,7 @@ def test_conv_transpose_passes_precision_to_lax(dilation):
     ],
     ids=["xla-nchw_reflect_flip_groups_dilation", "auto-circular_stride_groups"],
 )
+@pytest.mark.slow
 def test_conv_grads(options, algorithm, rng):
     with jax.enable_x64(True):
         cf = _channels_first(options.get("layout"))
@@ -454,6 +463,7 @@ def test_conv_grads(options, algorithm, rng):
     ],
     ids=["nchw_groups_output_padding"],
 )
+@pytest.mark.slow
 def test_conv_transpose_grads(options, rng):
     with jax.enable_x64(True):
         cf = _channels_first(options.get("layout"))
@@ -479,6 +489,7 @@ def test_conv_float64(rng):
 # --- transformations -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jit_matches_eager(rng):
     options = dict(padding=((1, 0), (0, 2)), stride=2, dilation=(2, 1), groups=2, layout="NCHW",
                    pad_mode="symmetric", flip=True)
@@ -498,6 +509,7 @@ def test_jit_matches_eager(rng):
     )
 
 
+@pytest.mark.slow
 def test_vmap_matches_loop(rng):
     xs = rng.standard_normal((3, 2, 7, 6, 2)).astype(np.float32)
     ws = rng.standard_normal((4, 3, 3, 2, 3)).astype(np.float32)
@@ -526,6 +538,7 @@ def test_vmap_matches_loop(rng):
     [(jnp.bfloat16, 3e-2, 1), (jnp.float16, 3e-3, 4)],
     ids=["bf16-1ch", "f16-4ch"],
 )
+@pytest.mark.slow
 def test_low_precision(dtype, tol, cin, rng):
     x, w = make_inputs(rng, n=2, batch=2, sizes=(10, 10), cin=cin, cout=2, ksize=(3, 3), groups=1)
     x16, w16 = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
@@ -587,6 +600,7 @@ FILTERS = {"correlate2d": scipy.signal.correlate2d, "convolve2d": scipy.signal.c
     [((7, 8), (3, 4)), ((3, 4), (6, 7))],
     ids=["odd_even", "k_larger"],
 )
+@pytest.mark.slow
 def test_filter2d_vs_scipy(op, mode, boundary, in_shape, k_shape, rng):
     a = rng.standard_normal(in_shape).astype(np.float32)
     k = rng.standard_normal(k_shape).astype(np.float32)
@@ -598,6 +612,7 @@ def test_filter2d_vs_scipy(op, mode, boundary, in_shape, k_shape, rng):
 
 @pytest.mark.parametrize("op", sorted(FILTERS))
 @pytest.mark.parametrize("mode", ["full", "same"])
+@pytest.mark.slow
 def test_filter2d_fillvalue(op, mode, rng):
     a = rng.standard_normal((5, 6)).astype(np.float32)
     k = rng.standard_normal((3, 4)).astype(np.float32)
@@ -607,6 +622,7 @@ def test_filter2d_fillvalue(op, mode, rng):
 
 @pytest.mark.parametrize("op", sorted(FILTERS))
 @pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.slow
 def test_filter2d_grad_wrt_fillvalue_alone(op, mode, rng):
     """Issue 14: jax.grad w.r.t. fillvalue alone raised a raw TypeError from lax.pad's
     transpose. The output is linear in fillvalue with slope scipy's filter of a zero image
@@ -669,6 +685,7 @@ def test_filter2d_valid_swap(op, rng):
     shapes=st.lists(st.integers(1, 7), min_size=4, max_size=4),
     seed=st.integers(0, 2**16),
 )
+@pytest.mark.slow
 def test_filter2d_property(op, mode, boundary, shapes, seed):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal(shapes[:2]).astype(np.float32)
@@ -977,3 +994,32 @@ def test_dilated_conv_transpose_names_the_lowerings_it_can_run():
         jaxconv.conv_transpose(y, w, dilation=2, algorithm="im2col")
     with pytest.raises(ValueError, match="the known names are 'auto', 'xla'"):
         jaxconv.conv_transpose(y, w, dilation=2, algorithm="winograd")
+
+
+def _primitive_names(jaxpr):
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                names |= _primitive_names(inner)
+    return names
+
+
+@pytest.mark.parametrize("op", ["correlate2d", "convolve2d"])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_filter2d_runs_the_planners_lowering_and_batches_under_vmap(op, mode, rng):
+    """correlate2d/convolve2d are one conv call through the planner (3x3 on one image:
+    shift_add on CPU, no lax conv), and vmap over images equals the per-image results."""
+    scipy_signal = pytest.importorskip("scipy.signal")
+    fn = getattr(jaxconv, op)
+    a = rng.standard_normal((4, 12, 10)).astype(np.float32)
+    k = rng.standard_normal((3, 3)).astype(np.float32)
+    prims = _primitive_names(jax.make_jaxpr(lambda a: fn(a, k, mode=mode))(a[0]).jaxpr)
+    want_algo = jaxconv.plan((1, 12, 10, 1), (3, 3, 1, 1)).algorithm
+    assert ("conv_general_dilated" in prims) == (want_algo == "xla"), prims
+    batched = jax.jit(jax.vmap(lambda a: fn(a, k, mode=mode)))(a)
+    for i in range(a.shape[0]):
+        want = getattr(scipy_signal, op)(a[i].astype(np.float64), k.astype(np.float64), mode=mode)
+        assert_close(batched[i], want)

@@ -58,6 +58,19 @@ def declines(args: ConvArgs) -> str | None:
 
 
 def prefers(args: ConvArgs) -> str | None:
+    k = args.macs_per_value
+    if args.dtype == jnp.float64:
+        # XLA:CPU hands only F16/F32 convolutions to Eigen; a float64 one runs its naive loop,
+        # while a float64 dot is still Eigen's GEMM. Measured (x64, fwd / fwd + grad): D 5x5
+        # 3 -> 16 41 / 220 ms vs xla 227 / 1,778; B 3x3 1 -> 8 0.58 / 0.88 vs shift_add 0.45 /
+        # 1.78 and xla 0.31 / 8.1; C 175 / 631 vs xla 368 / 3,008 (benchmarks/NOTES.md).
+        # shift_add keeps the single 1 -> 1 filters (A, F), where no GEMM has any width.
+        if args.c_group * args.o_group == 1:
+            return None
+        return (
+            f"float64: XLA:CPU runs float64 convolutions as a naive loop (only float16/32 reach "
+            f"Eigen), while the GEMM of the [pixels, {k}] patch matrix runs on Eigen's dot"
+        )
     if (
         args.dtype == jnp.bfloat16  # no gain measured
         or args.c_group < AUTO_MIN_IN_CHANNELS
@@ -65,7 +78,6 @@ def prefers(args: ConvArgs) -> str | None:
         or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES
     ):
         return None
-    k = args.macs_per_value
     return (
         f"{k} multiply-adds per output value: a GEMM of the [pixels, {k}] patch matrix with the "
         f"[{k}, {args.o_group}] kernel runs on XLA's fast CPU dot"

@@ -39,6 +39,8 @@ def prefers(args: ConvArgs) -> str | None:
     macs = args.macs_per_pixel
     if macs > MAX_MACS_PER_PIXEL:
         return None
+    if args.dtype == jnp.float64 and macs > args.taps:
+        return None  # float64 with channels: im2col's GEMM (see im2col.prefers)
     return (
         f"few multiply-adds per output pixel ({macs} <= {MAX_MACS_PER_PIXEL}): strided slices "
         "and one fused multiply-add loop beat XLA's CPU convolution"

@@ -85,6 +85,7 @@ def _close(actual, expected, what):
 @pytest.mark.parametrize("algorithm", FAST)
 @settings(max_examples=10, deadline=None, derandomize=True)
 @given(cfg=conv_configs())
+@pytest.mark.slow
 def test_lowering_matches_xla_and_the_oracle(algorithm, cfg):
     opts = cfg["options"]
     x, w, rng = _arrays(cfg)
@@ -100,6 +101,43 @@ def test_lowering_matches_xla_and_the_oracle(algorithm, cfg):
         _close(a, b, f"{name} vs xla")
 
 
+@st.composite
+def depthwise_configs(draw):
+    """conv_configs with one input channel per group (groups 2-3) and a multiplier 1-2."""
+    cfg = draw(conv_configs())
+    groups = draw(st.integers(2, 3))
+    cfg["options"]["groups"] = groups
+    cfg["c_in"], cfg["c_out"] = groups, groups * draw(st.integers(1, 2))
+    return cfg
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(cfg=depthwise_configs())
+@pytest.mark.slow
+def test_depthwise_matches_xla_and_the_oracle(cfg):
+    """The depthwise lowering: forward vs the numpy oracle; forward, both gradients, a JVP and
+    vmap vs xla (rank 1-3, stride, dilation, padding, multiplier, both layouts)."""
+    opts = cfg["options"]
+    x, w, rng = _arrays(cfg)
+    y_ref = ref.conv(np.asarray(x), np.asarray(w), **opts)
+    ct = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    tx = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    tw = jnp.asarray(rng.normal(size=w.shape), jnp.float32)
+    got = _everything("depthwise", opts)(x, w, ct, tx, tw)
+    want = _everything("xla", opts)(x, w, ct, tx, tw)
+    _close(got[0], y_ref, "forward vs numpy oracle")
+    for name, a, b in zip(("forward", "grad x", "grad w", "jvp", "vmap"), got, want, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        _close(a, b, f"{name} vs xla")
+
+
+def test_depthwise_declines_a_dense_conv_by_name():
+    x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 2, 4))
+    with pytest.raises(ValueError, match="algorithm 'depthwise' does not support this call "
+                                         r"\(not a depthwise conv: each output value sums 2"):
+        jaxconv.conv(x, w, groups=2, algorithm="depthwise")
+
+
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "opts"),
     [
@@ -111,6 +149,7 @@ def test_lowering_matches_xla_and_the_oracle(algorithm, cfg):
     ],
     ids=["1d_causal", "1d_ncw", "2d_pads", "2d_nchw", "3d_reflect"],
 )
+@pytest.mark.slow
 def test_single_filter_path_of_shift_add(x_shape, w_shape, opts):
     """A 1 -> 1 filter runs shift_add's channels-last path: equal to xla everywhere."""
     rng = np.random.default_rng(3)
@@ -133,6 +172,7 @@ def test_single_filter_path_of_shift_add(x_shape, w_shape, opts):
 
 @pytest.mark.parametrize("algorithm", FAST)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+@pytest.mark.slow
 def test_low_precision_dtypes_stay_in_their_dtype(algorithm, dtype):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(2, 9, 9, 2)), dtype)
@@ -143,6 +183,7 @@ def test_low_precision_dtypes_stay_in_their_dtype(algorithm, dtype):
     np.testing.assert_allclose(np.asarray(y, np.float32), y_ref, rtol=0, atol=0.25)
 
 
+@pytest.mark.slow
 def test_eager_equals_jit():
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=(2, 12, 12, 3)), jnp.float32)
@@ -174,6 +215,7 @@ def _dot_precisions(jaxpr):
      ((1, 300, 300, 1), (3, 3, 1, 1)), ((1, 300, 300, 2), (3, 3, 2, 2))],
     ids=["single_dot", "channels_dot", "single_big", "channels_big"],
 )
+@pytest.mark.slow
 def test_shift_add_passes_precision_to_every_dot(x_shape, w_shape):
     """Issue 14: forced shift_add ignored precision. Its multiply-adds are elementwise (exact
     float32 on every backend); the dots of its kernel gradient (a matmul of stacked windows,
@@ -193,6 +235,7 @@ def test_shift_add_passes_precision_to_every_dot(x_shape, w_shape):
     assert found and all(p == (lax.Precision.HIGH,) * 2 for p in found), found
 
 
+@pytest.mark.slow
 def test_shift_add_with_precision_equals_xla(rng):
     x = jnp.asarray(rng.normal(size=(2, 9, 8, 2)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
@@ -213,6 +256,7 @@ def test_shift_add_with_precision_equals_xla(rng):
     "precision", [lax.Precision.HIGHEST, "highest", "default", (lax.Precision.HIGH,) * 2],
     ids=["enum", "string", "default", "pair"],
 )
+@pytest.mark.slow
 def test_fft_declines_an_explicit_precision(precision):
     """FFT's rounding error is global (relative to the output's maximum), so it cannot honour
     any precision: a forced call with one raises our error naming why; auto still runs xla."""
@@ -239,6 +283,7 @@ def test_shift_add_rejects_an_unknown_precision(precision):
 
 
 @pytest.mark.parametrize("algorithm", ["xla", "shift_add", "im2col"])
+@pytest.mark.slow
 def test_a_list_precision_works_like_the_tuple(algorithm):
     """lax takes a [lhs, rhs] list; the jitted lowerings need hashable options (jax's
     "Non-hashable static arguments" error before conv normalised it)."""
@@ -247,6 +292,7 @@ def test_a_list_precision_works_like_the_tuple(algorithm):
     np.testing.assert_array_equal(got, 72)
 
 
+@pytest.mark.slow
 def test_shift_add_accepts_every_lax_precision_form():
     x, w = jnp.ones((1, 6, 6, 1)), jnp.ones((3, 3, 1, 1))
     for p in (None, "float32", "tensorfloat32", "bfloat16", lax.Precision.DEFAULT,
@@ -273,6 +319,7 @@ def _narrow_case(name, rng):
 
 @pytest.mark.parametrize("name", NARROW)
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
+@pytest.mark.slow
 def test_shift_add_rounds_narrow_dtypes_once(name, padding, rng):
     """shift_add summed its taps in the input dtype: float4 saturated at 4 where the exact sum
     is 6, float8 rounded every partial sum, and float8_e8m0fnu's zero padding was NaN. Now it
@@ -286,6 +333,7 @@ def test_shift_add_rounds_narrow_dtypes_once(name, padding, rng):
 
 
 @pytest.mark.parametrize("name", NARROW)
+@pytest.mark.slow
 def test_fft_pads_narrow_dtypes_in_float32(name, rng):
     """float8_e8m0fnu has no zero: padding before the float32 cast filled the border with NaN.
     FFT's own rounding allows one step of the narrow dtype either way."""
@@ -346,6 +394,7 @@ def test_plan_expected_choices_for_the_issue_workloads():
         "depthwise")
 
 
+@pytest.mark.slow
 def test_plan_picks_fft_only_for_big_kernels():
     """Issue 14: FFT's noise where the exact output is 0 changes what a ReLU lets through, so
     auto takes it only where direct methods are hopeless (from fft.AUTO_MIN_TAPS taps)."""
@@ -394,6 +443,7 @@ def _sparse_images(rng, n=8, size=32, bright=6):
 
 @pytest.mark.parametrize(("kernel", "features"), [(5, 6), (5, 1), (7, 6), (9, 1)],
                          ids=["5x5_1to6_lenet", "5x5_1to1", "7x7_1to6", "9x9_1to1"])
+@pytest.mark.slow
 def test_auto_trains_a_relu_cnn_on_sparse_images_like_xla(kernel, features):
     """Issue 14: on LeNet-5 over digits, auto picked FFT for the first conv (5x5, 1 -> 6,
     VALID); its +-5e-7 noise on the blank background opened the ReLU there, and the first
@@ -451,6 +501,7 @@ def _primitives(jaxpr):
 
 
 @pytest.mark.parametrize("name", sorted(set(WORKLOADS) - {"G"}))
+@pytest.mark.slow
 def test_auto_runs_what_plan_says(name):
     x_shape, w_shape = WORKLOADS[name]
     x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
@@ -461,6 +512,7 @@ def test_auto_runs_what_plan_says(name):
     assert ("fft" in prims) == (p.algorithm == "fft")
 
 
+@pytest.mark.slow
 def test_xla_lowering_is_exactly_one_lax_conv():
     # one lax conv, wrapped in the custom JVP that keeps its gradients canonical
     x, w = jnp.zeros((2, 9, 9, 3)), jnp.zeros((3, 3, 3, 4))
@@ -504,6 +556,7 @@ def test_fft_lengths_are_7_smooth_and_minimal(n, want):
     assert fft.fast_length(n) == want
 
 
+@pytest.mark.slow
 def test_im2col_passes_precision_to_its_dots():
     x, w = jnp.ones((2, 6, 6, 8)), jnp.ones((3, 3, 8, 8))
     f = lambda p: jaxconv.conv(x, w, algorithm="im2col", precision=p)

@@ -59,6 +59,7 @@ def test_equals_jax_nn_and_numpy(case):
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+@pytest.mark.slow
 def test_grads_finite_and_jit_equals_eager(case):
     fn, kwargs, _, _ = CASES[case]
     value_and_grads = jax.jit(jax.vmap(jax.value_and_grad(lambda x: fn(x, **kwargs))))
@@ -150,6 +151,7 @@ def test_python_int_is_a_type_error():
     ids=["leaky_relu", "elu"],
 )
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+@pytest.mark.slow
 def test_float32_option_keeps_low_precision_dtype(fn, option, dtype):
     """A float32 (strongly typed) slope or alpha must not promote x, as documented."""
     x = jnp.asarray(X, dtype)

@@ -79,6 +79,7 @@ def _copy(finished, tmp_path):
 
 # ---- the Checkpointer on its own ----
 
+@pytest.mark.slow
 def test_save_and_restore_keep_the_newest(tmp_path):
     opt = optax.adam(0.1)
     state = {"params": P0, "opt_state": opt.init(P0), "step_losses": np.arange(4.0)}
@@ -133,6 +134,7 @@ def test_save_argument_errors(tmp_path):
 
 
 @pytest.mark.parametrize("with_target", [True, False], ids=["target", "no_target"])
+@pytest.mark.slow
 def test_typed_prng_keys_round_trip(tmp_path, with_target):
     state = {"k": jax.random.key(3), "ks": jax.random.split(jax.random.key(1, impl="rbg"), 2),
              "w": np.ones(2)}
@@ -148,6 +150,7 @@ def test_typed_prng_keys_round_trip(tmp_path, with_target):
 
 # ---- fit writes checkpoints ----
 
+@pytest.mark.slow
 def test_fit_checkpoints_every_k_steps_and_at_the_end(tmp_path):
     out = _fit(tmp_path, steps=25, keep=2)
     with Checkpointer(tmp_path) as ckpt:
@@ -163,6 +166,7 @@ def test_fit_checkpoints_every_k_steps_and_at_the_end(tmp_path):
     assert int(got.state["nonfinite"]) == out.nonfinite_steps == 0
 
 
+@pytest.mark.slow
 def test_checkpointing_does_not_change_the_result(finished):
     plain = jaxconv.fit(_loss, P0, optax.adam(0.05), _problem(),
                         **{k: v for k, v in RUN.items() if k != "checkpoint_every"})
@@ -170,6 +174,7 @@ def test_checkpointing_does_not_change_the_result(finished):
     np.testing.assert_allclose(finished[1].params["w"], plain.params["w"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_is_bit_identical(finished, tmp_path):
     with pytest.raises(_Stop):
         _fit(tmp_path, on_chunk=_stop_at(20))
@@ -183,6 +188,7 @@ def test_interrupted_then_resumed_is_bit_identical(finished, tmp_path):
     np.testing.assert_array_equal(out.losses, finished[1].losses)
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_returns_it(finished, tmp_path):
     d = _copy(finished, tmp_path)
     out = _fit(d, resume=True)
@@ -191,11 +197,13 @@ def test_resume_of_a_finished_run_returns_it(finished, tmp_path):
     assert out.compile_s == 0.0
 
 
+@pytest.mark.slow
 def test_resume_on_an_empty_directory_starts_afresh(finished, tmp_path):
     out = _fit(tmp_path / "new", resume=True)
     _assert_same(out.params, finished[1].params)
 
 
+@pytest.mark.slow
 def test_existing_checkpoints_need_resume(finished, tmp_path):
     d = _copy(finished, tmp_path)
     with pytest.raises(ValueError, match=r"already holds checkpoints \(steps \[10, 20, 30\]\); "
@@ -213,6 +221,7 @@ def test_existing_checkpoints_need_resume(finished, tmp_path):
     ],
     ids=["steps", "batch_size", "key", "chunk"],
 )
+@pytest.mark.slow
 def test_resume_with_a_different_config_raises(finished, tmp_path, kwargs, match):
     d = _copy(finished, tmp_path)
     with pytest.raises(ValueError, match=rf"cannot resume from .*{match}"):
@@ -223,6 +232,7 @@ def test_resume_with_a_different_config_raises(finished, tmp_path, kwargs, match
     "optimizer", [optax.sgd(0.05), optax.adam(0.06), optax.adam(0.05, b1=0.8)],
     ids=["sgd", "adam_lr", "adam_b1"],
 )
+@pytest.mark.slow
 def test_resume_with_a_different_optimizer_raises(finished, tmp_path, optimizer):
     d = _copy(finished, tmp_path)
     with pytest.raises(ValueError, match=r"cannot resume .*optimizer: checkpoint has"):
@@ -245,6 +255,7 @@ def test_resume_with_different_data_of_the_same_shape_raises(finished, tmp_path,
         jaxconv.fit(_loss, P0, optax.adam(0.05), data, checkpoint_dir=d, resume=True, **RUN)
 
 
+@pytest.mark.slow
 def test_fit_checkpoints_an_optimizer_state_holding_a_typed_key(tmp_path):
     opt = optax.noisy_sgd(0.01, key=jax.random.key(4))
     run = dict(RUN, steps=20)
@@ -283,6 +294,7 @@ def _corrupt(step_dir, how):
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "metadata", "arrays_gone"])
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(finished, tmp_path, how):
     d = _copy(finished, tmp_path)
     _corrupt(d / "30", how)
@@ -314,6 +326,7 @@ def test_every_checkpoint_corrupt_raises(finished, tmp_path):
             _fit(d, resume=True)
 
 
+@pytest.mark.slow
 def test_half_written_checkpoint_is_never_picked_up(finished, tmp_path):
     d = _copy(finished, tmp_path)
     # what a save killed mid-write leaves: orbax's temporary directory, never renamed into place
@@ -378,6 +391,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
 
 # ---- divergence ----
 
+@pytest.mark.slow
 def test_divergence_stops_with_an_error_and_a_good_checkpoint(tmp_path):
     # converges for 20 steps, then the learning rate jumps to 1.0 and the loss explodes
     opt = optax.sgd(optax.piecewise_constant_schedule(0.05, {20: 20.0}))
@@ -397,6 +411,7 @@ def test_divergence_stops_with_an_error_and_a_good_checkpoint(tmp_path):
     assert np.nanmax(got.state["losses"][:20]) < 100.0
 
 
+@pytest.mark.slow
 def test_divergence_in_a_restart_names_it():
     params = {"w": jnp.zeros((2, 3)), "b": jnp.array([0.0, 50.0])}
     with pytest.raises(DivergenceError, match=r"at step 0 in restart 1 exceeds max_loss=1000"):

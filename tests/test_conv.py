@@ -126,6 +126,7 @@ def test_conv_layout_groups_grid(n, layout_kind, groups, rng):
     [("SAME", None), ("FULL", "NCHW"), (((0, 3), (2, 1)), "NCHW")],
     ids=["SAME-NHWC", "FULL-NCHW", "pairs-NCHW"],
 )
+@pytest.mark.slow
 def test_conv_pad_mode_grid(pad_mode, padding, layout, rng):
     x, w = make_inputs(
         rng, n=2, batch=1, sizes=(6, 5), cin=2, cout=3, ksize=(3, 4), groups=1, layout=layout
@@ -133,6 +134,7 @@ def test_conv_pad_mode_grid(pad_mode, padding, layout, rng):
     check_vs_reference(x, w, padding=padding, pad_mode=pad_mode, layout=layout)
 
 
+@pytest.mark.slow
 def test_strings_case_insensitive(rng):
     """padding, pad_mode and layout strings are case-insensitive."""
     x, w = make_inputs(rng, n=2, batch=1, sizes=(6, 5), cin=2, cout=2, ksize=(3, 2), groups=1,
@@ -164,6 +166,7 @@ def test_conv_flip(n, layout_kind, rng):
         )
 
 
+@pytest.mark.slow
 def test_conv_single_channel_cross(rng):
     """The 3x3 cross on one channel (the shift-and-add shape) vs scipy."""
     x = rng.standard_normal((4, 12, 12, 1)).astype(np.float32)
@@ -174,6 +177,7 @@ def test_conv_single_channel_cross(rng):
         np.testing.assert_allclose(got[b, :, :, 0], want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_conv_4d_smoke(rng):
     x, w = make_inputs(
         rng, n=4, batch=2, sizes=(5, 4, 4, 3), cin=2, cout=3, ksize=(2, 2, 3, 2), groups=1
@@ -191,6 +195,7 @@ def test_conv_4d_smoke(rng):
     ],
     ids=["cross_1ch", "1ch_to_2", "rgb"],
 )
+@pytest.mark.slow
 def test_conv_auto(case, rng):
     """Shapes the planner sends to different lowerings, vs the oracle."""
     x, w = make_inputs(rng, n=2, batch=3, groups=1, **case)
@@ -476,6 +481,7 @@ def test_conv_transpose_grads(options, rng):
         check_grads(f, (y, w), order=2, modes=["rev"])
 
 
+@pytest.mark.slow
 def test_conv_float64(rng):
     with jax.enable_x64(True):
         x, w = make_inputs(rng, n=2, batch=2, sizes=(7, 6), cin=4, cout=4, ksize=(3, 3), groups=2)
@@ -569,6 +575,7 @@ def _ops(text):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.slow
 def test_hlo_is_one_convolution(dtype):
     x = jnp.zeros((2, 8, 8, 3), dtype)
     w = jnp.zeros((3, 3, 3, 8), dtype)  # 216 multiply-adds per pixel: above shift_add's 150
@@ -654,6 +661,7 @@ def test_filter2d_grad_wrt_fillvalue_alone(op, mode, rng):
 
 
 @pytest.mark.parametrize("fill", [np.inf, -np.inf, np.nan], ids=["inf", "neg_inf", "nan"])
+@pytest.mark.slow
 def test_filter2d_non_finite_fillvalue_stays_in_the_border(fill, rng):
     """The fill value enters by a select, not a product with a mask: inf/nan reach exactly
     the outputs whose window covers padding, as in scipy."""
@@ -669,6 +677,7 @@ def test_filter2d_non_finite_fillvalue_stays_in_the_border(fill, rng):
 
 
 @pytest.mark.parametrize("op", sorted(FILTERS))
+@pytest.mark.slow
 def test_filter2d_valid_swap(op, rng):
     """scipy's valid mode swaps the inputs when in2 is the larger one."""
     a = rng.standard_normal((3, 2)).astype(np.float32)
@@ -700,6 +709,7 @@ def test_filter2d_property(op, mode, boundary, shapes, seed):
     assert_close(f(a, k), want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_filter2d_jit_and_vmap(rng):
     a = rng.standard_normal((3, 6, 7)).astype(np.float32)
     k = rng.standard_normal((3, 3)).astype(np.float32)
@@ -963,6 +973,7 @@ def test_filter2d_errors(op, a, k, options, exc, match):
 
 @pytest.mark.parametrize("algorithm", ["auto", "xla", "shift_add", "im2col", "fft"])
 @pytest.mark.parametrize("layout", [None, "NCHW"])
+@pytest.mark.slow
 def test_conv_transpose_through_every_lowering_equals_the_oracle(algorithm, layout, rng):
     """conv_transpose runs one conv of y (the stride's phases as output channels) through the
     named lowering: every lowering gives the oracle's transposed conv, values and gradients."""
@@ -981,6 +992,7 @@ def test_conv_transpose_through_every_lowering_equals_the_oracle(algorithm, layo
         assert_close(g, want)
 
 
+@pytest.mark.slow
 def test_depthwise_conv_transpose_runs_the_depthwise_lowering(rng):
     y = rng.standard_normal((2, 6, 6, 8)).astype(np.float32)
     w = rng.standard_normal((3, 3, 1, 8)).astype(np.float32)
@@ -1009,6 +1021,7 @@ def _primitive_names(jaxpr):
 
 @pytest.mark.parametrize("op", ["correlate2d", "convolve2d"])
 @pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.slow
 def test_filter2d_runs_the_planners_lowering_and_batches_under_vmap(op, mode, rng):
     """correlate2d/convolve2d are one conv call through the planner (3x3 on one image:
     shift_add on CPU, no lax conv), and vmap over images equals the per-image results."""

@@ -87,6 +87,7 @@ def single_shapes():
     }
 
 
+@pytest.mark.slow
 def test_line_images_draw_lines_and_crosses(single_shapes):
     kinds = [_segments(img) for img in single_shapes["random"]]
     assert {k for k, _ in kinds} == {"vertical", "horizontal", "cross"}
@@ -94,12 +95,14 @@ def test_line_images_draw_lines_and_crosses(single_shapes):
     assert min(lengths) >= 3 and max(lengths) <= 12 and len(set(lengths)) > 3
 
 
+@pytest.mark.slow
 def test_line_images_fixed_length(single_shapes):
     kinds = [_segments(img) for img in single_shapes["fixed"]]
     assert {k for k, _ in kinds} == {"vertical", "horizontal", "cross"}
     assert all(n == 5 for _, n in kinds)  # a cross spans 2 * (5 // 2) + 1 = 5 per axis
 
 
+@pytest.mark.slow
 def test_line_images_kinds_restricts_the_shapes():
     # Same n, size and max_shapes as single_shapes: kinds are traced, nothing recompiles.
     imgs = data.line_images(jax.random.key(4), 60, 12, kinds=("Horizontal", "cross"),
@@ -111,6 +114,7 @@ def test_line_images_kinds_restricts_the_shapes():
     assert {_segments(img)[0] for img in np.asarray(imgs)} == {"vertical"}
 
 
+@pytest.mark.slow
 def test_line_images_under_jit(lines):
     jitted = jax.jit(lambda k: data.line_images(k, N, SIZE))(jax.random.key(0))
     np.testing.assert_allclose(jitted, lines["noisy"], rtol=1e-6, atol=1e-6)
@@ -120,6 +124,7 @@ def test_line_images_under_jit(lines):
 # noise_images
 
 
+@pytest.mark.slow
 def test_noise_images():
     key = jax.random.key(0)
     x = np.asarray(data.noise_images(key, 64, SIZE))
@@ -129,6 +134,7 @@ def test_noise_images():
     assert abs(x.mean()) < 0.03 and abs(x.std() - 1) < 0.03
 
 
+@pytest.mark.slow
 def test_legacy_uint32_keys_give_the_same_data():
     np.testing.assert_array_equal(data.noise_images(jax.random.PRNGKey(7), 2, 4),
                                   data.noise_images(jax.random.key(7), 2, 4))
@@ -154,6 +160,7 @@ def shapes():
     }
 
 
+@pytest.mark.slow
 def test_shape_dataset_shapes_dtypes_determinism(shapes):
     assert shapes["images"].shape == (N_SHAPES, 16, 16) and shapes["images"].dtype == np.float32
     assert shapes["labels"].shape == (N_SHAPES,) and shapes["labels"].dtype == np.int32
@@ -164,12 +171,14 @@ def test_shape_dataset_shapes_dtypes_determinism(shapes):
     assert data.CLASS_NAMES == ("nothing", "vertical", "horizontal", "cross")
 
 
+@pytest.mark.slow
 def test_shape_dataset_is_balanced_and_shuffled(shapes):
     labels = shapes["labels"]
     assert sorted(np.bincount(labels, minlength=4).tolist()) == [10, 10, 11, 11]
     assert not np.array_equal(labels, np.arange(N_SHAPES) % 4)
 
 
+@pytest.mark.slow
 def test_shape_dataset_each_class_holds_its_shape(shapes):
     centre, arm = (16 - 1) // 2, 16 // 4
     offsets = []
@@ -193,6 +202,7 @@ def test_shape_dataset_each_class_holds_its_shape(shapes):
     np.testing.assert_allclose(noise.std(), 0.2, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_shape_dataset_without_jitter_is_centred():
     images, labels = data.shape_dataset(jax.random.key(2), N_SHAPES, jitter=0, noise=0.0)
     images, labels = np.asarray(images), np.asarray(labels)
@@ -207,6 +217,7 @@ def test_shape_dataset_without_jitter_is_centred():
 # teacher_targets
 
 
+@pytest.mark.slow
 def test_teacher_targets_matches_scipy(rng):
     images = rng.normal(size=(3, 7, 6)).astype(np.float32)
     k = filters.cross()

@@ -12,12 +12,14 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(jaxconv.__path__, "jaxcon
 
 
 @pytest.mark.parametrize("name", MODULES)
+@pytest.mark.slow
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
 
 
+@pytest.mark.slow
 def test_the_examples_are_found():
     attempted = sum(
         doctest.testmod(importlib.import_module(n), verbose=False, report=False).attempted

@@ -26,6 +26,7 @@ def _loss(p, batch):
 P0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
 
 
+@pytest.mark.slow
 def test_fit_converges_and_reports(key):
     data, w_true = _linear_problem(key)
     out = fit(_loss, P0, optax.adam(0.05), data, steps=600, progress=False)
@@ -37,6 +38,7 @@ def test_fit_converges_and_reports(key):
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 100, 1000], ids=lambda c: f"chunk{c}")
+@pytest.mark.slow
 def test_chunking_does_not_change_the_result(key, chunk_size):
     data, _ = _linear_problem(key)
     ref = fit(_loss, P0, optax.sgd(0.05), data, steps=50, chunk_size=50, progress=False)
@@ -46,6 +48,7 @@ def test_chunking_does_not_change_the_result(key, chunk_size):
     np.testing.assert_array_equal(out.params["w"], ref.params["w"])
 
 
+@pytest.mark.slow
 def test_matches_a_plain_python_loop(key):
     data, _ = _linear_problem(key)
     opt = optax.adam(0.05)
@@ -61,6 +64,7 @@ def test_matches_a_plain_python_loop(key):
     np.testing.assert_allclose(out.params["w"], params["w"], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_restarts_equal_separate_runs_with_the_same_keys(key):
     data, _ = _linear_problem(key, n=40)
     restarts = 3
@@ -78,6 +82,7 @@ def test_restarts_equal_separate_runs_with_the_same_keys(key):
         np.testing.assert_allclose(out.params["w"][r], single.params["w"], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_deterministic_bit_identical(key):
     data, _ = _linear_problem(key)
     a = fit(_loss, P0, optax.adam(0.05), data, steps=40, key=key, batch_size=5, progress=False)
@@ -90,6 +95,7 @@ def test_deterministic_bit_identical(key):
     assert not np.array_equal(a.losses, c.losses)
 
 
+@pytest.mark.slow
 def test_minibatches_are_subsets_without_replacement(key):
     x = jnp.arange(10.0)[:, None]
     seen = []
@@ -105,6 +111,7 @@ def test_minibatches_are_subsets_without_replacement(key):
         assert b.shape == (4,) and len(set(b.tolist())) == 4
 
 
+@pytest.mark.slow
 def test_nonfinite_steps_are_skipped_and_counted(key):
     data, _ = _linear_problem(key)
 
@@ -122,6 +129,7 @@ def test_nonfinite_steps_are_skipped_and_counted(key):
         assert np.all(np.isfinite(leaf))
 
 
+@pytest.mark.slow
 def test_a_wholly_nonfinite_chunk_raises_naming_the_step(key):
     data, _ = _linear_problem(key)
     loss = lambda p, b: _loss(p, b) * jnp.nan
@@ -131,6 +139,7 @@ def test_a_wholly_nonfinite_chunk_raises_naming_the_step(key):
 
 
 @pytest.mark.parametrize("chunk_size", [3, 5])
+@pytest.mark.slow
 def test_a_short_nonfinite_tail_warns_the_same_however_chunked(chunk_size):
     # c grows by 1 per step (sgd with learning rate -1 on d loss / dc = 1); step 9 is the first
     # non-finite one, and the last. Chunks of 3 end with a chunk of that step alone.
@@ -143,6 +152,7 @@ def test_a_short_nonfinite_tail_warns_the_same_however_chunked(chunk_size):
     assert float(out.params["c"]) == 9.0
 
 
+@pytest.mark.slow
 def test_minibatches_are_shuffled_epochs(key):
     # with a frozen parameter the loss of step t is the mean index in its batch
     n, batch = 10, 3  # 3 steps per epoch; one example sits each epoch out
@@ -169,6 +179,7 @@ def test_nonfinite_runs_count_across_chunk_boundaries():
     np.testing.assert_array_equal(run, [3, 0])
 
 
+@pytest.mark.slow
 def test_nan_in_data_is_rejected_with_its_index(key):
     (x, y), _ = _linear_problem(key)
     x = x.at[5, 2].set(jnp.inf)
@@ -216,6 +227,7 @@ def test_loss_must_be_scalar_and_data_consistent(key):
             steps=2, progress=False)
 
 
+@pytest.mark.slow
 def test_progress_bar_runs(key, capsys):
     data, _ = _linear_problem(key)
     fit(_loss, P0, optax.adam(0.05), data, steps=20, chunk_size=5, progress=True)
@@ -233,6 +245,7 @@ def test_progress_bar_survives_a_nonfinite_last_step(key):
     assert out.nonfinite_steps == 1 and np.isnan(out.losses[9])
 
 
+@pytest.mark.slow
 def test_fit_trains_a_conv_model(key):
     model = jaxconv.nn.Stack([jaxconv.nn.Conv(1, 3, use_bias=False)])
     x = jax.random.normal(key, (16, 10, 10, 1))
@@ -247,6 +260,7 @@ def test_fit_trains_a_conv_model(key):
 
 # ---- compile cache, optimizers with extra arguments, dtypes, short divergent runs ----
 
+@pytest.mark.slow
 def test_a_repeated_fit_reuses_the_compiled_chunk(key):
     from jaxconv import _trainer
 
@@ -266,6 +280,7 @@ def test_a_repeated_fit_reuses_the_compiled_chunk(key):
     assert _trainer._compile.cache_info().hits == hits + 1
 
 
+@pytest.mark.slow
 def test_an_unhashable_loss_callable_still_fits(key):
     class Loss:
         __hash__ = None
@@ -278,6 +293,7 @@ def test_an_unhashable_loss_callable_still_fits(key):
     np.testing.assert_allclose(out.params["w"], w_true, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_lbfgs_gets_value_grad_and_value_fn(key):
     data, w_true = _linear_problem(key)
     out = fit(_loss, P0, optax.lbfgs(), data, steps=30, progress=False)
@@ -285,6 +301,7 @@ def test_lbfgs_gets_value_grad_and_value_fn(key):
     assert out.losses[-1] < 1e-8
 
 
+@pytest.mark.slow
 def test_reduce_on_plateau_gets_the_loss(key):
     data, _ = _linear_problem(key)
     # the learning rate falls once the (full-batch) loss stops improving
@@ -296,6 +313,7 @@ def test_reduce_on_plateau_gets_the_loss(key):
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float8_e4m3fn],
                          ids=["bfloat16", "float16", "float8_e4m3fn"])
+@pytest.mark.slow
 def test_nan_in_low_precision_data_is_rejected_with_its_index(key, dtype):
     (x, y), _ = _linear_problem(key)
     x = x.astype(dtype).at[3, 1].set(jnp.nan)
@@ -304,6 +322,7 @@ def test_nan_in_low_precision_data_is_rejected_with_its_index(key, dtype):
             (x, y), steps=5, progress=False)
 
 
+@pytest.mark.slow
 def test_divergence_in_a_short_run_warns_with_the_step(key):
     data, _ = _linear_problem(key)
     with pytest.warns(RuntimeWarning, match=r"ended inside a streak of \d+ non-finite steps "
@@ -338,6 +357,7 @@ def _cnn_problem(key):
     return loss, params, (x, y)
 
 
+@pytest.mark.slow
 def test_a_cnn_fit_matches_a_python_loop_of_jitted_steps(key):
     loss, params, data = _cnn_problem(key)
     opt = optax.adam(1e-2)

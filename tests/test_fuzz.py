@@ -251,6 +251,7 @@ OPS = {
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.slow
 def test_invalid_op_arguments_are_rejected(op):
     fn, base, bad = OPS[op]
     positional = [k for k in base if k in ("x", "w", "y", "in1", "in2", "input_shape",
@@ -308,6 +309,7 @@ BAD_INPUT_SHAPES = st.sampled_from([(6, 6), (1, -6, 6, 2), "abc", None, (1, 0, 6
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))
+@pytest.mark.slow
 def test_invalid_layer_settings_are_rejected_when_made_or_at_init(layer):
     """A setting wrong on its own raises when the layer is made; one wrong only for the input
     (a stride of 3 values for 2 spatial dims, groups not dividing the channels) at init."""
@@ -410,6 +412,7 @@ KNOWN_HOLES = {
 
 
 @pytest.mark.parametrize("hole", sorted(KNOWN_HOLES))
+@pytest.mark.slow
 def test_former_holes_are_rejected(hole):
     KNOWN_HOLES[hole]()
 
@@ -456,6 +459,7 @@ FIT_BAD = {
 }
 
 
+@pytest.mark.slow
 def test_invalid_fit_arguments_are_rejected(tmp_path):
     @SETTINGS
     @given(st.data())
@@ -488,6 +492,7 @@ def _model_problem(channels=1):
     return model, params, x, y
 
 
+@pytest.mark.slow
 def test_model_channel_mismatch_raises_jaxconvs_error_before_compiling(monkeypatch):
     model, params, x, y = _model_problem(channels=3)
     loss = lambda p, b: jnp.mean((model.apply(p, b[0]) - b[1]) ** 2)
@@ -500,6 +505,7 @@ def test_model_channel_mismatch_raises_jaxconvs_error_before_compiling(monkeypat
     assert any("before compiling" in note for note in getattr(info.value, "__notes__", []))
 
 
+@pytest.mark.slow
 def test_targets_that_would_broadcast_raise_under_rank_promotion_raise():
     model, params, x, _ = _model_problem()
     y = np.ones(4, np.float32)  # [N] targets against [N, 1] predictions
@@ -515,6 +521,7 @@ def test_targets_that_would_broadcast_raise_under_rank_promotion_raise():
         jaxconv.fit(loss, params, optax.adam(0.1), (x, y), steps=1, progress=False)
 
 
+@pytest.mark.slow
 def test_errors_of_other_types_in_the_loss_become_value_errors():
     model, params, x, y = _model_problem()
     loss = lambda p, b: jnp.mean((model.apply(p["conv_9"], b[0]) - b[1]) ** 2)
@@ -523,6 +530,7 @@ def test_errors_of_other_types_in_the_loss_become_value_errors():
         jaxconv.fit(loss, params, optax.adam(0.1), (x, y), steps=2, progress=False)
 
 
+@pytest.mark.slow
 def test_report_number_of_cases(capsys):
     total = sum(TRIED.values())
     with capsys.disabled():

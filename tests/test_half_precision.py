@@ -56,6 +56,7 @@ def test_every_lowering_is_as_accurate_as_lax_in_half_precision(dtype, k, c_grou
 
 
 @pytest.mark.parametrize("algorithm", ["auto", "xla", "shift_add", "im2col", "fft"])
+@pytest.mark.slow
 def test_float16_partial_sums_do_not_overflow(algorithm):
     # six taps of +12800 then three of -12800: 76800 midway overflows float16 (max 65504);
     # the result, 38400, does not

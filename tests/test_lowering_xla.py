@@ -58,6 +58,7 @@ def _x64():
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.slow
 def test_derivatives_equal_autodiff_of_lax(case, rng):
     x, w, opts = _problem(case, rng)
     n = case["n"]
@@ -74,6 +75,7 @@ def test_derivatives_equal_autodiff_of_lax(case, rng):
     np.testing.assert_allclose(hvp(ours), hvp(ref), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_vmap_equals_a_loop(rng):
     x = rng.standard_normal((3, 2, 6, 6, 2))
     w = rng.standard_normal((3, 3, 2, 4))
@@ -89,6 +91,7 @@ CANONICAL = {1: "b0f_0io->b0f", 2: "b01f_01io->b01f", 3: "b012f_012io->b012f"}
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c["dilation"] == 1], ids=_ids)
+@pytest.mark.slow
 def test_every_convolution_in_a_scan_of_training_steps_is_canonical(case, rng):
     x, w, opts = _problem(case, rng)
     x, w = x.astype(np.float32), w.astype(np.float32)
@@ -105,6 +108,7 @@ def test_every_convolution_in_a_scan_of_training_steps_is_canonical(case, rng):
     assert set(labels) == {CANONICAL[case["n"]]}, labels
 
 
+@pytest.mark.slow
 def test_raw_autodiff_in_a_scan_is_not_canonical(rng):
     # the premise of the custom JVP: without it the kernel gradient keeps raw labels
     x = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)

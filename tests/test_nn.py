@@ -38,6 +38,7 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.slow
 def test_init_predicts_the_shapes_apply_produces(name, key):
     layers, shape = CONFIGS[name]
     model = nn.Stack(layers)
@@ -52,6 +53,7 @@ def test_init_predicts_the_shapes_apply_produces(name, key):
     assert y is feats[model.names[-1]]
 
 
+@pytest.mark.slow
 def test_params_are_plain_pytrees_of_arrays(key):
     model = nn.Stack([nn.Conv(2, 3), nn.Activation("relu"), nn.Conv(1, 3)])
     params = model.init(key, (1, 8, 8, 1))
@@ -66,6 +68,7 @@ def test_params_are_plain_pytrees_of_arrays(key):
     assert apply(model, params, jnp.ones((1, 8, 8, 1))).shape == (1, 4, 4, 1)
 
 
+@pytest.mark.slow
 def test_apply_matches_the_functional_ops(key):
     model = nn.Stack([nn.Conv(2, 3, padding="SAME"), nn.Activation("leaky_relu"), nn.MaxPool(2)])
     params = model.init(key, (2, 8, 8, 1))
@@ -76,6 +79,7 @@ def test_apply_matches_the_functional_ops(key):
     np.testing.assert_allclose(model.apply(params, x), ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_default_kernel_init_is_lecun_normal(key):
     params = nn.Conv(64, 3).init(key, (1, 9, 9, 16))
     std = float(jnp.std(params["kernel"]))
@@ -85,6 +89,7 @@ def test_default_kernel_init_is_lecun_normal(key):
 
 @pytest.mark.parametrize(("mode", "fan"), [("fan_in", 5 * 5 * 16), ("fan_out", 5 * 5 * 64),
                                          ("fan_avg", 5 * 5 * (16 + 64) / 2)])
+@pytest.mark.slow
 def test_kernel_init_sees_the_conv_fans(mode, fan, key):
     """As flax's Conv: both fans include the receptive field (glorot/he scale correctly)."""
     init = jax.nn.initializers.variance_scaling(1.0, mode, "normal")
@@ -102,12 +107,14 @@ def test_custom_names_and_initializers(key):
     np.testing.assert_array_equal(params["detector"]["kernel"], np.ones((3, 3, 1, 1)))
 
 
+@pytest.mark.slow
 def test_vmap_init_gives_restart_params(key):
     model = nn.Stack([nn.Conv(2, 3)])
     params = jax.vmap(lambda k: model.init(k, (1, 6, 6, 1)))(jax.random.split(key, 5))
     assert params["conv_0"]["kernel"].shape == (5, 3, 3, 1, 2)
 
 
+@pytest.mark.slow
 def test_list_settings_become_tuples_so_the_model_hashes(key):
     # flax-style lists: Stack.init compiles once per model, so the model must hash
     listed = nn.Stack([nn.Conv(2, [3, 3], padding=[(1, 1), (1, 1)]), nn.MaxPool([2, 2])])
@@ -165,6 +172,7 @@ def _residual_block():
             nn.Conv(3, 3, padding="SAME", use_bias=False)]
 
 
+@pytest.mark.slow
 def test_residual_adds_its_input_to_the_block_output(key):
     block = nn.Residual(_residual_block())
     params = block.init(key, (2, 7, 6, 3))
@@ -182,6 +190,7 @@ def test_residual_adds_its_input_to_the_block_output(key):
     np.testing.assert_allclose(got, x + stack.apply(params, x), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_residual_in_a_stack_jit_equals_eager_and_grad_works(key, rng):
     model = nn.Stack([nn.Conv(3, 3, padding="SAME"), nn.Residual(_residual_block()),
                       nn.Activation("relu"), nn.GlobalPool(), nn.Dense(2)])
@@ -208,6 +217,7 @@ def test_residual_in_a_stack_jit_equals_eager_and_grad_works(key, rng):
     np.testing.assert_allclose(dot, fd, rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_residual_grad_of_the_skip_is_the_identity(key):
     # a block that outputs zeros: the residual is x itself, so d sum(residual)/dx is all ones
     zero = jax.nn.initializers.zeros
@@ -266,6 +276,7 @@ MLP = nn.Stack([nn.Conv(8, 3), nn.Activation("relu"), nn.MaxPool(2), nn.Flatten(
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.slow
 def test_dense_params_for_another_input_shape_name_the_layer(jit, key):
     params = MLP.init(key, (4, 8, 8, 1))  # flatten gives 3 * 3 * 8 = 72 features
     apply = jax.jit(MLP.apply) if jit else MLP.apply
@@ -278,6 +289,7 @@ def test_dense_params_for_another_input_shape_name_the_layer(jit, key):
         apply(params, jnp.ones((4, 16, 16, 1)))
 
 
+@pytest.mark.slow
 def test_dense_alone_names_itself(key):
     params = nn.Dense(3).init(key, (2, 5))
     with pytest.raises(ValueError, match=r"^nn\.Dense: x of shape \(2, 4\) has 4 features .* "
@@ -285,6 +297,7 @@ def test_dense_alone_names_itself(key):
         nn.Dense(3).apply(params, jnp.ones((2, 4)))
 
 
+@pytest.mark.slow
 def test_conv_params_for_another_channel_count_name_the_layer(key):
     params = MLP.init(key, (4, 8, 8, 1))
     with pytest.raises(ValueError, match=r"^nn\.Stack layer 'conv_0' \(Conv\): params\['kernel'\] "
@@ -294,6 +307,7 @@ def test_conv_params_for_another_channel_count_name_the_layer(key):
         MLP.apply(params, jnp.ones((4, 8, 8, 3)))
 
 
+@pytest.mark.slow
 def test_errors_inside_a_residual_name_the_path(key):
     model = nn.Stack([nn.Residual([nn.Conv(2, 3, padding="SAME")]), nn.GlobalPool()],
                      names=["skip", "pool"])
@@ -418,6 +432,7 @@ def test_shape_dependent_settings_are_checked_at_init_naming_the_layer(key):
         nn.Conv(4).init(0, (1, 6, 6, 2))
 
 
+@pytest.mark.slow
 def test_numpy_scalar_settings_equal_python_ones(key):
     made = nn.Conv(np.int64(4), np.int32(3), stride=(np.int64(1), 1), groups=np.int64(2),
                    use_bias=np.bool_(True), flip=np.bool_(False))
@@ -432,6 +447,7 @@ def test_numpy_scalar_settings_equal_python_ones(key):
     assert nn.GlobalPool("MAX").reduce == "max"  # once accepted, then applied as avg's else
 
 
+@pytest.mark.slow
 def test_global_pool_reduce_is_case_insensitive(key):
     x = jnp.arange(8.0).reshape(1, 2, 2, 2)
     np.testing.assert_array_equal(nn.GlobalPool("MAX").apply({}, x), [[6.0, 7.0]])

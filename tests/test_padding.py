@@ -180,6 +180,7 @@ def _max_width(mode, size):
     ],
     ids=["nhwc_sym", "nhwc_asym", "nhwc_one_axis", "nchw_asym"],
 )
+@pytest.mark.slow
 def test_pad_vs_numpy(mode, pads, axes, rng):
     x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
     got = padding_lib.pad("op", jnp.asarray(x), pads, mode, axes)
@@ -198,6 +199,7 @@ def test_pad_vs_numpy(mode, pads, axes, rng):
     hi=st.integers(0, 7),
     seed=st.integers(0, 2**16),
 )
+@pytest.mark.slow
 def test_pad_property(mode, size, lo, hi, seed):
     x = np.random.default_rng(seed).standard_normal((1, size, 2)).astype(np.float32)
     if max(lo, hi) > _max_width(mode, size):
@@ -240,6 +242,7 @@ def test_pad_rejects_padding_an_empty_axis(mode, pads):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_pad_leaves_an_unpadded_empty_axis_alone(mode):
     x = np.zeros((1, 0, 3, 2), np.float32)
     got = padding_lib.pad("op", jnp.asarray(x), ((0, 0), (1, 2)), mode, (1, 2))

@@ -130,6 +130,7 @@ KIND_IDS = ["max", "avg_incl", "avg_excl"]
 @pytest.mark.parametrize(
     "padding", [*STRINGS, 1, ((0, 1), (1, 1))], ids=[*STRINGS, "int1", "pairs"]
 )
+@pytest.mark.slow
 def test_2d_grid(padding, kind, count_include_pad, rng):
     x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
     check(kind, x, (3, 2), stride=(2, 1), padding=padding, count_include_pad=count_include_pad)
@@ -138,6 +139,7 @@ def test_2d_grid(padding, kind, count_include_pad, rng):
 @pytest.mark.parametrize("layout_index", [0, 1], ids=["channels_last", "channels_first"])
 @pytest.mark.parametrize("n", [1, 2, 3], ids=lambda n: f"{n}d")
 @pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.slow
 def test_ranks_and_layouts(kind, n, layout_index, rng):
     x = rng.standard_normal((2, *[5] * n, 3)).astype(np.float32)
     layout = LAYOUTS[n][layout_index]
@@ -145,6 +147,7 @@ def test_ranks_and_layouts(kind, n, layout_index, rng):
     check(kind, x, 3, stride=2, padding=1, layout=layout.lower(), count_include_pad=True)
 
 
+@pytest.mark.slow
 def test_default_layout_is_channels_last_by_rank(rng):
     x = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)
     np.testing.assert_array_equal(jaxconv.max_pool(x, 2), jaxconv.max_pool(x, 2, layout="NHWC"))
@@ -205,6 +208,7 @@ def pool_configs(draw):
 
 @SETTINGS
 @given(config=pool_configs(), kind=st.sampled_from(["max", "avg"]))
+@pytest.mark.slow
 def test_hypothesis_vs_oracle(config, kind):
     """Ranks 1-3, windows, strides, every padding form, layouts, count_include_pad."""
     n, sizes, window = config["n"], config["sizes"], config["window"]
@@ -250,6 +254,7 @@ def test_matches_torch(n, rng):
     ids=["f32", "bf16", "f16"],
 )
 @pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.slow
 def test_dtypes(kind, dtype, rtol, rng):
     x = jnp.asarray(rng.standard_normal((2, 6, 6, 2)), dtype)
     fn = jaxconv.max_pool if kind == "max" else jaxconv.avg_pool
@@ -260,6 +265,7 @@ def test_dtypes(kind, dtype, rtol, rng):
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.slow
 def test_float64(rng):
     with jax.enable_x64(True):
         x = rng.standard_normal((1, 5, 5, 1))
@@ -298,6 +304,7 @@ def _narrow_inputs(name, rng, shape):
 
 @pytest.mark.parametrize("name", NARROW_FLOATS)
 @pytest.mark.parametrize("padding", ["VALID", "SAME", 1], ids=["valid", "same", "int"])
+@pytest.mark.slow
 def test_max_pool_narrow_floats_exact(name, padding, rng):
     """Issue 14: float8 formats without inf (e4m3fn, e4m3fnuz, ...) turned the -inf pad value
     into NaN, and every window came out NaN. Max is exact: equal to the float64 oracle."""
@@ -311,6 +318,7 @@ def test_max_pool_narrow_floats_exact(name, padding, rng):
 
 @pytest.mark.parametrize("name", NARROW_FLOATS)
 @pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl", "excl"])
+@pytest.mark.slow
 def test_avg_pool_narrow_floats_round_once(name, count_include_pad, rng):
     """Narrow floats are summed in float32 and rounded once: summing in float8 rounded every
     partial sum (e4m3fn: -1.5 for an exact -1.375), and e8m0fnu has no zero to start from."""
@@ -324,6 +332,7 @@ def test_avg_pool_narrow_floats_round_once(name, count_include_pad, rng):
 
 
 @pytest.mark.parametrize("name", [n for n in NARROW_FLOATS if n not in UNSIGNED])
+@pytest.mark.slow
 def test_max_pool_narrow_floats_keep_the_max_grad_rule(name):
     """The lowest finite pad value is lax's own max identity there: reduce_window_max, with its
     grad rule, not the generic reduce_window (which has none)."""
@@ -353,6 +362,7 @@ def _distinct(rng, shape):
     [(3, 1, "SAME", False), (3, 2, 1, True), ((2, 3), (1, 2), ((1, 0), (2, 1)), False)],
     ids=["same_overlap", "int_pad", "pairs"],
 )
+@pytest.mark.slow
 def test_grads(window, stride, padding, count_include_pad, rng):
     """check_grads in float64, forward and reverse; max_pool on tie-free inputs."""
     with jax.enable_x64(True):
@@ -365,6 +375,7 @@ def test_grads(window, stride, padding, count_include_pad, rng):
         )
 
 
+@pytest.mark.slow
 def test_max_grad_routes_to_the_argmax():
     x = jnp.array([[1.0, 3.0, 2.0, 0.0]])[..., None]
     g = jax.grad(lambda x: jaxconv.max_pool(x, 2).sum())(x)
@@ -372,6 +383,7 @@ def test_max_grad_routes_to_the_argmax():
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.slow
 def test_jit_and_vmap(kind, rng):
     fn = jaxconv.max_pool if kind == "max" else jaxconv.avg_pool
     extra = {} if kind == "max" else {"count_include_pad": False}
@@ -384,6 +396,7 @@ def test_jit_and_vmap(kind, rng):
     np.testing.assert_allclose(jax.jit(jax.vmap(f))(xs), batched, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_accepts_numpy_returns_jax_array():
     got = jaxconv.avg_pool(np.array([[[1.0], [3.0]]], np.float32), 2)
     assert isinstance(got, jax.Array)

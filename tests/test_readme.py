@@ -14,11 +14,13 @@ def test_readme_has_snippets():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=lambda i: f"block{i}")
+@pytest.mark.slow
 def test_snippet_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # snippets that write files write them here
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), {})
 
 
+@pytest.mark.slow
 def test_scaling_snippet_prints_what_the_readme_says(tmp_path):
     """The "Scaling out" script on 4 forced CPU devices prints the line the README quotes."""
     import os
@@ -38,6 +40,7 @@ def test_scaling_snippet_prints_what_the_readme_says(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == quoted
 
 
+@pytest.mark.slow
 def test_checkpoint_snippet_leaves_what_the_readme_says(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (block,) = [b for b in BLOCKS if 'checkpoint_dir="runs/demo"' in b]

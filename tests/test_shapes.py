@@ -103,12 +103,14 @@ def _agrees(op, x_shape, w_shape, options):
 
 @SETTINGS
 @given(config=conv_configs())
+@pytest.mark.slow
 def test_conv_matches_eval_shape(config):
     assume(_agrees("conv", *config))
 
 
 @SETTINGS
 @given(config=conv_configs(transpose=True))
+@pytest.mark.slow
 def test_conv_transpose_matches_eval_shape(config):
     assume(_agrees("conv_transpose", *config))
 
@@ -172,6 +174,7 @@ def pool_configs(draw):
 
 @SETTINGS
 @given(config=pool_configs(), op=st.sampled_from(["max_pool", "avg_pool"]))
+@pytest.mark.slow
 def test_pool_matches_eval_shape(config, op):
     """Every pooling op name agrees, including the generic "pool"; errors agree too."""
     x_shape, window, options = config
@@ -317,6 +320,7 @@ def test_defaults_accept_all_ones_tuples():
                                 output_padding=(0, 0)) == (1, 2, 2, 1)
 
 
+@pytest.mark.slow
 def test_nn_layers_predict_their_shapes(key):
     """jaxconv.nn layers ask output_shape; it matches the shapes the ops return."""
     conv = jaxconv.nn.Conv(4, 3, stride=2, padding="SAME")
@@ -563,6 +567,7 @@ PROBE_GRID = {
 
 
 @pytest.mark.parametrize(("layers", "sizes"), PROBE_GRID.values(), ids=PROBE_GRID.keys())
+@pytest.mark.slow
 def test_probe_grid(layers, sizes):
     check_against_probe(layers, sizes)
 
@@ -608,6 +613,7 @@ def stacks(draw):
 
 @SETTINGS
 @given(stack=stacks())
+@pytest.mark.slow
 def test_probe_hypothesis(stack):
     """1-4 layer conv/pool stacks, 1-D and 2-D: every output pixel's field from the probe."""
     layers, sizes = stack

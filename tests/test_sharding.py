@@ -126,6 +126,7 @@ def _data():
 P0 = {"w": jnp.zeros(3)}
 
 
+@pytest.mark.slow
 def test_one_device_mesh_in_process():
     mesh = jax.make_mesh((1,), ("batch",))
     ref = jaxconv.fit(_loss, P0, optax.adam(0.1), _data(), steps=20, progress=False)

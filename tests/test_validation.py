@@ -147,12 +147,24 @@ def _same(a, b) -> None:
             np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
-@pytest.mark.parametrize(("fn", "python", "numpy"), [c[1:] for c in NUMPY_SCALARS],
-                         ids=[c[0] for c in NUMPY_SCALARS])
+# each compiles a model, a fit or a dataset twice: make test runs them, make test-fast not
+SLOW_CASES = {"fit", "nn_Conv", "nn_Dense", "conv_transpose_stride", "conv_transpose_groups",
+              "conv_flip", "conv_stride_tuple", "conv_padding_int", "conv_padding_pairs",
+              "conv_dilation", "correlate2d_fillvalue", "convolve2d_fillvalue", "gelu",
+              "avg_pool_count_include_pad", "data_line_images", "data_noise_images",
+              "data_shape_dataset", "data_teacher_targets"}
+
+
+@pytest.mark.parametrize(
+    ("fn", "python", "numpy"),
+    [pytest.param(*c[1:], id=c[0], marks=pytest.mark.slow if c[0] in SLOW_CASES else ())
+     for c in NUMPY_SCALARS],
+)
 def test_numpy_scalars_act_as_the_python_scalars_they_hold(fn, python, numpy):
     _same(fn(**python), fn(**numpy))
 
 
+@pytest.mark.slow
 def test_fit_with_numpy_scalar_restarts_is_bit_identical():
     x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(8, 3)
     y = x @ np.array([1.0, -1.0, 2.0], np.float32)

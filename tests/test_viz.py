@@ -59,11 +59,13 @@ def _cell_texts(fig):
     return [t for ax in _panels(fig) for t in ax.texts]
 
 
+@pytest.mark.slow
 def test_every_function_returns_a_figure():
     for name, fig in _figures().items():
         assert isinstance(fig, Figure), name
 
 
+@pytest.mark.slow
 def test_path_keyword_and_positional_path_save_a_png(tmp_path):
     hand = _hand()
     saved = [
@@ -100,6 +102,7 @@ def test_path_given_twice_is_refused(tmp_path):
         viz.image_grid({"a": [np.eye(3)]}, tmp_path / "a.png", path=tmp_path / "b.png")
 
 
+@pytest.mark.slow
 def test_figures_display_inline_as_png():
     for name, fig in _figures().items():
         assert fig._repr_png_()[:8] == PNG_MAGIC, name
@@ -122,6 +125,7 @@ def test_annotations_never_show_negative_zero():
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (5, 5), (7, 7)], ids=str)
+@pytest.mark.slow
 def test_annotations_do_not_overlap_and_stay_in_their_cells(shape):
     a = -2.0 - np.random.default_rng(0).uniform(0, 0.99, shape)  # the widest text, "-2.xx"
     fig = viz.image_grid({"one": [a, -a], "two": [a, a]}, annotate=True)
@@ -181,6 +185,7 @@ def test_robust_scale_ignores_the_strongest_percent():
     assert -1.0 < lo < -0.9 and 0.9 < hi < 1.1
 
 
+@pytest.mark.slow
 def test_suptitle_does_not_overlap_the_panel_titles():
     hand = _hand()
     fig = viz.filters_side_by_side(hand, hand, title="a two-line title\nthat is long")
@@ -214,6 +219,7 @@ def test_bad_arguments_name_the_problem():
         viz.confusion_matrix(np.ones((2, 3)), ["a", "b"])
 
 
+@pytest.mark.slow
 def test_global_matplotlib_state_is_untouched(tmp_path):
     plt = pytest.importorskip("matplotlib.pyplot")
     original = matplotlib.get_backend()

@@ -489,3 +489,63 @@ def confusion_matrix(
     ax.set_title(title or f"accuracy {accuracy:.1%} ({int(np.trace(m))}/{int(total)})")
     fig.colorbar(im, ax=ax, shrink=0.9, label="share of the true class")
     return _finish(fig, path)
+
+
+def rate_map(
+    rates: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    notes: Sequence[Sequence[str]] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+):
+    """A table of rates in [0, 1] as coloured cells, each with its value and an optional
+    note (e.g. failure counts); NaN cells (not run) are left blank.
+
+    Args:
+      rates: [R, C] values in [0, 1] (NaN: no value).
+      row_labels: R labels, top to bottom.
+      col_labels: C labels, left to right.
+      notes: optional [R][C] strings printed under each value.
+      xlabel: the column axis label.
+      ylabel: the row axis label.
+      title: axes title.
+      path: if given, the figure is also saved there as a PNG.
+
+    Returns:
+      The matplotlib Figure.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxconv import viz
+      >>> fig = viz.rate_map(np.array([[0.25, 1.0]]), ["a"], ["x", "y"])
+      >>> [t.get_text() for t in fig.axes[0].texts]
+      ['25%', '100%']
+    """
+    r = np.asarray(rates, dtype=np.float64)
+    if r.ndim != 2 or r.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(
+            f"rate_map: rates must be [len(row_labels), len(col_labels)] = "
+            f"[{len(row_labels)}, {len(col_labels)}], got shape {r.shape}"
+        )
+    fig = _figure((1.7 * r.shape[1] + 2.4, 0.95 * r.shape[0] + 1.6))
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(r), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(r):
+        if np.isnan(v):
+            continue
+        text = f"{v:.0%}"
+        if notes is not None and notes[i][j]:
+            text += f"\n{notes[i][j]}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(r.shape[1]), list(col_labels))
+    ax.set_yticks(range(r.shape[0]), list(row_labels))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.9, label="success rate")
+    return _finish(fig, path)

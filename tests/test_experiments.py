@@ -85,6 +85,46 @@ def test_recover_stack_reports_a_consistent_success_rate(runs):
     assert sum(m["outcomes"].values()) == r and m["outcomes"]["recovered"] == sum(expected)
     assert m["best_restart"] == int(np.argmin(m["held_out_rel_error"]))
     assert m["wall_s"] > 0 and m["compile_s"] > 0 and m["steps_per_s"] > 0
+    # the same-architecture student is reported beside the wide one, scored the same way
+    same = m["students"]["same_architecture"]
+    assert same["width"] == 2 and m["students"]["wide"]["width"] == m["width"] > 2
+    assert m["same_architecture_success_rate"] == same["success_rate"]
+    assert sum(same["outcomes"].values()) == same["n_restarts"] == r
+    for row in same["restarts"] + m["students"]["wide"]["restarts"]:
+        kinds = row["channel_kinds"]
+        assert kinds.count("matched") == 2 and set(kinds) <= {"matched", "dead", "redundant",
+                                                              "other"}
+        assert row["succeeded"] == (row["outcome"] == "recovered")
+
+
+def test_recover_stack_asks_for_full_float32_in_every_conv_and_dot():
+    """TF32 would hide a 1e-6 recovery: the lowered training step carries HIGHEST on every
+    convolution and dot, whichever lowering the convs take (CPU's shift-and-add, GPU's lax)."""
+    import re
+
+    mod = _load("recover_stack")
+    x = data.noise_images(jax.random.key(0), 4, 12)[..., None]
+    y = mod.TEACHER.apply(mod.teacher_params(), x)
+    for algorithm in ("auto", "xla"):
+        text = mod.lowered_step_text(mod.student(4, algorithm=algorithm), x, y)
+        ops = re.findall(r"stablehlo\.(?:convolution|dot_general)\b.*", text)
+        assert ops, algorithm
+        for op in ops:
+            # dot_general prints `precision = [HIGHEST, HIGHEST]`, convolution
+            # `precision_config = [#stablehlo<precision HIGHEST>, ...]`
+            assert op.count("HIGHEST") == 2 and "DEFAULT" not in op, (algorithm, op[-300:])
+
+
+def test_recover_stack_map_has_a_cell_per_setting(runs):
+    _, m = runs("recover_stack_map")
+    cells = m["cells"]
+    assert m["n_cells"] == len(cells) >= 3
+    keys = {(c["width"], c["kernel2"], c["n_images"]) for c in cells}
+    assert len(keys) == len(cells)
+    for c in cells:
+        assert sum(c["outcomes"].values()) == c["n_restarts"] == m["restarts"]
+        assert c["success_rate"] == pytest.approx(c["outcomes"]["recovered"] / c["n_restarts"])
+    assert m["map_s"] > 0 and set(m["figures"]) == {"map_width_kernel.png", "map_images.png"}
 
 
 def test_recover_stack_devices_flag_needs_the_devices_before_jax_starts(tmp_path):
@@ -120,6 +160,17 @@ def test_learn_features_classifies_held_out_images(runs):
     assert m["accuracy"] == pytest.approx(np.trace(counts) / counts.sum())
 
 
+def test_learn_features_classifies_held_out_digits(runs):
+    _, m = runs("learn_features")
+    d = m["digits"]
+    counts = np.array(d["confusion"])
+    assert counts.shape == (10, 10) and counts.sum() == d["n_test"] == 500
+    assert d["n_train"] + d["n_test"] == 1797  # sklearn's bundled digits, all of them
+    assert d["accuracy"] == pytest.approx(np.trace(counts) / counts.sum())
+    assert d["accuracy"] >= 0.9  # --quick; the full run's number is in the README
+    assert len(d["filter_matches"]) == 16
+
+
 def test_learn_features_matches_every_first_layer_filter(runs):
     _, m = runs("learn_features")
     assert [f["filter"] for f in m["filter_matches"]] == list(range(8))
@@ -133,7 +184,8 @@ def test_learn_features_matches_every_first_layer_filter(runs):
 # --- figures ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["recover_cross", "recover_stack", "learn_features"])
+@pytest.mark.parametrize("name", ["recover_cross", "recover_stack", "recover_stack_map",
+                                  "learn_features"])
 def test_figures_are_valid_pngs(runs, name):
     out, m = runs(name)
     assert m["figures"], "no figures were written"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -117,3 +119,37 @@ def out_size(size: int, k: int, stride: int, dilation: int) -> int:
 def never(args: ConvArgs) -> None:
     """A ``declines`` or ``prefers`` that always answers None."""
     return None
+
+
+def in_float32(conv, below_bits: int = 32):
+    """``conv`` for dtypes narrower than ``below_bits`` computed in float32 and rounded once
+    at the end, as XLA's own convolution accumulates them: summing taps in float16 or float8
+    would round every partial sum (and float8_e8m0fnu cannot hold the zero padding)."""
+
+    @functools.wraps(conv)
+    def wrapped(x, w, args):
+        dtype = x.dtype
+        if jnp.finfo(dtype).bits < below_bits:
+            return conv(x.astype(jnp.float32), w.astype(jnp.float32), args).astype(dtype)
+        return conv(x, w, args)
+
+    return wrapped
+
+
+def channels_last(x, w, layout: Layout):
+    """x as [N, *spatial, C] and w as [*k, C // groups, O], whatever ``layout`` is."""
+    if not layout.channels_last:
+        n = layout.ndim
+        x = jnp.moveaxis(x, 1, -1)
+        w = jnp.moveaxis(w, (0, 1), (n + 1, n))
+    return x, w
+
+
+def pad_spatial(x, pads, first: int = 1):
+    """Zero-pads the spatial axes of ``x``, which start at axis ``first``."""
+    if all(p == (0, 0) for p in pads):
+        return x
+    cfg = [(0, 0, 0)] * x.ndim
+    for i, (lo, hi) in enumerate(pads):
+        cfg[first + i] = (lo, hi, 0)
+    return lax.pad(x, jnp.zeros((), x.dtype), cfg)

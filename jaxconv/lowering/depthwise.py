@@ -13,9 +13,8 @@ Dtypes narrower than float32 are computed in float32 and rounded once, as XLA ac
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
 
-from jaxconv.lowering._base import ConvArgs, Lowering
+from jaxconv.lowering._base import ConvArgs, Lowering, channels_last, in_float32, pad_spatial
 from jaxconv.lowering.shift_add import _windows
 
 
@@ -52,20 +51,11 @@ def _fma(x, w, stride, dilation):
     return acc
 
 
+@in_float32
 def conv(x, w, args):
-    lay = args.layout
-    n = lay.ndim
-    dtype = x.dtype
-    if jnp.finfo(dtype).bits < 32:
-        return conv(x.astype(jnp.float32), w.astype(jnp.float32), args).astype(dtype)
-    if not lay.channels_last:
-        x = jnp.moveaxis(x, 1, -1)  # [N, *spatial, C]
-        w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, 1, O]
-    if any(p != (0, 0) for p in args.pads):
-        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*p, 0) for p in args.pads),
-                                                 (0, 0, 0)])
-    y = _fma(x, w, args.stride, args.dilation)
-    return y if lay.channels_last else jnp.moveaxis(y, -1, 1)
+    x, w = channels_last(x, w, args.layout)
+    y = _fma(pad_spatial(x, args.pads), w, args.stride, args.dilation)
+    return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
 
 LOWERING = Lowering("depthwise", conv, declines=declines, prefers=prefers)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering._base import ConvArgs, Lowering
+from jaxconv.lowering._base import ConvArgs, Lowering, in_float32, pad_spatial
 
 # auto prefers FFT from this many kernel taps (stride 1, few channels) and only there: its
 # rounding error is global (about eps * log(size) of the output's largest magnitude, on every
@@ -116,18 +116,15 @@ def _conv_cf(x, w, stride, dilation, groups):
     return lax.slice(y, (0, 0) + (0,) * n, (batch, out_ch, *out), (1, 1, *stride))
 
 
+@in_float32
 def conv(x, w, args):
     lay = args.layout
     n = lay.ndim
-    dtype = x.dtype
     if lay.channels_last:
         x = jnp.moveaxis(x, -1, 1)  # [N, C, *spatial]
         w = jnp.moveaxis(w, (n + 1, n), (0, 1))  # [O, C // groups, *k]
-    if jnp.finfo(dtype).bits < 32:  # before padding: float8_e8m0fnu has no zero
-        x, w = x.astype(jnp.float32), w.astype(jnp.float32)
-    if any(p != (0, 0) for p in args.pads):
-        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(*p, 0) for p in args.pads])
-    y = _conv_cf(x, w, args.stride, args.dilation, args.groups).astype(dtype)
+    y = _conv_cf(pad_spatial(x, args.pads, first=2), w, args.stride, args.dilation,
+                 args.groups)
     if lay.channels_last:
         y = jnp.moveaxis(y, 1, -1)
     return y

@@ -14,6 +14,7 @@ of patches.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -21,7 +22,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering._base import ConvArgs, Lowering, out_size
+from jaxconv.lowering._base import (
+    ConvArgs,
+    Lowering,
+    channels_last,
+    in_float32,
+    out_size,
+    pad_spatial,
+)
 
 # Patch bytes per chunk of the batch: small enough to stay cached and below the mmap threshold
 # (C and E ran fastest between 2 and 4 MiB; 16 MiB was 1.5-1.7x slower; benchmarks/NOTES.md).
@@ -188,22 +196,12 @@ def _conv_cl(x, w, stride, dilation, groups, precision):
                       per_item)
 
 
+@functools.partial(in_float32, below_bits=16)  # float16/bfloat16: XLA's dot accumulates in f32
 def conv(x, w, args):
-    lay = args.layout
-    n = lay.ndim
-    dtype = x.dtype
-    if jnp.finfo(dtype).bits < 16:  # float8/float4: patches and sums in float32, rounded once
-        return conv(x.astype(jnp.float32), w.astype(jnp.float32), args).astype(dtype)
-    if not lay.channels_last:
-        x = jnp.moveaxis(x, 1, -1)  # [N, *spatial, C]
-        w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
-    if any(p != (0, 0) for p in args.pads):
-        cfg = [(0, 0, 0), *((*p, 0) for p in args.pads), (0, 0, 0)]
-        x = lax.pad(x, jnp.zeros((), x.dtype), cfg)
-    y = _conv_cl(x, w, args.stride, args.dilation, args.groups, args.precision)
-    if not lay.channels_last:
-        y = jnp.moveaxis(y, -1, 1)
-    return y
+    x, w = channels_last(x, w, args.layout)
+    y = _conv_cl(pad_spatial(x, args.pads), w, args.stride, args.dilation, args.groups,
+                 args.precision)
+    return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
 
 LOWERING = Lowering("im2col", conv, declines=declines, prefers=prefers)

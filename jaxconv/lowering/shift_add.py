@@ -22,7 +22,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering._base import ConvArgs, Lowering, never, out_size
+from jaxconv.lowering._base import (
+    ConvArgs,
+    Lowering,
+    in_float32,
+    never,
+    out_size,
+    pad_spatial,
+)
 
 # Largest taps * (in_channels // groups) * out_channels that auto picks this lowering for;
 # above it the elementwise work outgrows what XLA's conv or a GEMM does (benchmarks/NOTES.md).
@@ -233,24 +240,18 @@ def _conv_single_jvp(stride, dilation, precision, primals, tangents):
     return y, y_dot
 
 
+@in_float32
 def conv(x, w, args):
     lay = args.layout
     n = lay.ndim
-    dtype = x.dtype
-    if jnp.finfo(dtype).bits < 32:
-        return conv(x.astype(jnp.float32), w.astype(jnp.float32), args).astype(dtype)
     if not lay.channels_last:
         w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
     if x.shape[lay.channel_axis] == 1 and w.shape[-1] == 1:  # a single 1 -> 1 filter
         x = x.reshape(x.shape[0], *(x.shape[a] for a in lay.spatial_axes), 1)  # [N, *sp, 1]
-        if any(p != (0, 0) for p in args.pads):
-            x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*p, 0) for p in args.pads),
-                                                     (0, 0, 0)])
+        x = pad_spatial(x, args.pads)
         y = _conv_single(x, w, args.stride, args.dilation, args.precision)  # [N, *out, 1]
         return y if lay.channels_last else y.reshape(y.shape[0], 1, *y.shape[1:-1])
-    x = jnp.moveaxis(x, lay.channel_axis, 0)  # [C, N, *spatial]
-    if any(p != (0, 0) for p in args.pads):
-        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] * 2 + [(*p, 0) for p in args.pads])
+    x = pad_spatial(jnp.moveaxis(x, lay.channel_axis, 0), args.pads, first=2)  # [C, N, *sp]
     y = _conv_cf(x, w, args.stride, args.dilation, args.groups, args.precision)
     return jnp.moveaxis(y, 0, lay.channel_axis)
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering._base import Lowering, never
+from jaxconv.lowering._base import Lowering, channels_last, never
 
 
 def _dims(lhs, rhs, out):
@@ -98,11 +98,7 @@ def _conv_cl_jvp(static, primals, tangents):
 
 
 def _channels_last(x, w, args):
-    lay = args.layout
-    n = lay.ndim
-    if not lay.channels_last:
-        x = jnp.moveaxis(x, 1, -1)  # [N, *spatial, C]
-        w = jnp.moveaxis(w, (0, 1), (n + 1, n))  # [*k, C // groups, O]
+    x, w = channels_last(x, w, args.layout)
     return x, w, (args.stride, args.pads, args.dilation, args.groups, args.precision)
 
 

@@ -66,3 +66,10 @@ def compiler_options(*, ynnpack: bool = False, backend: str | None = None) -> di
                 options[_YNN_FUSION] = value
                 break
     return options
+
+
+def convs_on_eigen(options) -> bool:
+    """Whether an XLA:CPU executable compiled with ``options`` runs its float convolutions on
+    XLA's Eigen kernels: the YNNPACK option is given and leaves convolutions out."""
+    value = (options or {}).get(_YNN_FUSION)
+    return value is not None and "CONVOLUTION" not in value.upper()

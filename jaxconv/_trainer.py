@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding
 
 from jaxconv._compile import compiler_options as default_compiler_options
 from jaxconv._typing import Array, PyTree
+from jaxconv.lowering._base import compiling_with
 
 
 class ChunkOut(NamedTuple):
@@ -165,11 +166,10 @@ def _abstract(signature):
 @functools.lru_cache(maxsize=16)
 def _compile(spec: Spec, signature, jit_kwargs: tuple) -> jax.stages.Compiled:
     options = dict(spec.compiler_options)
-    return (
-        jax.jit(make_trainer(spec).run, compiler_options=options or None, **dict(jit_kwargs))
-        .lower(*_abstract(signature))
-        .compile()
-    )
+    with compiling_with(options):  # the planner picks for these options (see lowering)
+        lowered = jax.jit(make_trainer(spec).run, compiler_options=options or None,
+                          **dict(jit_kwargs)).lower(*_abstract(signature))
+    return lowered.compile()
 
 
 def compiled_run(spec: Spec, args: tuple, jit_kwargs: dict) -> tuple[Callable, float]:

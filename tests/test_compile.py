@@ -3,6 +3,7 @@ accepts, and they do what they say."""
 
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 import jaxconv
@@ -50,3 +51,44 @@ def test_off_cpu_there_is_nothing_to_set():
 def test_ynnpack_must_be_a_bool():
     with pytest.raises(TypeError, match="ynnpack must be a bool, got 'no'"):
         jaxconv.compiler_options(ynnpack="no")
+
+
+@pytest.mark.parametrize(
+    ("options", "eigen"),
+    [({}, False), (None, False), ({_compile._YNN_FUSION: ""}, True),
+     ({_compile._YNN_FUSION: _compile._YNN_WITHOUT_CONVOLUTIONS}, True),
+     ({_compile._YNN_FUSION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}, False)],
+)
+def test_convs_on_eigen_reads_the_ynnpack_option(options, eigen):
+    assert _compile.convs_on_eigen(options) is eigen
+
+
+def test_plan_for_compiler_options_moves_many_channels_to_eigen():
+    """Compiled with YNNPACK's convolutions off, XLA's Eigen conv beats im2col's GEMM (1.4-2x,
+    benchmarks/NOTES.md), so the plan for those options is xla; the default flags keep im2col."""
+    shapes = ((32, 64, 64, 16), (3, 3, 16, 32))
+    assert jaxconv.plan(*shapes, backend="cpu").algorithm == "im2col"
+    options = {_compile._YNN_FUSION: _compile._YNN_WITHOUT_CONVOLUTIONS}
+    p = jaxconv.plan(*shapes, backend="cpu", compiler_options=options)
+    assert p.algorithm == "xla" and "Eigen" in p.reason
+    # what does not depend on XLA's conv keeps its lowering
+    assert jaxconv.plan((64, 16, 16, 1), (3, 3, 1, 1), compiler_options=options).algorithm == (
+        "shift_add")
+
+
+def test_fit_traces_its_step_for_the_options_it_compiles_with():
+    from jaxconv.lowering import _base
+
+    seen = []
+
+    def loss_fn(params, batch):
+        seen.append(_base.convs_on_eigen())
+        return jnp.sum(params["w"] ** 2)
+
+    params = {"w": jnp.ones(3)}
+    for options, want in (({}, False), (jaxconv.compiler_options(), bool(
+            jaxconv.compiler_options()))):
+        seen.clear()
+        jaxconv.fit(loss_fn, params, optax.sgd(0.1), jnp.zeros((4, 1)), steps=2,
+                    compiler_options=options, progress=False)
+        assert seen and set(seen) == {want}, (options, seen)

@@ -123,9 +123,12 @@ def test_raw_autodiff_in_a_scan_is_not_canonical(rng):
     assert set(_dim_labels(text)) != {CANONICAL[2]}
 
 
-def test_conv_transpose_is_canonical_inside_a_loop(rng):
+@pytest.mark.parametrize("dilation", [1, 2], ids=["phase_conv", "dilated_transpose"])
+def test_conv_transpose_is_canonical_inside_a_loop(dilation, rng):
+    # dilation 1: one ordinary conv of y (the phases as channels); 2: the forward's transpose
     y = rng.standard_normal((2, 5, 5, 4)).astype(np.float32)
     w = rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
-    body = lambda y, _: (jaxconv.conv_transpose(y, w, padding=1), None)
+    body = lambda y, _: (jaxconv.conv_transpose(y, w, padding=dilation, dilation=dilation,
+                                                algorithm="xla"), None)
     text = jax.jit(lambda y: lax.scan(body, y, None, length=2)[0]).lower(y).compile()
     assert set(_dim_labels(text.as_text())) == {CANONICAL[2]}

@@ -24,7 +24,7 @@ from jax import lax
 from jaxconv import _checks, shapes
 from jaxconv import padding as padding_lib
 from jaxconv.lowering import depthwise, fft, im2col, shift_add, xla
-from jaxconv.lowering._base import ConvArgs, Lowering, Plan
+from jaxconv.lowering._base import ConvArgs, Lowering, Plan, compiling_with
 
 __all__ = ["AUTO_ORDER", "ConvArgs", "Lowering", "Plan", "algorithms", "plan"]
 
@@ -125,6 +125,7 @@ def plan(
     precision: lax.PrecisionLike = None,
     dtype=jnp.float32,
     backend: str | None = None,
+    compiler_options: dict[str, str] | None = None,
 ) -> Plan:
     """Which lowering ``conv(x, w, ..., algorithm="auto")`` runs for these shapes, and why.
 
@@ -136,6 +137,10 @@ def plan(
       stride, padding, dilation, groups, layout, pad_mode, precision: as in ``conv``.
       dtype: the dtype of ``x`` and ``w``.
       backend: ``"cpu"``, ``"gpu"``, ``"tpu"``...; None for ``jax.default_backend()``.
+      compiler_options: the options the executable is compiled with (None: XLA's defaults).
+        ``jaxconv.compiler_options()``, which ``fit`` uses, moves XLA:CPU's convolutions to
+        Eigen, where they beat ``"im2col"``: the plan inside ``fit`` is
+        ``plan(..., compiler_options=jaxconv.compiler_options())``.
 
     Returns:
       A ``Plan(algorithm, reason)``.
@@ -151,4 +156,5 @@ def plan(
     _checks.check_float(op, "x", jax.ShapeDtypeStruct((), dtype))
     args, _ = conv_args(op, x_shape, w_shape, dtype, stride, padding, dilation, groups, layout,
                         pad_mode, precision)
-    return choose(args, backend)
+    with compiling_with(compiler_options):
+        return choose(args, backend)

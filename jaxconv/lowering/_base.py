@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxconv import _compile
 from jaxconv import padding as padding_lib
 from jaxconv._checks import Layout
 
@@ -153,3 +156,23 @@ def pad_spatial(x, pads, first: int = 1):
     for i, (lo, hi) in enumerate(pads):
         cfg[first + i] = (lo, hi, 0)
     return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
+_EIGEN_CONVS = contextvars.ContextVar("jaxconv_eigen_convs", default=False)
+
+
+@contextlib.contextmanager
+def compiling_with(compiler_options):
+    """Tells the planner, while tracing code for an executable compiled with
+    ``compiler_options``, whether XLA's convolutions will run on its Eigen kernels (``fit``
+    traces its steps inside this; ``plan(..., compiler_options=...)`` asks under it)."""
+    token = _EIGEN_CONVS.set(_compile.convs_on_eigen(compiler_options))
+    try:
+        yield
+    finally:
+        _EIGEN_CONVS.reset(token)
+
+
+def convs_on_eigen() -> bool:
+    """Whether the code being traced will run XLA's convolutions on Eigen (see above)."""
+    return _EIGEN_CONVS.get()

@@ -26,6 +26,7 @@ from jaxconv.lowering._base import (
     ConvArgs,
     Lowering,
     channels_last,
+    convs_on_eigen,
     in_float32,
     out_size,
     pad_spatial,
@@ -79,6 +80,12 @@ def prefers(args: ConvArgs) -> str | None:
             f"float64: XLA:CPU runs float64 convolutions as a naive loop (only float16/32 reach "
             f"Eigen), while the GEMM of the [pixels, {k}] patch matrix runs on Eigen's dot"
         )
+    if convs_on_eigen() and args.dtype != jnp.float64:
+        # Compiled with YNNPACK's convolutions off (jaxconv.compiler_options(), as fit does),
+        # XLA's Eigen convolution beats this GEMM forward and with gradients, 1.4-2.1x (C 43 /
+        # 227 ms vs 94 / 311; E 52 / 264 vs 87 / 343; 32x32x32 3x3 32->32 18 / 82 vs 36 / 164;
+        # 32x16x16 3x3 8->16 1.2 / 4.1 vs 2.0 / 8.0; fwd / fwd + grad, loaded, NOTES.md).
+        return None
     if (
         args.dtype == jnp.bfloat16  # no gain measured
         or args.c_group < AUTO_MIN_IN_CHANNELS

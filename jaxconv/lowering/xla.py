@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering._base import Lowering, channels_last, never
+from jaxconv.lowering._base import Lowering, channels_last, convs_on_eigen, never
 
 
 def _dims(lhs, rhs, out):
@@ -118,7 +118,11 @@ def linear_conv(x, w, args):
 
 
 
-LOWERING = Lowering(
-    "xla", conv, declines=never,
-    prefers=lambda args: "no faster exact lowering applies on CPU for these shapes",
-)
+def _prefers(args) -> str:
+    if convs_on_eigen():
+        return ("XLA's Eigen convolution: compiled with YNNPACK's convolutions off "
+                "(jaxconv.compiler_options(), as fit does), no other exact lowering is faster")
+    return "no faster exact lowering applies on CPU for these shapes"
+
+
+LOWERING = Lowering("xla", conv, declines=never, prefers=_prefers)

@@ -77,7 +77,7 @@ def conv(
     x, w = jnp.asarray(x), jnp.asarray(w)
     dtype = jnp.result_type(x, w)
     x, w = x.astype(dtype), w.astype(dtype)
-    args, pre_pads = lowering.conv_args(
+    args, pre_pads = lowering._conv_args(
         _OP, x.shape, w.shape, dtype, stride, padding, dilation, groups, layout, pad_mode,
         precision,
     )
@@ -86,7 +86,7 @@ def conv(
         w = jnp.flip(w, axis=args.layout.kernel_spatial_axes)
     if pre_pads is not None:
         x = padding_lib.pad(_OP, x, *pre_pads, args.layout.spatial_axes)
-    return lowering.dispatch(algorithm, x, w, args)
+    return lowering._dispatch(algorithm, x, w, args)
 
 
 def conv_transpose(

@@ -543,7 +543,7 @@ def test_every_lowering_declares_itself_in_one_record():
     assert set(lowering.algorithms()) == {"auto", *names}
     assert names[-1] == "xla"  # prefers everything: the fallback, asked last
     x_shape, w_shape = WORKLOADS["C"]
-    args, _ = lowering.conv_args("t", x_shape, w_shape, jnp.float32, 1, "VALID", 1, 1, None,
+    args, _ = lowering._conv_args("t", x_shape, w_shape, jnp.float32, 1, "VALID", 1, 1, None,
                                  "zeros", None)
     assert im2col.LOWERING.declines(args) is None and im2col.LOWERING.prefers(args)
     assert fft.LOWERING.declines(args) is None and fft.LOWERING.prefers(args) is None

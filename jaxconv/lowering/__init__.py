@@ -44,7 +44,7 @@ def algorithms() -> tuple[str, ...]:
     return ("auto", *_BY_NAME)
 
 
-def choose(args: ConvArgs, backend: str | None = None) -> Plan:
+def _choose(args: ConvArgs, backend: str | None = None) -> Plan:
     """The lowering ``algorithm="auto"`` runs for this (validated) call.
 
     Off CPU, ``"xla"`` (cuDNN and TPU convolutions are the fast path there). On CPU, the first
@@ -60,7 +60,7 @@ def choose(args: ConvArgs, backend: str | None = None) -> Plan:
     raise AssertionError("unreachable: the xla lowering prefers every call")
 
 
-def conv_args(
+def _conv_args(
     op, x_shape, w_shape, dtype, stride, padding, dilation, groups, layout, pad_mode, precision
 ) -> tuple[ConvArgs, tuple[padding_lib.Pads, str] | None]:
     """Validates one conv call's options (the op's own errors) and normalises them.
@@ -85,10 +85,10 @@ def conv_args(
     return args, pre_pads
 
 
-def dispatch(algorithm: str, x, w, args: ConvArgs):
+def _dispatch(algorithm: str, x, w, args: ConvArgs):
     """Runs ``conv`` through the named lowering (``"auto"``: the planner's choice)."""
     if algorithm == "auto":
-        algorithm = choose(args).algorithm
+        algorithm = _choose(args).algorithm
     elif algorithm not in _BY_NAME:
         names = ", ".join(repr(a) for a in algorithms())
         raise ValueError(f"conv: unknown algorithm {algorithm!r}; expected one of {names}.")
@@ -154,7 +154,7 @@ def plan(
     x_shape = shapes.as_shape(op, "x_shape", x_shape)
     w_shape = shapes.as_shape(op, "w_shape", w_shape)
     _checks.check_float(op, "x", jax.ShapeDtypeStruct((), dtype))
-    args, _ = conv_args(op, x_shape, w_shape, dtype, stride, padding, dilation, groups, layout,
+    args, _ = _conv_args(op, x_shape, w_shape, dtype, stride, padding, dilation, groups, layout,
                         pad_mode, precision)
     with compiling_with(compiler_options):
-        return choose(args, backend)
+        return _choose(args, backend)

@@ -275,7 +275,9 @@ def correlate2d(
       fillvalue: the pad value for ``boundary="fill"``.
 
     Returns:
-      The correlation, shaped by ``mode`` as above. Batch it with ``jax.vmap``.
+      The correlation, shaped by ``mode`` as above. It is one ``conv`` call (through the
+      planner, ``jaxconv.plan``), so ``jax.vmap`` over images runs it as ``conv`` on the
+      stacked batch.
 
     Example:
       >>> import jax.numpy as jnp, jaxconv

@@ -1,9 +1,26 @@
 """jaxconv: pure functional convolution and activation ops on jax.lax, the classical filter
-bank, a tiny stacked-filter model and fast optax fitting."""
+bank, a tiny stacked-filter model and fast optax fitting.
+
+The library (this namespace, one name per concept):
+
+- ops: ``conv``, ``conv_transpose``, ``correlate2d``, ``convolve2d``, ``max_pool``,
+  ``avg_pool``, the activations, ``output_shape`` / ``receptive_field`` (``ReceptiveField``),
+  and the planner behind ``conv``: ``plan`` (``Plan``; the lowering records are in
+  ``jaxconv.lowering``);
+- ``filters``: the classical hand-designed filter bank;
+- ``nn``: immutable layers and ``Stack`` over plain pytrees of arrays;
+- training: ``fit`` (``FitResult``, ``NonFiniteError``, ``DivergenceError``),
+  ``compiler_options``, and ``checkpoint`` (orbax, integrity-checked).
+
+Helpers for the tutorial and the experiments (not needed to use the library): ``data``
+(synthetic images and teacher targets), ``recovery`` (matching learned filters to
+references) and ``viz`` (matplotlib figures; import it as ``jaxconv.viz``, extra ``viz``).
+
+The implementation lives in private modules (``jaxconv._conv``, ``jaxconv._fitting``, ...).
+"""
 
 from jaxconv import checkpoint, data, filters, nn, recovery
-from jaxconv._compile import compiler_options
-from jaxconv.activations import (
+from jaxconv._activations import (
     activation,
     elu,
     gelu,
@@ -14,42 +31,48 @@ from jaxconv.activations import (
     softplus,
     tanh,
 )
-from jaxconv.conv import conv, conv_transpose, convolve2d, correlate2d
-from jaxconv.fitting import DivergenceError, FitResult, NonFiniteError, fit
+from jaxconv._compile import compiler_options
+from jaxconv._conv import conv, conv_transpose, convolve2d, correlate2d
+from jaxconv._fitting import DivergenceError, FitResult, NonFiniteError, fit
+from jaxconv._pooling import avg_pool, max_pool
+from jaxconv._shapes import ReceptiveField, output_shape, receptive_field
 from jaxconv.lowering import Plan, plan
-from jaxconv.pooling import avg_pool, max_pool
-from jaxconv.shapes import output_shape, receptive_field
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source (pyproject.toml reads it)
 
 __all__ = [
-    "DivergenceError",
-    "FitResult",
-    "NonFiniteError",
-    "Plan",
+    # ops
     "activation",
     "avg_pool",
-    "checkpoint",
-    "compiler_options",
     "conv",
     "conv_transpose",
     "convolve2d",
     "correlate2d",
-    "data",
     "elu",
-    "filters",
-    "fit",
     "gelu",
     "leaky_relu",
     "max_pool",
-    "nn",
     "output_shape",
     "plan",
-    "recovery",
+    "Plan",
     "receptive_field",
+    "ReceptiveField",
     "relu",
     "sigmoid",
     "silu",
     "softplus",
     "tanh",
+    # filters and layers
+    "filters",
+    "nn",
+    # training
+    "checkpoint",
+    "compiler_options",
+    "DivergenceError",
+    "fit",
+    "FitResult",
+    "NonFiniteError",
+    # tutorial and experiment helpers
+    "data",
+    "recovery",
 ]

@@ -2,7 +2,7 @@
 restarts by ``vmap``, compiled once per configuration and cached.
 
 Everything here is a jittable function of arrays or a cache of compiled executables; the
-host-side loop (progress, guards, checkpoints, callbacks) is ``jaxconv.fitting``'s.
+host-side loop (progress, guards, checkpoints, callbacks) is ``jaxconv._fitting``'s.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv import _checks, activations
-from jaxconv import padding as padding_lib
+from jaxconv import _activations as activations
+from jaxconv import _checks
+from jaxconv import _padding as padding_lib
+from jaxconv._conv import conv
 from jaxconv._typing import Array, ArrayLike
-from jaxconv.conv import conv
 
 __all__ = [
     "CLASS_NAMES",

@@ -15,10 +15,13 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from jaxconv import _checks, activations, pooling, shapes
-from jaxconv import padding as padding_lib
+from jaxconv import _activations as activations
+from jaxconv import _checks
+from jaxconv import _padding as padding_lib
+from jaxconv import _pooling as pooling
+from jaxconv import _shapes as shapes
+from jaxconv._conv import conv
 from jaxconv._typing import Array, ArrayLike
-from jaxconv.conv import conv
 
 Params = dict[str, Any]
 Initializer = Callable[..., Array]

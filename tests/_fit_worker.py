@@ -142,7 +142,7 @@ def cmd_sharding(args):
         "same_mesh": w.sharding.mesh.devices.tolist() == mesh.devices.tolist(),
     }
     # the placement fit uses for data, inspected directly
-    from jaxconv.fitting import _auto_mesh, _put
+    from jaxconv._fitting import _auto_mesh, _put
 
     x_global = _put(data[0], NamedSharding(_auto_mesh(mesh), P("data")), replicated=False)
     report["data_sharding"] = {

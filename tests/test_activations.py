@@ -1,4 +1,4 @@
-"""Tests for jaxconv.activations: same values as jax.nn and a numpy oracle, grads, lookup."""
+"""Tests for jaxconv._activations: same values as jax.nn and a numpy oracle, grads, lookup."""
 
 import inspect
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxconv
-from jaxconv import activations
+from jaxconv import _activations as activations
 
 X = np.array([-30.0, -3.0, -1.0, -0.5, 0.0, 0.25, 1.0, 3.0, 30.0], np.float32)
 _erf = np.vectorize(math.erf)

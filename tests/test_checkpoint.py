@@ -20,8 +20,8 @@ import pytest
 
 import jaxconv
 from jaxconv import checkpoint
+from jaxconv._fitting import DivergenceError
 from jaxconv.checkpoint import Checkpointer, CorruptCheckpointError
-from jaxconv.fitting import DivergenceError
 
 WORKER = pathlib.Path(_fit_worker.__file__)
 ROOT = WORKER.parent.parent

@@ -23,6 +23,6 @@ def test_docstring_examples_run(name):
 def test_the_examples_are_found():
     attempted = sum(
         doctest.testmod(importlib.import_module(n), verbose=False, report=False).attempted
-        for n in ("jaxconv.conv", "jaxconv.fitting")
+        for n in ("jaxconv._conv", "jaxconv._fitting")
     )
     assert attempted >= 5

@@ -1,4 +1,4 @@
-"""Tests for jaxconv.fitting: convergence, restarts == separate runs, the non-finite guard,
+"""Tests for jaxconv._fitting: convergence, restarts == separate runs, the non-finite guard,
 determinism, minibatches and argument errors."""
 
 import jax

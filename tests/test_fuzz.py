@@ -285,7 +285,7 @@ LAYERS = {
             "groups": st.sampled_from([-1, 3, 1.5]),
         },
         {
-            "pad_mode": st.one_of(_text_not_in(jaxconv.padding.PAD_MODES), st.sampled_from([0])),
+            "pad_mode": st.one_of(_text_not_in(jaxconv._padding.PAD_MODES), st.sampled_from([0])),
             "algorithm": st.one_of(_text_not_in(["auto", "xla", "shift_add", "im2col", "fft",
                                                  "depthwise"]), st.sampled_from([None, 1])),
             "use_bias": bad_bool(), "flip": bad_bool(),

@@ -1,4 +1,4 @@
-"""Tests for jaxconv.padding: string/int/pair padding vs independent formulas, and pad modes
+"""Tests for jaxconv._padding: string/int/pair padding vs independent formulas, and pad modes
 vs numpy's np.pad."""
 
 import math
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxconv import padding as padding_lib
+from jaxconv import _padding as padding_lib
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 STRINGS = ("VALID", "SAME", "SAME_LOWER", "FULL", "CAUSAL")

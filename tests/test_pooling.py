@@ -1,4 +1,4 @@
-"""Tests for jaxconv.pooling: max_pool and avg_pool against a plain numpy loop oracle (in this
+"""Tests for jaxconv._pooling: max_pool and avg_pool against a plain numpy loop oracle (in this
 file) and torch; jit/vmap/grad, dtypes, the lax primitives used, and every error."""
 
 import itertools

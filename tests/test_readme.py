@@ -49,3 +49,13 @@ def test_checkpoint_snippet_leaves_what_the_readme_says(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "runs" / "demo").iterdir()) == sorted(
         re.findall(r"`(\d+)/`", listed)
     )
+
+
+def test_api_table_names_every_public_name():
+    """The README's API table mentions every name in jaxconv.__all__ (in backticks)."""
+    import jaxconv
+
+    api = README.read_text().split("\n## API\n", 1)[1].split("\n## ", 1)[0]
+    code = " ".join(re.findall(r"`([^`]+)`", api))
+    missing = [n for n in jaxconv.__all__ if not re.search(rf"(?<![\w.]){n}\b", code)]
+    assert not missing, missing

@@ -1,4 +1,4 @@
-"""Tests for jaxconv.shapes: output_shape against jax.eval_shape of the real ops (values and
+"""Tests for jaxconv._shapes: output_shape against jax.eval_shape of the real ops (values and
 error messages), receptive_field against known nets and a brute-force gradient probe."""
 
 import dataclasses
@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jaxconv
-from jaxconv.shapes import ReceptiveField
+from jaxconv._shapes import ReceptiveField
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 LAYOUTS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}

@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv import _checks, shapes
-from jaxconv import padding as padding_lib
+from jaxconv import _checks
+from jaxconv import _padding as padding_lib
+from jaxconv import _shapes as shapes
 from jaxconv.lowering import depthwise, fft, im2col, shift_add, xla
 from jaxconv.lowering._base import ConvArgs, Lowering, Plan, compiling_with
 

@@ -14,7 +14,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv import _compile
-from jaxconv import padding as padding_lib
+from jaxconv import _padding as padding_lib
 from jaxconv._checks import Layout
 
 

@@ -11,8 +11,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxconv import _checks, pooling
-from jaxconv import padding as padding_lib
+from jaxconv import _checks
+from jaxconv import _padding as padding_lib
+from jaxconv import _pooling as pooling
 
 _OPS = ("conv", "conv_transpose", "max_pool", "avg_pool", "pool")
 _POOL_OPS = ("max_pool", "avg_pool", "pool")

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv import _checks, lowering, shapes
-from jaxconv import padding as padding_lib
+from jaxconv import _checks, lowering
+from jaxconv import _padding as padding_lib
+from jaxconv import _shapes as shapes
 from jaxconv._typing import Array, ArrayLike
 from jaxconv.lowering import transpose
 

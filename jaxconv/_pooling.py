@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv import _checks
-from jaxconv import padding as padding_lib
+from jaxconv import _padding as padding_lib
 from jaxconv._typing import Array, ArrayLike
 
 

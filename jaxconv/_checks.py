@@ -262,7 +262,7 @@ def check_shape(op: str, name: str, shape: Any, *, min_rank: int = 0, minimum: i
         raise TypeError(f"{op}: {name} must contain ints, got {tuple(shape)}.")
     out = tuple(int(s) for s in shape)
     if any(s < minimum for s in out):
-        word = "positive" if minimum == 1 else f">= {minimum}"
+        word = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
         raise ValueError(f"{op}: {name} entries must be {word}, got {out}.")
     if len(out) < min_rank:
         hint = f" {rank_hint}" if rank_hint else ""
@@ -308,7 +308,7 @@ def normalize_tuple(
         )
     bad = [v for v in values if v < minimum]
     if bad:
-        word = "positive" if minimum == 1 else f">= {minimum}"
+        word = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
         raise ValueError(f"{op}: {name} must be {word}, got {name}={value!r}.")
     return values
 

@@ -8,6 +8,8 @@ import functools
 
 import jax
 
+from jaxconv import _checks
+
 # jaxlib 0.10's XLA:CPU sends float32 convolutions with more than 16 channels to YNNPACK
 # (a ``ynn_fusion`` in the compiled HLO). The option is the list of operation kinds YNNPACK
 # takes; jaxlib 0.10's default behaves as reductions + dots + convolutions (measured: the same
@@ -56,8 +58,7 @@ def compiler_options(*, ynnpack: bool = False, backend: str | None = None) -> di
       >>> float(f(1.0))
       2.0
     """
-    if not isinstance(ynnpack, bool):
-        raise TypeError(f"compiler_options: ynnpack must be a bool, got {ynnpack!r}.")
+    ynnpack = _checks.check_bool("compiler_options", "ynnpack", ynnpack)
     backend = jax.default_backend() if backend is None else backend
     options = {}
     if backend == "cpu" and not ynnpack:

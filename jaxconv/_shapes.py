@@ -38,17 +38,6 @@ class ReceptiveField(NamedTuple):
     start: tuple[int, ...]
 
 
-def as_shape(op: str, name: str, shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, Sequence) or isinstance(shape, str):
-        raise TypeError(f"{op}: {name} must be a sequence of ints (a shape), got {shape!r}.")
-    if not all(_checks.is_int(s) for s in shape):
-        raise TypeError(f"{op}: {name} must contain ints, got {tuple(shape)}.")
-    shape = tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
-        raise ValueError(f"{op}: {name} must have non-negative sizes, got {shape}.")
-    return shape
-
-
 def _is_default(value: Any, default: int) -> bool:
     """``value`` is ``default`` or a sequence/array of it (e.g. ``dilation=np.array([1, 1])``)."""
     if isinstance(value, str):
@@ -284,7 +273,7 @@ def output_shape(
       (8, 3, 16, 16)
     """
     kind = _checks.check_choice("output_shape", "op", op, _OPS)
-    shape = as_shape("output_shape", "input_shape", input_shape)
+    shape = _checks.check_shape("output_shape", "input_shape", input_shape)
     if kind in _POOL_OPS:
         for name, value, default in (
             ("dilation", dilation, 1), ("groups", groups, 1), ("output_padding", output_padding, 0)
@@ -295,7 +284,7 @@ def output_shape(
                     f"no {name}); leave it at {default}."
                 )
         return pooling.resolve(kind, shape, kernel_shape, stride, padding, layout).out_shape(shape)
-    kernel = as_shape("output_shape", "kernel_shape", kernel_shape)
+    kernel = _checks.check_shape("output_shape", "kernel_shape", kernel_shape)
     stride = 1 if stride is None else stride
     if kind == "conv":
         if not _is_default(output_padding, 0):
@@ -447,7 +436,7 @@ def receptive_field(
     if input_shape is None:
         n, sizes = _spatial_ndim(geometric), None
     else:
-        sizes = as_shape(_RF, "input_shape", input_shape)
+        sizes = _checks.check_shape(_RF, "input_shape", input_shape)
         if not sizes:
             raise ValueError(
                 f"{_RF}: input_shape must be the spatial shape (at least one dim, no batch or "

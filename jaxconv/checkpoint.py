@@ -329,10 +329,7 @@ class Checkpointer:
         Returns:
           None.
         """
-        if keep is not None and (not _checks.is_int(keep) or keep < 1):
-            raise (ValueError if _checks.is_int(keep) else TypeError)(
-                f"Checkpointer: keep must be a positive int or None, got {keep!r}."
-            )
+        keep = _checks.check_count("Checkpointer", "keep", keep, allow_none=True)
         if not isinstance(directory, str | os.PathLike) or not os.fspath(directory):
             raise TypeError(
                 f"Checkpointer: directory must be a non-empty path (str or os.PathLike), got "
@@ -426,11 +423,7 @@ class Checkpointer:
           The checkpoint's directory.
         """
         self._check_writable("save")
-        if not _checks.is_int(step) or step < 0:
-            raise (ValueError if _checks.is_int(step) else TypeError)(
-                f"Checkpointer.save: step must be a non-negative int, got {step!r}."
-            )
-        step = int(step)
+        step = _checks.check_int("Checkpointer.save", "step", step, minimum=0)
         metadata = {} if metadata is None else metadata
         if not isinstance(metadata, dict):
             raise TypeError(f"Checkpointer.save: metadata must be a dict, got {type(metadata)}.")

@@ -279,11 +279,11 @@ SHAPE_ERRORS = [
      r"^output_shape: unknown op 'conv2d'; expected one of 'conv', 'conv_transpose', "
      r"'max_pool', 'avg_pool', 'pool'"),
     ("input_not_seq", 5, (3, 1, 1), {}, TypeError,
-     r"^output_shape: input_shape must be a sequence of ints \(a shape\), got 5"),
+     r"^output_shape: input_shape must be a sequence of ints, got int 5"),
     ("input_float", (1, 4.0, 1), (3, 1, 1), {}, TypeError,
      r"^output_shape: input_shape must contain ints, got \(1, 4.0, 1\)"),
     ("input_negative", (1, -4, 1), (3, 1, 1), {}, ValueError,
-     r"^output_shape: input_shape must have non-negative sizes"),
+     r"^output_shape: input_shape entries must be non-negative"),
     ("kernel_not_seq", (1, 4, 1), 3, {}, TypeError,
      r"^output_shape: kernel_shape must be a sequence of ints"),
     ("pool_dilation", (1, 4, 1), 2, dict(op="max_pool", dilation=2), ValueError,

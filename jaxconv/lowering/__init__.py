@@ -92,7 +92,8 @@ def _dispatch(algorithm: str, x, w, args: ConvArgs):
         algorithm = _choose(args).algorithm
     elif algorithm not in _BY_NAME:
         names = ", ".join(repr(a) for a in algorithms())
-        raise ValueError(f"conv: unknown algorithm {algorithm!r}; expected one of {names}.")
+        raise ValueError(f"conv: unknown algorithm {algorithm!r}; expected one of {names}."
+                         f"{_checks.closest(algorithm, algorithms())}")
     else:
         declined = _BY_NAME[algorithm].declines(args)
         if declined is not None:
@@ -152,8 +153,8 @@ def plan(
       'xla'
     """
     op = "plan"
-    x_shape = shapes.as_shape(op, "x_shape", x_shape)
-    w_shape = shapes.as_shape(op, "w_shape", w_shape)
+    x_shape = _checks.check_shape(op, "x_shape", x_shape)
+    w_shape = _checks.check_shape(op, "w_shape", w_shape)
     _checks.check_float(op, "x", jax.ShapeDtypeStruct((), dtype))
     args, _ = _conv_args(op, x_shape, w_shape, dtype, stride, padding, dilation, groups, layout,
                         pad_mode, precision)

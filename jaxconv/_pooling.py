@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +16,7 @@ from jax import lax
 
 from jaxconv import _checks
 from jaxconv import _padding as padding_lib
+from jaxconv import _shapes as shapes
 from jaxconv._typing import Array, ArrayLike
 
 
@@ -43,111 +43,11 @@ def _max_identity(dtype) -> np.ndarray:
     return np.array(jnp.finfo(dtype).min, dtype)
 
 
-class PoolArgs(NamedTuple):
-    """Validated, normalised options of one pooling call.
-
-    Attributes:
-      layout: the resolved layout.
-      window: window size per spatial dim.
-      stride: stride per spatial dim.
-      pads: ``(low, high)`` pads per spatial dim.
-      sizes: input spatial sizes.
-    """
-
-    layout: _checks.Layout
-    window: tuple[int, ...]
-    stride: tuple[int, ...]
-    pads: padding_lib.Pads
-    sizes: tuple[int, ...]
-
-    @property
-    def out_sizes(self) -> tuple[int, ...]:
-        return tuple(
-            padding_lib.output_size(n, k, s, lo, hi)
-            for n, k, s, (lo, hi) in zip(self.sizes, self.window, self.stride, self.pads,
-                                         strict=True)
-        )
-
-    def out_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """The output shape for input ``shape`` (channels and batch unchanged)."""
-        out = list(shape)
-        for axis, size in zip(self.layout.spatial_axes, self.out_sizes, strict=True):
-            out[axis] = size
-        return tuple(out)
-
-    def full(self, per_dim: Sequence, fill) -> tuple:
-        """``per_dim`` spread over all axes of x, ``fill`` on the batch and channel axes."""
-        out = [fill] * (self.layout.ndim + 2)
-        for axis, v in zip(self.layout.spatial_axes, per_dim, strict=True):
-            out[axis] = v
-        return tuple(out)
-
-
-def _is_torch_padding(padding) -> bool:
-    """An int or per-dim ints: the forms torch's pooling accepts (pairs and strings are ours)."""
-    if _checks.is_int(padding):
-        return True
-    return (
-        isinstance(padding, Sequence)
-        and not isinstance(padding, str)
-        and all(_checks.is_int(p) for p in padding)
-    )
-
-
-def resolve(
-    op: str,
-    shape: Sequence[int],
-    window: int | Sequence[int],
-    stride: int | Sequence[int] | None,
-    padding: padding_lib.Padding,
-    layout: str | None,
-) -> PoolArgs:
-    """Validates a pooling call on an input of ``shape``; raises ValueError/TypeError.
-
-    Shared by ``max_pool``, ``avg_pool`` and ``shapes.output_shape``, so the messages match.
-    """
-    shape = tuple(shape)
-    if len(shape) < 3:
-        raise ValueError(
-            f"{op}: x must have rank >= 3 (batch, spatial dims, channels), got rank "
-            f"{len(shape)} with shape {shape}; add a batch axis with x[None] (and a channel "
-            f"axis with x[..., None])."
-        )
-    n = len(shape) - 2
-    lay = _checks.resolve_layout(op, layout, n)
-    window = _checks.normalize_tuple(op, "window", window, n)
-    stride = window if stride is None else _checks.normalize_tuple(op, "stride", stride, n)
-    sizes = tuple(shape[a] for a in lay.spatial_axes)
-    pads = padding_lib.resolve_padding(op, padding, sizes, window, stride)
-    if _is_torch_padding(padding):
-        for axis, (k, (lo, _)) in enumerate(zip(window, pads, strict=True)):
-            if lo > k // 2:
-                raise ValueError(
-                    f"{op}: padding ({lo} on spatial dim {axis}) must be at most half the "
-                    f"window ({k} // 2 = {k // 2}), as torch's pooling requires; pad less, or "
-                    f"pass (low, high) pairs or padding='SAME' to pad more."
-                )
-    padding_lib.check_kernel_fits(op, sizes, window, pads, what="window")
-    args = PoolArgs(lay, window, stride, pads, sizes)
-    for axis, (size, k, s, (lo, _), out) in enumerate(
-        zip(sizes, window, stride, pads, args.out_sizes, strict=True)
-    ):
-        last_start = (out - 1) * s - lo
-        if lo >= k or last_start >= size:
-            which = "first" if lo >= k else "last"
-            raise ValueError(
-                f"{op}: padding {padding!r} puts the {which} window on spatial dim {axis} "
-                f"entirely in the padding (window {k}, stride {s}, pads {pads[axis]}, input "
-                f"size {size}); every window must cover at least one input element, so pad "
-                f"less than the window on each side."
-            )
-    return args
-
-
-def _prepare(op: str, x: ArrayLike, window, stride, padding, layout) -> tuple[Array, PoolArgs]:
+def _prepare(op: str, x: ArrayLike, window, stride, padding,
+             layout) -> tuple[Array, shapes.PoolArgs]:
     _checks.check_float(op, "x", x)
     x = jnp.asarray(x)
-    return x, resolve(op, x.shape, window, stride, padding, layout)
+    return x, shapes.pool_args(op, x.shape, window, stride, padding, layout)
 
 
 def max_pool(

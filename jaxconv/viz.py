@@ -499,6 +499,7 @@ def rate_map(
     notes: Sequence[Sequence[str]] | None = None,
     xlabel: str = "",
     ylabel: str = "",
+    label: str = "success rate",
     title: str | None = None,
     path: str | os.PathLike | None = None,
 ):
@@ -512,6 +513,7 @@ def rate_map(
       notes: optional [R][C] strings printed under each value.
       xlabel: the column axis label.
       ylabel: the row axis label.
+      label: the colour bar's label.
       title: axes title.
       path: if given, the figure is also saved there as a PNG.
 
@@ -547,5 +549,5 @@ def rate_map(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, shrink=0.9, label="success rate")
+    fig.colorbar(im, ax=ax, shrink=0.9, label=label)
     return _finish(fig, path)

@@ -22,7 +22,7 @@
 # outputs active):
 #
 # - the **same-architecture** student: 2 layer-1 channels, like the teacher;
-# - the **wide** student (the default): 8 layer-1 channels, same layer 2 kernel size.
+# - the **wide** student (the default): 16 layer-1 channels, same layer 2 kernel size.
 #
 # Both train with Adam at 0.05, held for 70% of the steps and then decayed linearly to 1%
 # of it.
@@ -41,7 +41,7 @@
 #
 # **Why the wide student works.** With two channels each channel must land on its own
 # teacher filter, centred; a channel that settles early on a moved detector (or on a mix of
-# both) is a local minimum the other channel cannot help with. With eight channels, some of
+# both) is a local minimum the other channel cannot help with. With sixteen channels, some of
 # them land on each centred detector and the misplaced ones are not needed: their layer-2
 # weights shrink to zero or cancel between copies, which is a descent direction, not a
 # barrier (the over-realised student specialises, as in Tian 2019; mild
@@ -54,9 +54,12 @@
 # (their ReLUs sum to the linear `u * x`) compute what the channel `f` computes. A wide
 # student that settles there matches the teacher's function (its held-out error can be
 # below 1e-3) while no channel is the teacher's filter up to a positive scale; these are the
-# *negated* restarts, failures by the criterion above. The run prints both students' rates,
-# the failure kinds and what the extra channels became; `recover_stack_map` maps the rate
-# against width, layer-2 kernel size and the number of images.
+# *negated* restarts, failures by the criterion above. `recover_stack_map` prints how many
+# restarts of each width end up there; presumably (not tested here) with many random
+# channels some start close enough to each `+f` to win before a `-f`, `+u`, `-u`
+# combination forms. The run prints both students' rates, the failure kinds and what the
+# extra channels became; `recover_stack_map` maps the rate against width, layer-2 kernel
+# size and the number of images.
 #
 # The same file runs as a script with the same steps and outputs:
 # `python experiments/recover_stack.py [--quick] [--out DIR] [--seed N] [--steps N]
@@ -108,7 +111,7 @@ SUCCESS_COSINE = 0.99
 SUCCESS_REL_ERROR = 1e-3
 N_TEST = 256  # held-out images
 OUTCOMES = ("recovered", "converging", "negated", "shifted", "other")
-WIDTH, BASELINE_WIDTH = 8, 2
+WIDTH, BASELINE_WIDTH = 16, 2
 LR = 5e-2
 # Full float32 products in every convolution and dot traced under it: on recent NVIDIA
 # GPUs float32 convs default to TF32 (~1e-3 relative error), which would hide a 1e-6

@@ -308,7 +308,7 @@ def normalize_tuple(
         )
     bad = [v for v in values if v < minimum]
     if bad:
-        word = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")
+        word = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{op}: {name} must be {word}, got {name}={value!r}.")
     return values
 

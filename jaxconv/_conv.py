@@ -150,21 +150,19 @@ def conv_transpose(
     y, w = y.astype(dtype), w.astype(dtype)
     precision = _checks.check_precision(op, precision)
     lay = geo.layout
+    algorithm = _checks.check_choice(op, "algorithm", algorithm, lowering.algorithms(),
+                                     fold_case=False)
     if any(d != 1 for d in geo.dilation):
         if algorithm not in ("auto", "xla"):
-            names = ", ".join(repr(a) for a in lowering.algorithms())
             raise ValueError(
                 f"{op}: algorithm {algorithm!r} cannot run a dilated transposed conv (its taps "
                 f"mix the output phases; it runs as the transpose of the forward conv): use "
-                f"'auto' or 'xla'" + ("." if algorithm in lowering.algorithms()
-                                      else f"; the known names are {names}.")
+                f"'auto' or 'xla'."
             )
         args = lowering.ConvArgs(lay, geo.stride, geo.pads, geo.dilation, int(groups),
                                  precision, geo.out_shape, w.shape, jnp.dtype(dtype))
         return transpose.linear_transpose(y, w, args)
-    n = lay.ndim
-    if not lay.channels_last:
-        y, w = jnp.moveaxis(y, 1, -1), jnp.moveaxis(w, (0, 1), (n + 1, n))
+    y, w = transpose.channels_last(y, w, lay)
     kernel, js = transpose.phase_kernel(w, geo.stride, groups)
     z = conv(y, kernel, padding=[(j - 1, j - 1) for j in js], groups=groups,
              precision=precision, algorithm=algorithm)

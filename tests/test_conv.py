@@ -1004,8 +1004,12 @@ def test_dilated_conv_transpose_names_the_lowerings_it_can_run():
     y, w = jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 2, 8))
     with pytest.raises(ValueError, match="algorithm 'im2col' cannot run a dilated transposed"):
         jaxconv.conv_transpose(y, w, dilation=2, algorithm="im2col")
-    with pytest.raises(ValueError, match="the known names are 'auto', 'xla'"):
+    with pytest.raises(ValueError, match="conv_transpose: unknown algorithm 'winograd'; "
+                                         "expected one of 'auto', 'xla'"):
         jaxconv.conv_transpose(y, w, dilation=2, algorithm="winograd")
+    with pytest.raises(ValueError, match="conv_transpose: unknown algorithm 'im2cl'.*Did you "
+                                         "mean 'im2col'"):
+        jaxconv.conv_transpose(y, w, algorithm="im2cl")
 
 
 def _primitive_names(jaxpr):

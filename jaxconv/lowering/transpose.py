@@ -21,7 +21,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv.lowering import xla
-from jaxconv.lowering._base import ConvArgs
+from jaxconv.lowering._base import ConvArgs, channels_last
+
+__all__ = ["channels_last", "interleave", "linear_transpose", "phase_kernel"]
 
 
 def phase_kernel(w, stride, groups):

@@ -100,12 +100,13 @@ def _digits_data():
 
 
 def _shapes_data():
-    from learn_features import MODEL, make_data  # the experiment's data: 2048 training images
+    # the experiment's model and data: 2048 training images
+    from learn_features import SHAPES_MODEL, make_shapes
 
-    if MODEL.layers != tuple(nn_layers(WORKLOADS["T3"].model)):
-        print("note: T3's model differs from experiments/learn_features.py's MODEL; update it")
-    k_data, _, _ = jax.random.split(jax.random.key(0), 3)
-    x, y = make_data(k_data, 2048 + 1024)
+    if SHAPES_MODEL.layers != tuple(nn_layers(WORKLOADS["T3"].model)):
+        print("note: T3's model differs from experiments/learn_features.py's SHAPES_MODEL")
+    k_data, _ = jax.random.split(jax.random.split(jax.random.key(0))[0])
+    x, y = make_shapes(k_data, 2048 + 1024)
     return np.asarray(x[:2048]), np.asarray(y[:2048]).astype(np.int32)
 
 

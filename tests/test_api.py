@@ -23,8 +23,8 @@ def _public_functions():
         (jaxconv, jaxconv.__all__),
         (filters, [n for n in dir(filters) if not n.startswith("_")]),
         (data, [n for n in dir(data) if not n.startswith("_")]),
-        (recovery, ["align", "summary"]),
-        (viz, ["image_grid", "filters_side_by_side", "loss_curves"]),
+        (recovery, [n for n in dir(recovery) if not n.startswith("_")]),
+        (viz, viz.__all__),
     ):
         for name in names:
             obj = getattr(module, name)

@@ -233,3 +233,16 @@ def test_global_matplotlib_state_is_untouched(tmp_path):
         assert plt.get_fignums() == open_figures  # nothing registered with pyplot
     finally:
         matplotlib.use(original)
+
+
+def test_rate_map_names_the_shape_it_wanted():
+    with pytest.raises(ValueError, match=r"rate_map: rates must be \[len\(row_labels\), "
+                                         r"len\(col_labels\)\] = \[1, 2\], got shape \(2, 2\)"):
+        viz.rate_map(np.zeros((2, 2)), ["a"], ["x", "y"])
+
+
+def test_rate_map_writes_each_rate_in_its_cell():
+    fig = viz.rate_map(np.array([[0.5, np.nan], [1.0, 0.0]]), ["a", "b"], ["x", "y"],
+                       notes=[["n1", ""], ["", "n2"]])
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == ["0%\nn2", "100%", "50%\nn1"]  # the NaN cell stays empty

@@ -510,7 +510,7 @@ def rate_map(
       rates: [R, C] values in [0, 1] (NaN: no value).
       row_labels: R labels, top to bottom.
       col_labels: C labels, left to right.
-      notes: optional [R][C] strings printed under each value.
+      notes: optional strings, ``notes[i][j]`` printed under the value of cell (i, j).
       xlabel: the column axis label.
       ylabel: the row axis label.
       label: the colour bar's label.

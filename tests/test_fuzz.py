@@ -368,17 +368,17 @@ def _made(cls, *args, **kwargs):
 
 # Validation holes the first fuzz run found, fixed since; kept as regression tests.
 KNOWN_HOLES = {
-    # jaxconv/conv.py: an array fill value is silently accepted (result [7, 7])
+    # jaxconv/_conv.py: an array fill value is silently accepted (result [7, 7])
     "correlate2d_array_fillvalue": lambda: expect_rejected(
         "correlate2d", jaxconv.correlate2d, array((5, 5)), array((3, 3)), fillvalue=np.ones(2)),
     "convolve2d_list_fillvalue": lambda: expect_rejected(
         "convolve2d", jaxconv.convolve2d, array((5, 5)), array((3, 3)), fillvalue=[1.0, 2.0]),
-    # jaxconv/conv.py + lowering: a zero-size kernel reaches jax (moveaxis on None) / MLIR
+    # jaxconv/_conv.py + lowering: a zero-size kernel reaches jax (moveaxis on None) / MLIR
     "conv_zero_size_kernel": lambda: expect_rejected(
         "conv", jaxconv.conv, X4, array((0, 3, 2, 4))),
     "conv_transpose_zero_size_kernel": lambda: expect_rejected(
         "conv_transpose", jaxconv.conv_transpose, array((1, 4, 4, 4)), array((0, 3, 2, 4))),
-    # jaxconv/shapes.py: a zero-size kernel dim gives a shape instead of an error
+    # jaxconv/_shapes.py: a zero-size kernel dim gives a shape instead of an error
     "output_shape_zero_size_kernel": lambda: expect_rejected(
         "output_shape", jaxconv.output_shape, (1, 6, 6, 2), (0, 3, 2, 4)),
     # jaxconv/nn.py: settings not validated at init; now rejected when the layer is made

@@ -7,9 +7,10 @@ it only for kernels of 11x11 taps and more. Each lowering declares itself in one
 record (its module's ``LOWERING``): what it declines, and when ``auto`` prefers it, with the
 threshold and its measurement beside it in that module. The planner asks them in ``AUTO_ORDER``
 and takes the first that prefers the call; ``xla`` prefers everything, so it is the fallback.
-The choice is static (shapes, dtype, backend), so it costs nothing under jit; this module runs
-no convolution itself. The thresholds come from timings on a 2-core x86-64 CPU, recorded in
-``benchmarks/NOTES.md``.
+The choice is static (shapes, dtype, backend, and whether the executable being traced runs
+XLA's convolutions on Eigen: ``fit`` says so for its compiler options, see ``compiling_with``),
+so it costs nothing under jit; this module runs no convolution itself. The thresholds come from
+timings on a 2-core x86-64 CPU, recorded in ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations

@@ -461,6 +461,36 @@ def time_impls(calls: dict[str, Callable], first: dict[str, float], s: Settings)
     return out
 
 
+def _time_and_compare(entry: dict, calls: dict, results: dict, s: Settings) -> dict:
+    """Fills ``entry``: each call's first (compiling) run gives its output, then the timed
+    interleaved rounds, each output's error against lax's and the ratio to the best peer."""
+    outputs, first = {}, {}
+    for name in list(calls):
+        try:
+            t0 = time.perf_counter()
+            outputs[name] = results[name]()
+            first[name] = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001
+            entry["errors"][name] = f"{type(e).__name__}: {e}"
+            calls.pop(name)
+    contention = Contention()
+    entry["results"] = time_impls(calls, first, s)
+    entry["others_cpu"] = contention.others()
+    ref = outputs.get("lax")
+    for name, r in entry["results"].items():
+        r["first_call_s"] = first[name]
+        if ref is not None:
+            r["rel_err"] = _rel_err(outputs[name], ref)
+    del outputs, ref  # free the outputs before the next workload's arrays
+    peers = {n: r["median_us"] for n, r in entry["results"].items() if n in PEERS}
+    if peers:
+        best = min(peers, key=peers.get)
+        entry["best_peer"], entry["best_peer_us"] = best, peers[best]
+        if "jaxconv" in entry["results"]:
+            entry["ratio"] = entry["results"]["jaxconv"]["median_us"] / peers[best]
+    return entry
+
+
 def bench_workload(wl: Workload, pass_: str, impls, mods, s: Settings) -> dict:
     x, w, ct = make_inputs(wl)
     algo, reason = auto_plan(x, w)
@@ -482,33 +512,7 @@ def bench_workload(wl: Workload, pass_: str, impls, mods, s: Settings) -> dict:
         except Exception as e:  # noqa: BLE001 - report and go on with the others
             entry["errors"][name] = f"{type(e).__name__}: {e}"
     # The first call of each compiles (its time is kept) and gives the output to check.
-    outputs, first = {}, {}
-    for name in list(calls):
-        try:
-            t0 = time.perf_counter()
-            outputs[name] = results[name]()
-            first[name] = time.perf_counter() - t0
-        except Exception as e:  # noqa: BLE001
-            entry["errors"][name] = f"{type(e).__name__}: {e}"
-            calls.pop(name)
-    del results
-    contention = Contention()
-    entry["results"] = time_impls(calls, first, s)
-    entry["others_cpu"] = contention.others()
-    ref = outputs.get("lax")
-    for name, r in entry["results"].items():
-        r["first_call_s"] = first[name]
-        if ref is not None:
-            r["rel_err"] = _rel_err(outputs[name], ref)
-    del outputs, ref
-    peers = {n: r["median_us"] for n, r in entry["results"].items() if n in PEERS}
-    if peers:
-        best = min(peers, key=peers.get)
-        entry["best_peer"] = best
-        entry["best_peer_us"] = peers[best]
-        if "jaxconv" in entry["results"]:
-            entry["ratio"] = entry["results"]["jaxconv"]["median_us"] / peers[best]
-    return entry
+    return _time_and_compare(entry, calls, results, s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -689,30 +693,7 @@ def bench_op(name: str, pass_: str, impls, mods, s: Settings) -> dict:
                 calls[impl], results[impl] = _torch_calls(op, ct, pass_, mods)
         except Exception as e:  # noqa: BLE001 - report and go on with the others
             entry["errors"][impl] = f"{type(e).__name__}: {e}"
-    outputs, first = {}, {}
-    for impl in list(calls):
-        try:
-            t0 = time.perf_counter()
-            outputs[impl] = results[impl]()
-            first[impl] = time.perf_counter() - t0
-        except Exception as e:  # noqa: BLE001
-            entry["errors"][impl] = f"{type(e).__name__}: {e}"
-            calls.pop(impl)
-    contention = Contention()
-    entry["results"] = time_impls(calls, first, s)
-    entry["others_cpu"] = contention.others()
-    ref = outputs.get("lax")
-    for impl, r in entry["results"].items():
-        r["first_call_s"] = first[impl]
-        if ref is not None:
-            r["rel_err"] = _rel_err(outputs[impl], ref)
-    peers = {n: r["median_us"] for n, r in entry["results"].items() if n in PEERS}
-    if peers:
-        best = min(peers, key=peers.get)
-        entry["best_peer"], entry["best_peer_us"] = best, peers[best]
-        if "jaxconv" in entry["results"]:
-            entry["ratio"] = entry["results"]["jaxconv"]["median_us"] / peers[best]
-    return entry
+    return _time_and_compare(entry, calls, results, s)
 
 
 # --------------------------------------------------------------------------------------------

@@ -990,6 +990,9 @@ def test_conv_transpose_through_every_lowering_equals_the_oracle(algorithm, layo
     for g, want in zip(jax.grad(loss(algorithm), (0, 1))(y, w),
                        jax.grad(loss("xla"), (0, 1))(y, w), strict=True):
         assert_close(g, want)
+    # vmap over the batch: each example alone, as the batched call gives it
+    one = lambda yi: jaxconv.conv_transpose(yi[None], w, algorithm=algorithm, **opts)[0]
+    assert_close(jax.jit(jax.vmap(one))(y), got)
 
 
 @pytest.mark.slow

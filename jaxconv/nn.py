@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -29,6 +30,16 @@ Shape = tuple[int, ...]
 
 
 def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
+    if (hasattr(input_shape, "shape") and hasattr(input_shape, "dtype")
+            and len(input_shape.shape) == 1 and jnp.issubdtype(input_shape.dtype, jnp.integer)
+            and not isinstance(input_shape, jax.core.Tracer)):
+        # the sizes themselves in an integer array: "pass its .shape" would be wrong advice
+        sizes = tuple(int(s) for s in input_shape.tolist())
+        raise TypeError(
+            f"{op}: input_shape must be a sequence of ints, got an integer array {sizes}; if "
+            f"those are the sizes, pass them as a tuple: tuple(int(s) for s in input_shape) "
+            f"(for an input x, pass x.shape)."
+        )
     return _checks.check_shape(op, "input_shape", input_shape, min_rank=min_rank, minimum=1,
                                rank_hint="(batch, ..., channels)")
 
@@ -47,6 +58,13 @@ def _frozen(value):
     if _checks.is_int(value):
         return int(value)
     return value
+
+
+def _padding_setting(op: str, padding):
+    """``padding`` checked, with a name upper-cased (``"same"`` is ``"SAME"``: layers built
+    with either compare and hash equal) and lists as tuples."""
+    form = padding_lib.check_padding(op, padding)
+    return form if isinstance(form, str) else _frozen(padding)
 
 
 def _set(layer, name: str, value) -> None:
@@ -77,9 +95,44 @@ def _named(op: str, *inner: str):
         raise
 
 
+# jax's named variance-scaling initialisers, by the settings their closure holds
+_VARIANCE_SCALING_NAMES = {
+    (1.0, "fan_avg", "uniform"): "glorot_uniform",
+    (1.0, "fan_avg", "truncated_normal"): "glorot_normal",
+    (1.0, "fan_in", "uniform"): "lecun_uniform",
+    (1.0, "fan_in", "truncated_normal"): "lecun_normal",
+    (2.0, "fan_in", "uniform"): "he_uniform",
+    (2.0, "fan_in", "truncated_normal"): "he_normal",
+}
+
+
+def _variance_scaling_name(fn) -> str | None:
+    """``he_normal()``, ``glorot_uniform(in_axis=-3)`` or ``variance_scaling(...)`` for an
+    initialiser made by ``jax.nn.initializers.variance_scaling`` (they all share one
+    ``__qualname__``, ``variance_scaling.<locals>.init``); None for any other function."""
+    if getattr(fn, "__qualname__", "") != "variance_scaling.<locals>.init":
+        return None
+    try:
+        cells = inspect.getclosurevars(fn).nonlocals
+        scale, mode, dist = float(cells["scale"]), cells["mode"], cells["distribution"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    axes = {"in_axis": -2, "out_axis": -1, "batch_axis": ()}
+    extra = ", ".join(f"{k}={cells[k]!r}" for k, d in axes.items()
+                      if k in cells and cells[k] != d)
+    name = _VARIANCE_SCALING_NAMES.get((scale, mode, dist))
+    if name is None:
+        args = f"scale={scale!r}, mode={mode!r}, distribution={dist!r}"
+        return f"variance_scaling({args}{', ' + extra if extra else ''})"
+    return f"{name}({extra})"
+
+
 def _show(value) -> str:
     """A setting in a repr: functions by name, never by address."""
     if callable(value) and not isinstance(value, type):
+        vs_name = _variance_scaling_name(value)
+        if vs_name is not None:
+            return f"<function jax.nn.initializers.{vs_name}>"
         name = getattr(value, "__qualname__", None) or type(value).__qualname__
         module = getattr(value, "__module__", None) or ""
         prefix = "jax.nn.initializers." if module.startswith("jax.") else ""
@@ -165,9 +218,9 @@ class Conv(_Layer):
         _set(self, "features", _checks.check_count(op, "features", self.features))
         for name in ("kernel_size", "stride", "dilation"):
             _set(self, name, _spatial(op, name, getattr(self, name)))
-        padding_lib.check_padding(op, self.padding)
-        _set(self, "padding", _frozen(self.padding))
-        _checks.check_choice(op, "pad_mode", self.pad_mode, padding_lib.PAD_MODES)
+        _set(self, "padding", _padding_setting(op, self.padding))
+        _set(self, "pad_mode",
+             _checks.check_choice(op, "pad_mode", self.pad_mode, padding_lib.PAD_MODES))
         _set(self, "groups", _checks.check_groups(op, self.groups))
         _set(self, "use_bias", _checks.check_bool(op, "use_bias", self.use_bias))
         _set(self, "flip", _checks.check_bool(op, "flip", self.flip))
@@ -252,6 +305,7 @@ class Activation(_Layer):
 
     def __post_init__(self):
         activations.lookup("nn.Activation", "name", self.name)
+        _set(self, "name", self.name.lower())  # "ReLU" is "relu": equal layers compare equal
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
         return {}
@@ -276,8 +330,7 @@ class _Pool(_Layer):
         _set(self, "window", _spatial(op, "window", self.window))
         if self.stride is not None:
             _set(self, "stride", _spatial(op, "stride", self.stride))
-        padding_lib.check_padding(op, self.padding)
-        _set(self, "padding", _frozen(self.padding))
+        _set(self, "padding", _padding_setting(op, self.padding))
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
         op = f"nn.{type(self).__name__}"
@@ -343,10 +396,18 @@ class GlobalPool(_Layer):
                                                   ("avg", "max")))
 
     def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        self.output_shape(input_shape)
         return {}
 
     def apply(self, params: Params, x: ArrayLike) -> Array:
         x = jnp.asarray(x)
+        if x.ndim < 3:
+            # [N, C] has no spatial dim: reducing over none would return it unchanged
+            raise ValueError(
+                f"nn.GlobalPool: x must have rank >= 3 ([N, *spatial, C]), got shape "
+                f"{x.shape}, which has no spatial dim to pool; drop the layer, or apply it "
+                f"before the layer that removed the spatial dims."
+            )
         axes = tuple(range(1, x.ndim - 1))
         return jnp.mean(x, axes) if self.reduce == "avg" else jnp.max(x, axes)
 

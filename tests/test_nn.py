@@ -499,3 +499,70 @@ def test_stack_repr_lists_named_layers_with_nested_blocks_indented():
         ")"
     )
     assert "0x" not in repr(MLP) and "<function" not in repr(MLP)
+
+
+# ---- small fixes found by an adversarial pass (issue 20) ----
+
+def test_global_pool_on_a_rank_2_input_raises_instead_of_returning_it(key):
+    # apply on [N, C] once returned x unchanged while init and output_shape raised
+    with pytest.raises(ValueError, match=r"^nn\.GlobalPool: x must have rank >= 3 \(\[N, "
+                                         r"\*spatial, C\]\), got shape \(4, 3\), which has no "
+                                         r"spatial dim to pool"):
+        nn.GlobalPool().apply({}, jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"^nn\.GlobalPool: input_shape must have rank >= 3"):
+        nn.GlobalPool().init(key, (4, 3))
+    with pytest.raises(ValueError, match=r"^nn\.Stack layer 'global_pool_2' \(GlobalPool\): x "
+                                         r"must have rank >= 3"):
+        model = nn.Stack([nn.Conv(2, 3), nn.GlobalPool(), nn.GlobalPool()])
+        model.apply({"conv_0": nn.Conv(2, 3).init(key, (1, 5, 5, 1))}, jnp.ones((1, 5, 5, 1)))
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        (lambda: nn.Conv(4, pad_mode="Reflect", padding=1), lambda: nn.Conv(4, pad_mode="reflect",
+                                                                            padding=1)),
+        (lambda: nn.Conv(4, padding="same"), lambda: nn.Conv(4, padding="SAME")),
+        (lambda: nn.Conv(4, padding="Causal"), lambda: nn.Conv(4, padding="CAUSAL")),
+        (lambda: nn.MaxPool(2, padding="same"), lambda: nn.MaxPool(2, padding="SAME")),
+        (lambda: nn.AvgPool(3, padding="Valid"), lambda: nn.AvgPool(3, padding="VALID")),
+        (lambda: nn.Activation("ReLU"), lambda: nn.Activation("relu")),
+        (lambda: nn.GlobalPool("MAX"), lambda: nn.GlobalPool("max")),
+    ],
+    ids=["pad_mode", "padding_same", "padding_causal", "maxpool", "avgpool", "activation",
+         "global_pool"],
+)
+def test_settings_are_kept_in_one_case_so_equal_layers_compare_equal(given, canonical):
+    a, b = given(), canonical()
+    assert a == b and hash(a) == hash(b) and repr(a) == repr(b)
+
+
+@pytest.mark.parametrize(
+    ("init", "shown"),
+    [
+        (jax.nn.initializers.he_normal(), "he_normal()"),
+        (jax.nn.initializers.he_uniform(), "he_uniform()"),
+        (jax.nn.initializers.glorot_uniform(), "glorot_uniform()"),
+        (jax.nn.initializers.glorot_normal(), "glorot_normal()"),
+        (jax.nn.initializers.lecun_normal(), "lecun_normal()"),
+        (jax.nn.initializers.lecun_uniform(), "lecun_uniform()"),
+        (jax.nn.initializers.glorot_uniform(in_axis=-3), "glorot_uniform(in_axis=-3)"),
+        (jax.nn.initializers.variance_scaling(0.5, "fan_out", "normal"),
+         "variance_scaling(scale=0.5, mode='fan_out', distribution='normal')"),
+    ],
+    ids=["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "lecun_normal",
+         "lecun_uniform", "glorot_in_axis", "variance_scaling"],
+)
+def test_initializers_print_by_their_own_name(init, shown):
+    # all six once printed as the same variance_scaling.<locals>.init
+    assert repr(nn.Dense(2, kernel_init=init)) == (
+        f"Dense(features=2, kernel_init=<function jax.nn.initializers.{shown}>)")
+
+
+def test_init_with_the_sizes_in_an_integer_array_does_not_say_pass_its_shape(key):
+    with pytest.raises(TypeError, match=r"^nn\.Stack: input_shape must be a sequence of ints, "
+                                        r"got an integer array \(2, 8, 8, 3\); if those are the "
+                                        r"sizes, pass them as a tuple"):
+        MLP.init(key, np.array([2, 8, 8, 3]))
+    with pytest.raises(TypeError, match=r"^nn\.Conv: .*got an integer array \(2, 8, 8, 3\)"):
+        nn.Conv(2).init(key, jnp.array([2, 8, 8, 3]))

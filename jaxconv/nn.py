@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxconv import _activations as activations
 from jaxconv import _checks
@@ -34,7 +35,7 @@ def _shape(op: str, input_shape: Sequence[int], min_rank: int) -> Shape:
             and len(input_shape.shape) == 1 and jnp.issubdtype(input_shape.dtype, jnp.integer)
             and not isinstance(input_shape, jax.core.Tracer)):
         # the sizes themselves in an integer array: "pass its .shape" would be wrong advice
-        sizes = tuple(int(s) for s in input_shape.tolist())
+        sizes = tuple(int(s) for s in np.asarray(input_shape).tolist())
         raise TypeError(
             f"{op}: input_shape must be a sequence of ints, got an integer array {sizes}; if "
             f"those are the sizes, pass them as a tuple: tuple(int(s) for s in input_shape) "

@@ -1,5 +1,9 @@
 """Training-step timings: jaxconv.fit and a jitted jaxconv.nn loop vs flax nnx, equinox, torch
-CPU and raw jax/lax, on five small training workloads (T1-T5).
+CPU and raw jax/lax, on six small training workloads (T1-T6).
+
+The jitted loop and flax nnx run twice: compiled with XLA's default options (``loop``,
+``flax``) and with ``jaxconv.compiler_options()`` (``loop_opts``, ``flax_opts``), as a user
+would pass them to ``jax.jit``; ``fit/loop`` is to the faster of the two loops.
 
 A step is forward, backward and an Adam(1e-3) update, in float32, from the same initial weights
 and on the same minibatches in every library. Each implementation first does one untimed
@@ -17,6 +21,7 @@ scikit-learn; torch is used only if installed).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import statistics
@@ -38,8 +43,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.join(os.path.dirname(_HERE), "experiments")]
 import bench  # noqa: E402 - the conv benchmark: machine description, peers, contention
 
-IMPLS = ("fit", "loop", "flax", "equinox", "torch", "jax")
-PEERS = ("flax", "equinox", "torch", "jax")
+IMPLS = ("fit", "loop", "loop_opts", "flax", "flax_opts", "equinox", "torch", "jax")
+PEERS = ("flax", "flax_opts", "equinox", "torch", "jax")
+LOOPS = ("loop", "loop_opts")  # the same jaxconv.nn model: fit/loop is to the faster
 LR = 1e-3
 # Losses of the first check_steps steps must agree with loop's to this relative error: every
 # implementation computes the same float32 function from the same weights and batches.
@@ -64,6 +70,10 @@ class Dense(NamedTuple):
 
 class MaxPool(NamedTuple):
     window: int = 2  # stride = window
+
+
+class AvgPool(NamedTuple):
+    window: int = 2  # stride = window, no padding
 
 
 class GlobalPool(NamedTuple):
@@ -97,6 +107,15 @@ def _digits_data():
 
     d = load_digits()
     return (d.images[..., None] / 16.0).astype(np.float32), d.target.astype(np.int32)
+
+
+def _lenet_data():
+    # digits upsampled 8x8 -> 32x32 by 4x4 blocks, scaled to [0, 1]: LeNet-5's input size
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.kron(d.images, np.ones((1, 4, 4))) / 16.0
+    return x[..., None].astype(np.float32), d.target.astype(np.int32)
 
 
 def _shapes_data():
@@ -138,6 +157,11 @@ WORKLOADS = {
                  "32->64, batch 32",
                  (Conv(32, 3, groups=32), RELU, Conv(64, 1), RELU, GlobalPool(), Dense(10)),
                  "ce", 32, _random_data((256, 32, 32, 32))),
+        Workload("T6", "LeNet-5: 1797 digits upsampled to 32x32x1, conv 5x5 1->6, avg pool, "
+                 "conv 5x5 6->16, avg pool, dense 120-84-10, batch 64",
+                 (Conv(6, 5, "VALID"), RELU, AvgPool(2), Conv(16, 5, "VALID"), RELU,
+                  AvgPool(2), FLATTEN, Dense(120), RELU, Dense(84), RELU, Dense(10)),
+                 "ce", 64, _lenet_data),
     )
 }
 
@@ -178,6 +202,8 @@ def nn_layers(spec) -> list:
             out.append(nn.Dense(s.features))
         elif isinstance(s, MaxPool):
             out.append(nn.MaxPool(s.window))
+        elif isinstance(s, AvgPool):
+            out.append(nn.AvgPool(s.window))
         elif isinstance(s, GlobalPool):
             out.append(nn.GlobalPool(s.reduce))
         elif isinstance(s, Residual):
@@ -296,11 +322,16 @@ def _jax_runner(step, state0, x, y, batches: Batches):
     return run
 
 
-def _optax_runner(loss, params0, x, y, batches):
+def _options(opts: bool) -> dict | None:
+    """What ``jax.jit(..., compiler_options=)`` gets: jaxconv's options, or XLA's defaults."""
+    return jaxconv.compiler_options() if opts else None
+
+
+def _optax_runner(loss, params0, x, y, batches, opts: bool = False):
     """jax.jit of value_and_grad + optax.adam, for ``loss(params, x, y)``."""
     opt = optax.adam(LR)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=_options(opts))
     def step(state, x, y, idx):
         params, opt_state = state
         value, grads = jax.value_and_grad(loss)(params, *_take(x, y, idx))
@@ -325,9 +356,9 @@ def build_fit(p: Problem, mods):
     return run
 
 
-def build_loop(p: Problem, mods):
+def build_loop(p: Problem, mods, opts: bool = False):
     loss = lambda params, x, y: _loss(p.wl.loss, p.model.apply(params, x), y)
-    return _optax_runner(loss, p.params, p.x, p.y, p.batches)
+    return _optax_runner(loss, p.params, p.x, p.y, p.batches, opts)
 
 
 def _lax_apply(spec, params, x, it=None):
@@ -345,6 +376,9 @@ def _lax_apply(spec, params, x, it=None):
         elif isinstance(s, MaxPool):
             w = (1, s.window, s.window, 1)
             x = lax.reduce_window(x, -jnp.inf, lax.max, w, w, "VALID")
+        elif isinstance(s, AvgPool):
+            w = (1, s.window, s.window, 1)
+            x = lax.reduce_window(x, 0.0, lax.add, w, w, "VALID") / (s.window * s.window)
         elif isinstance(s, GlobalPool):
             x = jnp.mean(x, (1, 2)) if s.reduce == "avg" else jnp.max(x, (1, 2))
         elif isinstance(s, Residual):
@@ -369,7 +403,7 @@ def _nchw_dense(w: Weights) -> np.ndarray:
     return w.kernel.reshape(h, wd, c, -1).transpose(2, 0, 1, 3).reshape(h * wd * c, -1)
 
 
-def build_flax(p: Problem, mods):
+def build_flax(p: Problem, mods, opts: bool = False):
     nnx = mods["flax"]
 
     class Res(nnx.Module):
@@ -396,6 +430,9 @@ def build_flax(p: Problem, mods):
             elif isinstance(s, MaxPool):
                 win = (s.window,) * 2
                 m = lambda x, win=win: nnx.max_pool(x, win, strides=win)
+            elif isinstance(s, AvgPool):
+                win = (s.window,) * 2
+                m = lambda x, win=win: nnx.avg_pool(x, win, strides=win)
             elif isinstance(s, GlobalPool):
                 m = (lambda x: x.mean((1, 2))) if s.reduce == "avg" else (lambda x: x.max((1, 2)))
             elif isinstance(s, Residual):
@@ -411,7 +448,7 @@ def build_flax(p: Problem, mods):
     # would add a Python graph traversal per step)
     graphdef, state0 = nnx.split((model, optimizer))
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=_options(opts))
     def step(state, x, y, idx):
         model, optimizer = nnx.merge(graphdef, state)
         xb, yb = _take(x, y, idx)
@@ -452,6 +489,8 @@ def build_equinox(p: Problem, mods):
                                  weight=_nchw_dense(w).T, bias=w.bias)
             elif isinstance(s, MaxPool):
                 m = eqx.nn.MaxPool2d(s.window, stride=s.window)
+            elif isinstance(s, AvgPool):
+                m = eqx.nn.AvgPool2d(s.window, stride=s.window)
             elif isinstance(s, GlobalPool):
                 m = eqx.nn.Lambda(lambda x, r=s.reduce: x.mean((1, 2)) if r == "avg"
                                   else x.max((1, 2)))
@@ -510,6 +549,8 @@ def build_torch(p: Problem, mods):
                         m.bias.copy_(t(w.bias))
             elif isinstance(s, MaxPool):
                 m = tnn.MaxPool2d(s.window)
+            elif isinstance(s, AvgPool):
+                m = tnn.AvgPool2d(s.window)
             elif isinstance(s, GlobalPool):
                 pool = tnn.AdaptiveAvgPool2d(1) if s.reduce == "avg" else tnn.AdaptiveMaxPool2d(1)
                 m = tnn.Sequential(pool, tnn.Flatten())
@@ -552,8 +593,10 @@ def build_torch(p: Problem, mods):
     return run
 
 
-BUILDERS = {"fit": build_fit, "loop": build_loop, "flax": build_flax,
-            "equinox": build_equinox, "torch": build_torch, "jax": build_jax}
+BUILDERS = {"fit": build_fit, "loop": build_loop,
+            "loop_opts": functools.partial(build_loop, opts=True), "flax": build_flax,
+            "flax_opts": functools.partial(build_flax, opts=True), "equinox": build_equinox,
+            "torch": build_torch, "jax": build_jax}
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,6 +665,11 @@ def bench_workload(wl: Workload, impls, mods, s: Settings) -> dict:
         for mine in ("fit", "loop"):
             if mine in res:
                 entry[f"{mine}_ratio"] = res[mine]["median_us"] / res[best]["median_us"]
+    loops = [n for n in LOOPS if n in res]
+    if "fit" in res and loops:
+        fastest = min(loops, key=lambda n: res[n]["median_us"])
+        entry["fastest_loop"] = fastest
+        entry["fit_loop_ratio"] = res["fit"]["median_us"] / res[fastest]["median_us"]
     return entry
 
 
@@ -640,8 +688,8 @@ def markdown(report: dict) -> str:
     impls = report["settings"]["impls"]
     lines = [
         "| workload | steps/run | " + " | ".join(impls) + " | fit compile | best peer "
-        "| fit/best | loop/best | losses vs loop | others' CPU |",
-        "|---|---:|" + "---:|" * len(impls) + "---:|---|---:|---:|---|---:|",
+        "| fit/best | loop/best | fit/loop | losses vs loop | others' CPU |",
+        "|---|---:|" + "---:|" * len(impls) + "---:|---|---:|---:|---:|---|---:|",
     ]
     for e in report["workloads"]:
         res = e["results"]
@@ -656,7 +704,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {e['workload']} | {e.get('steps_per_run', '-')} | " + " | ".join(cells)
             + f" | {fit_c} | {e.get('best_peer', '-')} | {ratio('fit_ratio')} "
-            f"| {ratio('loop_ratio')} | {check} | {bench._fmt_pct(e.get('others_cpu'))} |"
+            f"| {ratio('loop_ratio')} | {ratio('fit_loop_ratio')} | {check} "
+            f"| {bench._fmt_pct(e.get('others_cpu'))} |"
         )
     return "\n".join(lines)
 
@@ -688,13 +737,15 @@ def main(argv=None) -> int:
     if "torch" in mods:
         mods["torch"].set_num_threads(2)
     try:
-        import sklearn  # noqa: F401 - T2's data
+        import sklearn  # noqa: F401 - T2's and T6's data
     except ImportError as e:
-        skipped["T2"] = f"sklearn not importable ({e}); pip install -e '.[bench]'"
-        names = [n for n in names if n != "T2"]
+        for n in ("T2", "T6"):
+            skipped[n] = f"sklearn not importable ({e}); pip install -e '.[bench]'"
+        names = [n for n in names if n not in ("T2", "T6")]
     for name, why in skipped.items():
         print(f"note: skipping {name}: {why}")
-    impls = [n for n in wanted if n in ("fit", "loop", "jax") or n in mods]
+    impls = [n for n in wanted
+             if n in ("fit", "loop", "loop_opts", "jax") or n.removesuffix("_opts") in mods]
     report: dict[str, Any] = {
         "machine": bench.machine_info(mods),
         "settings": {**s._asdict(), "quick": args.quick, "impls": impls, "lr": LR,

@@ -109,6 +109,15 @@ def conv(x, w, args):
     return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
 
+def conv_channels_last(x, w, *, stride, pads, dilation, groups, precision):
+    """``lax.conv_general_dilated`` of ``x`` [N, *sp, C] and ``w`` [*k, C // groups, O] with
+    explicit ``pads``, canonical forward and gradients (for lowerings that rewrite a conv into
+    another one)."""
+    static = (tuple(stride), tuple(tuple(p) for p in pads), tuple(dilation), int(groups),
+              precision)
+    return _conv_cl(x, w, static)
+
+
 def linear_conv(x, w, args):
     """The same convolution as a plain linear function of ``x`` (no custom JVP), written so
     that its transpose, ``conv_transpose``, is a canonical convolution."""

@@ -1,21 +1,26 @@
-"""Checkpoints with orbax-checkpoint: a pytree of arrays plus JSON metadata per step, atomic,
-integrity-checked, the last few kept.
+"""Checkpoints with orbax-checkpoint: a pytree of arrays per step plus the caller's metadata,
+atomic, integrity-checked, the last few kept.
 
-It saves and restores; what to save and when is the caller's business (``fit`` uses it). The
-on-disk format is orbax's own; this module only adds a sha256 per array (per shard for an
-array split across processes) and a fallback to the previous checkpoint when the newest one
-does not verify. orbax is imported lazily (optional extra ``checkpoint``).
+It saves and restores; what to save and when is the caller's business (``fit`` uses it).
+orbax does the work: the arrays (typed PRNG keys included) through ``StandardSave`` and
+``StandardRestore``, the caller's metadata as the step's ``custom_metadata``, the newest
+``keep`` kept by a ``preservation_policy``, readers through ``read_only`` managers. This module
+adds what orbax lacks: a sha256 per array (per shard for an array split across processes),
+checked on restore, and a fallback to the previous checkpoint when the newest one is corrupt
+(and only then: a filesystem error, a full memory or a target that does not fit propagates).
+orbax is imported lazily (optional extra ``checkpoint``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import pathlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, cast
 
 import jax
@@ -24,27 +29,36 @@ import numpy as np
 from jaxconv import _checks
 from jaxconv._typing import PyTree
 
-FORMAT = "jaxconv.checkpoint/1"
+FORMAT = "jaxconv.checkpoint/2"
+# How tensorstore (a ValueError that orbax raises or chains) reports bytes it cannot decode
+# (a truncated, garbled or missing data file of a committed checkpoint): these status codes,
+# or "Error decoding" under INVALID_ARGUMENT, whose code its messages leave out. Its codes for
+# failed I/O (PERMISSION_DENIED, UNAVAILABLE, UNKNOWN, RESOURCE_EXHAUSTED, ...) are not here.
+_UNDECODABLE = {"DATA_LOSS", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
+_STEP_METADATA = "_CHECKPOINT_METADATA"  # orbax's per-step file, custom_metadata included
 
 
 class CorruptCheckpointError(ValueError):
-    """A checkpoint that cannot be read back or whose arrays fail their sha256 check."""
+    """A checkpoint whose files cannot be decoded or whose contents fail their sha256 check."""
 
 
 class Restored(NamedTuple):
-    """What ``restore_latest`` returns.
+    """What ``restore`` and ``restore_latest`` return.
 
     Attributes:
       step: the step the checkpoint was saved at.
       state: the restored pytree (the target's structure and shardings when one was given).
       metadata: the JSON metadata given to ``save`` (a dict).
       path: the checkpoint's directory.
+      skipped: the newer steps ``restore_latest`` found corrupt and skipped, newest first
+        (the ones a writer may ``set_aside``).
     """
 
     step: int
     state: PyTree
     metadata: dict
     path: pathlib.Path
+    skipped: tuple[int, ...] = ()
 
 
 def _orbax():
@@ -56,6 +70,44 @@ def _orbax():
             "a checkout of jaxconv: pip install -e '.[checkpoint]'."
         ) from e
     return ocp
+
+
+def _undecodable(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception it was raised from) says the bytes on disk are not the
+    format they should be: garbled JSON or text, or tensorstore's ``_UNDECODABLE``."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, json.JSONDecodeError | UnicodeDecodeError):
+            return True
+        if isinstance(seen, ValueError):
+            code = str(seen).split(":", 1)[0]
+            if code.isupper() and code.replace("_", "").isalpha():
+                if code in _UNDECODABLE:
+                    return True
+            elif "Error decoding" in str(seen):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def _reading(path: pathlib.Path, what: str) -> Iterator[None]:
+    """Turns an undecodable file into ``CorruptCheckpointError``; any other exception (an
+    OSError, MemoryError, a sharding on unavailable devices...) keeps its type, with a note."""
+    try:
+        yield
+    except Exception as e:
+        if _undecodable(e):
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: {what} undecodable ({type(e).__name__}: {str(e)[:200]})"
+            ) from e
+        e.add_note(f"jaxconv.checkpoint: while reading the {what} of checkpoint {path} (an "
+                   "error that does not show corruption: the checkpoint was left in place)")
+        raise
+
+
+def _json_sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _host_value(x) -> np.ndarray:
@@ -219,47 +271,26 @@ def _leaves(tree) -> dict[str, Any]:
     return out
 
 
-def _describe(tree) -> dict[str, list]:
-    """``{path: [shape, dtype]}`` for every leaf."""
-    out = {}
-    for path, leaf in _leaves(tree).items():
-        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
-        out[path] = [list(np.shape(leaf)), dtype.str]
-    return out
-
-
 def _is_key(x) -> bool:
     dtype = getattr(x, "dtype", None)
     return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
-def _key_impls(tree) -> dict[str, str]:
-    """``{path: impl name}`` of the typed PRNG keys in ``tree``."""
-    return {p: str(jax.random.key_impl(x)) for p, x in _leaves(tree).items() if _is_key(x)}
+def _as_stored(tree):
+    """``tree`` as orbax writes it: typed PRNG keys as their key data (what is hashed)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
-def _keys_as_data(tree):
-    """``tree`` with typed PRNG keys as their uint32 key data (what is written to disk)."""
-
-    def one(x):
-        if not _is_key(x):
-            return x
-        if isinstance(x, jax.ShapeDtypeStruct):
-            data = jax.eval_shape(jax.random.key_data, x)
-            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
-        return jax.random.key_data(x)
-
-    return jax.tree.map(one, tree)
-
-
-def _keys_from_data(tree, impls: dict[str, str]):
-    """Undoes ``_keys_as_data`` at the paths ``impls`` names."""
-    paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    leaves = [
-        jax.random.wrap_key_data(x, impl=impls[_path_str(p)]) if _path_str(p) in impls else x
-        for p, x in paths
-    ]
-    return jax.tree.unflatten(treedef, leaves)
+def _describe(tree) -> dict[str, list]:
+    """``{path: [shape, dtype]}`` of every leaf as stored (a typed key as its key data)."""
+    out = {}
+    for path, leaf in _leaves(tree).items():
+        if _is_key(leaf):
+            leaf = jax.eval_shape(jax.random.key_data, leaf)
+        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        shape = leaf.shape if hasattr(leaf, "shape") else np.shape(leaf)  # orbax's metadata too
+        out[path] = [list(shape), dtype.str]
+    return out
 
 
 def _abstract(tree):
@@ -299,11 +330,14 @@ class Checkpointer:
     ``CheckpointManager``.
 
     Each ``save`` writes ``directory/<step>/`` atomically (orbax writes to a temporary
-    directory and renames it when complete, so a half-written checkpoint is never listed),
-    with a JSON metadata item that records every array's shape, dtype and sha256. Only the
-    newest ``keep`` checkpoints are kept. ``restore_latest`` verifies the hashes and falls
-    back to the previous checkpoint, with a warning naming the bad one, when the newest is
-    corrupt or truncated.
+    directory and renames it when complete, so a half-written checkpoint is never listed): the
+    arrays (item ``state``), the caller's metadata (orbax's per-step ``custom_metadata``) and
+    a JSON record (item ``meta``) of every array's sha256 and of the metadata's. Only the
+    newest ``keep`` checkpoints are kept. ``restore_latest`` verifies the hashes and falls back
+    to the previous checkpoint, with a warning naming the bad one, when the newest is corrupt
+    (a file that cannot be decoded, contents that are not what was saved); any other failure
+    to read it (an ``OSError``, a ``MemoryError``, a target sharding on devices that are not
+    there) propagates with its own type and a note naming the checkpoint.
 
     Example:
       >>> import tempfile, jax.numpy as jnp
@@ -340,13 +374,14 @@ class Checkpointer:
         self.directory = pathlib.Path(os.fspath(directory)).absolute()
         self.read_only = bool(read_only)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else keep,
-            # saves are synchronous: when save returns, the checkpoint is on disk
-            enable_async_checkpointing=False,
-            # removes temporary directories left behind by a killed save; only a writer may,
-            # or a reader would delete the save in progress of a run it is watching
-            cleanup_tmp_directories=not read_only,
-            create=not read_only,
+            read_only=self.read_only,
+            preservation_policy=(None if keep is None or self.read_only
+                                 else ocp.checkpoint_managers.LatestN(n=keep)),
+            enable_async_checkpointing=False,  # when save returns, the checkpoint is on disk
+            # a writer removes the temporary directories a killed save left behind; a reader
+            # must not (it would delete the save in progress of a run it is watching)
+            cleanup_tmp_directories=not self.read_only,
+            create=not self.read_only,
         )
         self._manager = ocp.CheckpointManager(
             self.directory,
@@ -378,7 +413,7 @@ class Checkpointer:
         return self.directory / str(step)
 
     def _check_writable(self, op: str) -> None:
-        if self.read_only:
+        if self.read_only:  # orbax's read_only manager would skip the write silently
             raise ValueError(
                 f"Checkpointer.{op}: {self.directory} was opened with read_only=True."
             )
@@ -415,9 +450,8 @@ class Checkpointer:
         Args:
           step: a non-negative int, greater than every step already saved here.
           state: a pytree of jax or numpy arrays (sharded jax arrays are saved shard by
-            shard; typed PRNG keys are saved as their key data and restored as keys of the
-            same implementation).
-          metadata: a JSON-serialisable dict saved next to the arrays.
+            shard; typed PRNG keys are restored as keys of the same implementation).
+          metadata: a JSON-serialisable dict, saved as orbax's ``custom_metadata`` of the step.
 
         Returns:
           The checkpoint's directory.
@@ -428,7 +462,7 @@ class Checkpointer:
         if not isinstance(metadata, dict):
             raise TypeError(f"Checkpointer.save: metadata must be a dict, got {type(metadata)}.")
         try:
-            json.dumps(metadata)
+            metadata = json.loads(json.dumps(metadata))  # what reading it back gives
         except (TypeError, ValueError) as e:
             raise TypeError(f"Checkpointer.save: metadata must be JSON-serialisable: {e}") from e
         latest = self._manager.latest_step()
@@ -437,50 +471,78 @@ class Checkpointer:
                 f"Checkpointer.save: step (={step}) must be greater than the newest saved step "
                 f"(={latest}) in {self.directory}; delete the newer checkpoints first."
             )
-        keys = _key_impls(state)
-        state = _keys_as_data(state)
         for path, leaf in _leaves(state).items():
             if not isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float):
                 raise TypeError(
                     f"Checkpointer.save: state leaf {path!r} must be an array, got "
                     f"{type(leaf).__name__}."
                 )
-        meta = {
+        record = {
             "format": FORMAT,
             "step": step,
-            "tree": _describe(state),
-            "sha256": _digests(_leaves(state)),
-            "prng_keys": keys,
-            "user": metadata,
+            "sha256": _digests(_leaves(_as_stored(state))),
+            "metadata_sha256": _json_sha256(metadata),
         }
         ocp = self._ocp
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record)
             ),
+            custom_metadata=metadata,
             force=True,
         )
         self._manager.wait_until_finished()
         return self.path(step)
 
     def read_metadata(self, step: int) -> dict:
-        """The metadata saved with ``step`` (raises ``CorruptCheckpointError`` if unreadable)."""
+        """The metadata saved with ``step``, checked against its sha256.
+
+        Args:
+          step: which checkpoint.
+
+        Returns:
+          The ``metadata`` dict given to ``save``.
+
+        Raises:
+          CorruptCheckpointError: the record or the metadata cannot be decoded, or they
+            disagree.
+          ValueError: the checkpoint was written by an older format of this module.
+        """
+        return self._read_record(step)[1]
+
+    def _read_record(self, step: int) -> tuple[dict, dict]:
+        """The checkpoint's sha256 record and its (verified) metadata."""
+        path = self.path(step)
+        for item in ("state", "meta"):
+            if not (path / item).is_dir():  # is_dir raises the errors that are not "missing"
+                raise CorruptCheckpointError(f"checkpoint {path}: its {item}/ directory is gone")
         ocp = self._ocp
-        try:
-            meta = self._manager.restore(
+        with _reading(path, "sha256 record"):
+            record = self._manager.restore(
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
             )["meta"]
-        except Exception as e:  # any failure to read it means the checkpoint is unusable
-            raise CorruptCheckpointError(
-                f"checkpoint {self.path(step)}: metadata unreadable ({type(e).__name__}: "
-                f"{str(e)[:200]})"
-            ) from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("step") != step:
-            raise CorruptCheckpointError(
-                f"checkpoint {self.path(step)}: metadata is not a {FORMAT} record for step {step}"
+        if isinstance(record, dict) and record.get("format") == "jaxconv.checkpoint/1":
+            raise ValueError(
+                f"checkpoint {path} was written by jaxconv.checkpoint/1 (before this module "
+                f"kept the metadata in orbax's custom_metadata); this version reads {FORMAT}: "
+                "restore it with the jaxconv that wrote it, or start a new directory."
             )
-        return meta
+        if (not isinstance(record, dict) or record.get("format") != FORMAT
+                or record.get("step") != step or not isinstance(record.get("sha256"), dict)):
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: meta/ is not a {FORMAT} record for step {step}"
+            )
+        metadata = None
+        with contextlib.suppress(ValueError):  # orbax's answer for a file it cannot read
+            metadata = ocp.metadata.get_step_metadata(path).custom_metadata or {}
+        if metadata is None or _json_sha256(metadata) != record.get("metadata_sha256"):
+            with _reading(path, "metadata"):  # a filesystem error propagates as what it is
+                (path / _STEP_METADATA).read_bytes()
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: its metadata ({_STEP_METADATA}) does not match its sha256"
+            )
+        return record, metadata
 
     def restore(self, step: int, target: PyTree = None) -> Restored:
         """Restores and verifies the checkpoint of ``step``.
@@ -488,55 +550,54 @@ class Checkpointer:
         Args:
           step: which checkpoint.
           target: a pytree like the saved one (arrays or ``jax.ShapeDtypeStruct``s); restored
-            jax arrays take the target leaves' shardings. None restores numpy arrays in the
-            saved structure (namedtuples become lists).
+            jax arrays take the target leaves' shardings. None restores numpy arrays (typed
+            PRNG keys as keys) in the saved structure (namedtuples become lists).
 
         Returns:
           A ``Restored`` (step, state, metadata, path).
 
         Raises:
-          CorruptCheckpointError: the checkpoint cannot be read or fails its sha256 check.
+          CorruptCheckpointError: a file of the checkpoint cannot be decoded, or its contents
+            fail their sha256 check.
           ValueError: the target's tree, shapes or dtypes differ from the saved ones.
         """
-        meta = self.read_metadata(step)
-        return self._restore(step, meta, target)
+        return self._restore(step, target)
 
-    def _restore(self, step: int, meta: dict, target) -> Restored:
-        ocp = self._ocp
+    def _restore(self, step: int, target, check_metadata=None) -> Restored:
         path = self.path(step)
-        keys = meta.get("prng_keys", {})
+        record, metadata = self._read_record(step)
+        if check_metadata is not None:
+            check_metadata(metadata, path)
+        ocp = self._ocp
+        with _reading(path, "array metadata"):
+            tree = self._manager.item_metadata(step)["state"]
+            tree = getattr(tree, "tree", tree)
+            saved = _describe(tree)
         if target is not None:
-            target = _keys_as_data(target)
-            diff = _tree_difference(meta["tree"], _describe(target))
+            diff = _tree_difference(saved, _describe(target))
             if diff:
                 raise ValueError(
                     f"restore: checkpoint {path} holds a different tree than the target: {diff}."
                 )
             abstract = _abstract(target)
-        else:
-            try:
-                tree = self._manager.item_metadata(step)["state"]
-                tree = getattr(tree, "tree", tree)
-                abstract = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
-            except Exception as e:
-                raise CorruptCheckpointError(
-                    f"checkpoint {path}: array metadata unreadable ({type(e).__name__})"
-                ) from e
-        try:
+        else:  # jax arrays on one local device, so that orbax restores typed keys as keys
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            abstract = jax.tree.map(
+                lambda m: np.zeros(m.shape, m.dtype) if m.sharding is None
+                else jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree)
+        with _reading(path, "arrays"):
             state = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             )["state"]
-        except Exception as e:  # tensorstore reports truncation/corruption in many ways
-            raise CorruptCheckpointError(
-                f"checkpoint {path}: arrays unreadable ({type(e).__name__}: {str(e)[:200]})"
-            ) from e
-        saved = meta["sha256"]
-        leaves = _leaves(state)
-        if set(leaves) != set(saved):
+        if target is None:
+            state = jax.tree.map(lambda x: x if _is_key(x) else np.asarray(x), state)
+        digests = record["sha256"]
+        leaves = _leaves(_as_stored(state))
+        if set(leaves) != set(digests):
             raise CorruptCheckpointError(
                 f"checkpoint {path}: restored tree differs from its record"
             )
-        bad = np.array([_mismatches(x, saved[k]) for k, x in leaves.items()], np.uint8)
+        bad = np.array([_mismatches(x, digests[k]) for k, x in leaves.items()], np.uint8)
         if any(_split_across_processes(x) for x in leaves.values()):
             # each process checked only the shards it holds: all must agree on the verdict,
             # or they would fall back to different checkpoints
@@ -550,8 +611,7 @@ class Checkpointer:
                 f"checkpoint {path}: sha256 mismatch in {names[:5]} (the files were changed after "
                 "saving)"
             )
-        state = _keys_from_data(state, keys)
-        return Restored(step=step, state=state, metadata=meta["user"], path=path)
+        return Restored(step=step, state=state, metadata=metadata, path=path)
 
     def restore_latest(
         self,
@@ -559,39 +619,39 @@ class Checkpointer:
         *,
         check_metadata: Callable[[dict, pathlib.Path], None] | None = None,
     ) -> Restored | None:
-        """Restores the newest checkpoint that verifies, warning about any newer bad ones.
+        """Restores the newest checkpoint that verifies, warning about any newer corrupt ones.
+
+        Only corruption (see ``restore``) makes it fall back to an older checkpoint; any other
+        exception propagates with its type, a note naming the checkpoint, and nothing skipped.
 
         Args:
           target: as in ``restore``.
-          check_metadata: called as ``check_metadata(metadata, path)`` on each readable
-            checkpoint tried, before its arrays are read; an exception it raises propagates (use it
-            to reject a checkpoint written by a different configuration).
+          check_metadata: called as ``check_metadata(metadata, path)`` on each checkpoint
+            tried, before its arrays are read; an exception it raises propagates (use it to
+            reject a checkpoint written by a different configuration).
 
         Returns:
-          A ``Restored``, or None when the directory holds no checkpoint.
+          A ``Restored`` whose ``skipped`` names the newer corrupt steps, or None when the
+          directory holds no checkpoint.
 
         Raises:
           CorruptCheckpointError: checkpoints exist but none of them verifies.
         """
-        steps = self.steps()
-        failures = []
-        for step in reversed(steps):
+        failures: dict[int, str] = {}
+        for step in reversed(self.steps()):
             try:
-                meta = self.read_metadata(step)
-                if check_metadata is not None:
-                    check_metadata(meta["user"], self.path(step))
-                restored = self._restore(step, meta, target)
+                restored = self._restore(step, target, check_metadata)
             except CorruptCheckpointError as e:
-                failures.append(str(e))
+                failures[step] = str(e)
                 warnings.warn(
                     f"{e}; falling back to the previous checkpoint.", RuntimeWarning, stacklevel=2
                 )
                 continue
-            return restored
+            return restored._replace(skipped=tuple(failures))
         if failures:
             raise CorruptCheckpointError(
                 f"no checkpoint in {self.directory} verifies ({len(failures)} tried): "
-                f"{failures[0]}"
+                f"{next(iter(failures.values()))}"
             )
         return None
 

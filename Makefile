@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/train_bench.py $(TRAIN_BENCH_ARGS)
+	$(BIN)/python benchmarks/arch_bench.py $(filter --quick,$(BENCH_ARGS))
 
 # every experiments/*.py and docs/planner.py, executed headless into docs/notebooks/*.ipynb
 # (rebuilt when the source or jaxconv changes); NOTEBOOK_ARGS=--quick for the short runs

@@ -419,6 +419,29 @@ def nnx_model(arch: Arch, params, nnx):
     return nnx.Sequential(*layers(arch.spec))
 
 
+def conv_plans(arch: Arch) -> list[str]:
+    """Each conv's input and kernel shapes and the lowering ``auto`` picks for it, with XLA's
+    default options / with ``jaxconv.compiler_options()`` (``jaxconv.plan``; no compiling)."""
+    out = []
+
+    def walk(spec, model, shape):
+        for s, layer in zip(spec, model.layers, strict=True):
+            if isinstance(s, Residual):
+                walk(s.block, layer.block, shape)
+            elif isinstance(s, Conv):
+                kernel = (*(s.kernel,) * (len(shape) - 2), shape[-1] // s.groups, s.features)
+                kw = {"stride": s.stride, "padding": s.padding, "dilation": s.dilation,
+                      "groups": s.groups}
+                default = jaxconv.plan(shape, kernel, **kw).algorithm
+                opts = jaxconv.plan(shape, kernel, compiler_options=jaxconv.compiler_options(),
+                                    **kw).algorithm
+                out.append(f"{list(shape)} * {list(kernel)}: {default}/{opts}")
+            shape = layer.output_shape(shape)
+
+    walk(arch.spec, model_of(arch), arch.input_shape)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # The training problem and its runners.
 
@@ -575,6 +598,10 @@ def bench_arch(arch: Arch, impls, mods, s: Settings, fit_modes: tuple[str, ...] 
                              "features": list(arch.features), "input_shape":
                              list(arch.input_shape), "loss": arch.loss, "errors": {},
                              "skipped": {}}
+    try:
+        entry["conv_plans"] = conv_plans(arch)
+    except Exception as e:  # noqa: BLE001 - the plan is a description, not the benchmark
+        entry["conv_plans"] = [f"{type(e).__name__}: {e}"]
     t_start = time.perf_counter()
     try:
         p = make_problem(arch)
@@ -689,7 +716,8 @@ def summarize(entries: list[dict], worst: int = 5) -> dict:
     out["worst_fit_loop"] = [
         {"index": e["index"], "fit_loop": e["fit_loop"], "fit_us": e["median_us"]["fit"],
          "loop_us": e["median_us"][e["fastest_loop"]], "fastest_loop": e["fastest_loop"],
-         "noise": e.get("noise"), "description": e["description"]} for e in ranked[:worst]]
+         "noise": e.get("noise"), "description": e["description"],
+         "conv_plans": e.get("conv_plans", [])} for e in ranked[:worst]]
     out["errors"] = {e["index"]: e["errors"] for e in entries if e["errors"]}
     out["loss_mismatch"] = [e["index"] for e in entries if not e.get("loss_ok", True)]
     return out
@@ -723,13 +751,16 @@ def markdown(report: dict) -> str:
         lines += ["", f"Noise: loop against itself differs by a median factor "
                   f"{math.exp(summ['noise_abs_log_median']):.2f} (at most "
                   f"{math.exp(summ['noise_abs_log_max']):.2f})."]
-    lines += ["", "Worst fit / loop:", "", "| # | fit/loop | fit | loop | noise | architecture |",
-              "|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "Worst fit / loop (convs: input * kernel: auto's lowering with XLA's "
+              "default options / with jaxconv.compiler_options()):", "",
+              "| # | fit/loop | fit | loop | noise | architecture | convs |",
+              "|---:|---:|---:|---:|---:|---|---|"]
     for w in summ["worst_fit_loop"]:
         noise = f"{w['noise']:.2f}" if w["noise"] else "-"
+        plans = "; ".join(w.get("conv_plans", []))
         lines.append(f"| {w['index']} | {w['fit_loop']:.2f} | {w['fit_us'] / 1e3:.2f} ms | "
                      f"{w['loop_us'] / 1e3:.2f} ms ({w['fastest_loop']}) | {noise} | "
-                     f"{w['description']} |")
+                     f"{w['description']} | {plans} |")
     skipped = report.get("skipped_features")
     if skipped:
         lines += ["", "Not drawn: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())]

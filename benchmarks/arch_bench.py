@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import inspect
+import json
 import math
 import os
 import statistics
@@ -707,6 +708,10 @@ def summarize(entries: list[dict], worst: int = 5) -> dict:
          and k != "fit_loop"})
     for key in keys:
         out[key] = _dist([e[key] for e in entries if key in e])
+    # fit slower than the faster loop by more than that architecture's loop-vs-itself factor
+    out["fit_loop_beyond_noise"] = sorted(
+        e["index"] for e in entries
+        if "fit_loop" in e and e["fit_loop"] > max(e.get("noise", 1.0), 1 / e.get("noise", 1.0)))
     noise = [abs(math.log(e["noise"])) for e in entries if "noise" in e]
     if noise:
         # the ratio of a series to itself: beyond exp(this) a difference is more than noise
@@ -731,7 +736,7 @@ def markdown(report: dict) -> str:
         "",
         f"{m['cpu']}, {m['usable_cores']} cores, jax {m['versions']['jax']}, checkout "
         f"{m['jaxconv_commit']}{' (dirty)' if m['jaxconv_dirty'] else ''}, jaxconv from "
-        f"`{m['jaxconv_file']}`, {m['date']}; load "
+        f"`{m.get('jaxconv_file', '?')}`, {m['date']}; load "
         f"average {report['load_before']['loadavg'][0]:.1f} before, "
         f"{report['load_after']['loadavg'][0]:.1f} after; median share of the CPU other "
         f"processes used during an architecture's timing "
@@ -748,9 +753,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {names.get(key, key)} | {d['n']} | {d['min']:.2f} | "
                          f"{d['median']:.2f} | {d['max']:.2f} | {d['above_1']} |")
     if "noise_abs_log_median" in summ:
+        beyond = summ.get("fit_loop_beyond_noise", [])
         lines += ["", f"Noise: loop against itself differs by a median factor "
                   f"{math.exp(summ['noise_abs_log_median']):.2f} (at most "
-                  f"{math.exp(summ['noise_abs_log_max']):.2f})."]
+                  f"{math.exp(summ['noise_abs_log_max']):.2f}). fit is slower than the faster "
+                  f"loop by more than that architecture's own noise factor on {len(beyond)}: "
+                  f"{', '.join(f'#{i}' for i in beyond) or 'none'}."]
     lines += ["", "Worst fit / loop (convs: input * kernel: auto's lowering with XLA's "
               "default options / with jaxconv.compiler_options()):", "",
               "| # | fit/loop | fit | loop | noise | architecture | convs |",
@@ -790,11 +798,37 @@ def parse_args(argv=None):
     p.add_argument("--only", default="", help="comma-separated architecture indices")
     p.add_argument("--out", default=os.path.join("benchmarks", "arch_results.json"),
                    help="the JSON report; the markdown summary goes next to it (.md)")
+    p.add_argument("--summarize", metavar="JSON",
+                   help="only recompute the summary and markdown of an earlier report")
     return p.parse_args(argv)
+
+
+def _write(report: dict, out: str) -> None:
+    bench.write_report(report, out)
+    md = os.path.splitext(out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(report["markdown"] + "\n")
+    print(f"wrote {md}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as f:
+            report = json.load(f)
+        conv_t = "transposed convs" not in report.get("skipped_features", {})
+        for e in report["architectures"]:  # reports written before conv_plans existed
+            if "conv_plans" not in e:
+                arch = generate(report["settings"]["seed"], e["index"], conv_transpose=conv_t)
+                if arch.description != e["description"]:
+                    raise SystemExit(f"arch_bench: #{e['index']} of {args.summarize} is not "
+                                     "this generator's draw; cannot add its conv plans.")
+                e["conv_plans"] = conv_plans(arch)
+        report["summary"] = summarize(report["architectures"])
+        report["markdown"] = markdown(report)
+        print(report["markdown"])
+        _write(report, args.summarize)
+        return 0
     s = QUICK if args.quick else FULL
     n = 4 if args.quick and "--n" not in (argv or sys.argv) else args.n
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
@@ -851,11 +885,7 @@ def main(argv=None) -> int:
     report["markdown"] = text = markdown(report)
     print("\n" + text + f"\n\n{report['elapsed_s']:.0f} s in all")
     if args.out:
-        bench.write_report(report, args.out)
-        md = os.path.splitext(args.out)[0] + ".md"
-        with open(md, "w") as f:
-            f.write(text + "\n")
-        print(f"wrote {md}")
+        _write(report, args.out)
     return 0
 
 

@@ -95,7 +95,7 @@ def conv_transpose(
     w: ArrayLike,
     *,
     stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] | Sequence[tuple[int, int]] | str = 0,
+    padding: padding_lib.Padding = 0,
     output_padding: int | Sequence[int] = 0,
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
@@ -116,10 +116,15 @@ def conv_transpose(
         ``(C_out, C_in // groups, *spatial)`` channels-first.
       stride: the forward conv's stride.
       padding: the forward conv's padding: int, per-dim ints, ``(low, high)`` pairs,
-        ``"VALID"``, ``"FULL"`` or ``"CAUSAL"``.
+        ``"FULL"`` or ``"CAUSAL"``; or, with ``lax.conv_transpose``'s semantics (and
+        flax's and TensorFlow's), ``"SAME"`` (output size ``in * stride``: the adjoint of
+        the forward ``"SAME"`` conv on that size; ``"SAME_LOWER"`` likewise) or ``"VALID"``
+        (output size ``(in - 1) * stride + max(k_eff, stride)``: no padding, plus the
+        ``stride - k_eff`` tail a stride longer than the kernel leaves). Strings are
+        case-insensitive.
       output_padding: extra size added at the high end of each output dim (to pick among the
         input sizes a strided conv maps to the same output size); must be smaller than
-        stride or dilation, as in torch.
+        stride or dilation, as in torch; only with explicit padding (the strings set it).
       dilation: the forward conv's dilation.
       groups: the forward conv's feature groups.
       layout: as in ``conv``.
@@ -132,12 +137,15 @@ def conv_transpose(
 
     Returns:
       [N, *out_spatial, C_in] with ``out = (in - 1) * stride - low - high +
-      (k - 1) * dilation + 1 + output_padding``.
+      (k - 1) * dilation + 1 + output_padding`` (for the strings, as said under ``padding``).
 
     Example:
       >>> import jax.numpy as jnp, jaxconv
       >>> jaxconv.conv_transpose(jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 2, 8)), stride=2).shape
       (1, 9, 9, 2)
+      >>> jaxconv.conv_transpose(jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 2, 8)), stride=2,
+      ...                        padding="SAME").shape
+      (1, 8, 8, 2)
     """
     op = "conv_transpose"
     _checks.check_float(op, "y", y)

@@ -202,14 +202,31 @@ def conv_transpose_geometry(
                 f"{op}: output_padding ({output_padding}) must be smaller than stride "
                 f"({stride}) or dilation ({dilation}) on every dim."
             )
-    if isinstance(padding, str) and padding.upper() in ("SAME", "SAME_LOWER"):
-        raise ValueError(
-            f"{op}: padding {padding!r} depends on the forward input size and is ambiguous "
-            f"here; pass explicit padding (ints or (low, high) pairs) plus output_padding."
-        )
     k_eff = padding_lib.effective_kernel([w[a] for a in lay.kernel_spatial_axes], dilation)
     sizes_y = [y[a] for a in lay.spatial_axes]
-    pads = padding_lib.resolve_padding(op, padding, sizes_y, k_eff, stride)
+    form = padding_lib.check_padding(op, padding)
+    if form in ("SAME", "SAME_LOWER", "VALID"):
+        # lax.conv_transpose's semantics. "SAME": the adjoint of the forward "SAME" conv on
+        # the input of size in * stride. "VALID": of the forward "VALID" conv on the largest
+        # input it maps to `in`, (in - 1) * stride + max(k, stride): a stride longer than the
+        # kernel leaves an unread tail, which comes back as output_padding.
+        if any(output_padding):
+            raise ValueError(
+                f"{op}: output_padding ({output_padding}) cannot be combined with padding "
+                f"{padding!r}, which sets the output size as lax.conv_transpose does; pass "
+                f"explicit padding (ints or (low, high) pairs) to choose output_padding."
+            )
+        sizes_x = [
+            s_y * s if form != "VALID" else (s_y - 1) * s + max(k, s)
+            for s_y, s, k in zip(sizes_y, stride, k_eff, strict=True)
+        ]
+        pads = padding_lib.resolve_padding(op, form, sizes_x, k_eff, stride)
+        output_padding = tuple(
+            s_x - ((s_y - 1) * s - lo - hi + k)
+            for s_x, s_y, s, (lo, hi), k in zip(sizes_x, sizes_y, stride, pads, k_eff, strict=True)
+        )
+    else:
+        pads = padding_lib.resolve_padding(op, padding, sizes_y, k_eff, stride)
     out = [
         (s_y - 1) * s - lo - hi + k + op_
         for s_y, s, (lo, hi), k, op_ in zip(

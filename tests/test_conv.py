@@ -300,7 +300,8 @@ def transpose_cases(draw):
     pair = st.tuples(st.integers(0, 2), st.integers(0, 2))
     padding = draw(
         st.one_of(
-            st.sampled_from(["VALID", "FULL", "CAUSAL", "valid"]),
+            # "SAME"/"VALID" follow lax (they set output_padding): test_conv_transpose_padding.py
+            st.sampled_from(["FULL", "CAUSAL", "full"]),
             st.integers(0, 2),
             st.lists(st.one_of(st.integers(0, 2), pair), min_size=n, max_size=n),
         )
@@ -899,10 +900,12 @@ TRANSPOSE_ERRORS = [
      r"^conv_transpose: output_padding \(\(0, 1\)\) must be smaller"),
     ("output_padding_negative", Y, W, {"output_padding": -1}, ValueError,
      r"^conv_transpose: output_padding must be >= 0, got output_padding=-1"),
-    ("same", Y, W, {"padding": "SAME"}, ValueError,
-     r"^conv_transpose: padding 'SAME' depends on the forward input size and is ambiguous"),
-    ("same_lower", Y, W, {"padding": "same_lower"}, ValueError,
-     r"^conv_transpose: padding 'same_lower' depends on the forward input size"),
+    ("same_output_padding", Y, W, {"padding": "SAME", "stride": 2, "output_padding": 1},
+     ValueError, r"^conv_transpose: output_padding \(\(1, 1\)\) cannot be combined with "
+     r"padding 'SAME', which sets the output size as lax\.conv_transpose does"),
+    ("valid_output_padding", Y, W, {"padding": "valid", "stride": 2, "output_padding": (0, 1)},
+     ValueError, r"^conv_transpose: output_padding \(\(0, 1\)\) cannot be combined with "
+     r"padding 'valid'"),
     ("padding_unknown", Y, W, {"padding": "HALF"}, ValueError,
      r"^conv_transpose: unknown padding 'HALF'; expected one of 'VALID'"),
     ("padding_negative", Y, W, {"padding": -1}, ValueError,

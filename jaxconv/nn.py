@@ -22,7 +22,7 @@ from jaxconv import _checks
 from jaxconv import _padding as padding_lib
 from jaxconv import _pooling as pooling
 from jaxconv import _shapes as shapes
-from jaxconv._conv import conv
+from jaxconv._conv import conv, conv_transpose
 from jaxconv._typing import Array, ArrayLike
 
 Params = dict[str, Any]
@@ -293,6 +293,161 @@ class Conv(_Layer):
                 dilation=self.dilation,
                 groups=self.groups,
             )
+
+
+def _own_to_forward(kernel: Array, groups: int) -> Array:
+    """A transposed conv's kernel drawn in its own orientation ``(*k, C // groups, features)``
+    as ``conv_transpose``'s forward-conv kernel ``(*k, features // groups, C)``: within each
+    group the in and out channels swap."""
+    *k, c_g, features = kernel.shape
+    f_g = features // groups
+    grouped = kernel.reshape(*k, c_g, groups, f_g)
+    n = len(k)
+    return jnp.transpose(grouped, (*range(n), n + 2, n + 1, n)).reshape(*k, f_g, c_g * groups)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class ConvTranspose(_Layer):
+    """A transposed convolution layer (``jaxconv.conv_transpose``) over ``[N, *spatial, C]``:
+    the upsampling layer of decoders and U-Nets.
+
+    ``params["kernel"]`` is ``conv_transpose``'s ``w``, the kernel of the forward conv this
+    layer transposes: ``(*kernel_size, features // groups, C)`` (torch's ``ConvTranspose``
+    weight ``(C, features // groups, *k)`` channels-last). It is initialised in the layer's
+    own orientation: ``kernel_init`` is called with ``(*kernel_size, C // groups, features)``,
+    so fan-in is ``prod(kernel_size) * C // groups``, as for flax's ``ConvTranspose``.
+
+    Attributes:
+      features: number of output channels.
+      kernel_size: int or per-spatial-dim tuple.
+      stride: the upsampling factor per spatial dim.
+      padding: as in ``jaxconv.conv_transpose``: ``"SAME"`` (output ``in * stride``),
+        ``"VALID"`` (``(in - 1) * stride + max(k, stride)``), as ``lax.conv_transpose``;
+        or the forward conv's ``"FULL"``/``"CAUSAL"``, ints or ``(low, high)`` pairs.
+      output_padding, dilation, groups, algorithm: as in ``jaxconv.conv_transpose``.
+      use_bias: add a learned per-channel bias.
+      kernel_init: a ``jax.nn.initializers`` initializer (default lecun-normal).
+      bias_init: initializer of the bias (default zeros).
+
+    Example:
+      >>> import jax, jaxconv.nn as nn
+      >>> up = nn.ConvTranspose(4, 2, stride=2, padding="SAME")
+      >>> params = up.init(jax.random.key(0), (1, 5, 5, 8))
+      >>> params["kernel"].shape, up.output_shape((1, 5, 5, 8))
+      ((2, 2, 4, 8), (1, 10, 10, 4))
+    """
+
+    features: int
+    kernel_size: int | tuple[int, ...] = 3
+    stride: int | tuple[int, ...] = 1
+    padding: Any = "VALID"
+    output_padding: int | tuple[int, ...] = 0
+    dilation: int | tuple[int, ...] = 1
+    groups: int = 1
+    use_bias: bool = True
+    algorithm: str = "auto"
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal()
+    bias_init: Initializer = jax.nn.initializers.zeros
+
+    kind = "conv_transpose"
+
+    def __post_init__(self):
+        op = "nn.ConvTranspose"
+        _set(self, "features", _checks.check_count(op, "features", self.features))
+        for name in ("kernel_size", "stride", "dilation"):
+            _set(self, name, _spatial(op, name, getattr(self, name)))
+        _checks.normalize_tuple(op, "output_padding", self.output_padding, None, minimum=0)
+        _set(self, "output_padding", _frozen(self.output_padding))
+        _set(self, "padding", _padding_setting(op, self.padding))
+        _set(self, "groups", _checks.check_groups(op, self.groups))
+        if self.features % self.groups:
+            raise ValueError(f"{op}: features (={self.features}) must be divisible by groups "
+                             f"(={self.groups}).")
+        _set(self, "use_bias", _checks.check_bool(op, "use_bias", self.use_bias))
+        from jaxconv.lowering import algorithms
+
+        _checks.check_choice(op, "algorithm", self.algorithm, algorithms(), fold_case=False)
+        _checks.check_callable(op, "kernel_init", self.kernel_init)
+        _checks.check_callable(op, "bias_init", self.bias_init)
+
+    def _own_kernel_shape(self, input_shape: Shape) -> Shape:
+        k = _checks.normalize_tuple("nn.ConvTranspose", "kernel_size", self.kernel_size,
+                                    len(input_shape) - 2)
+        in_ch = input_shape[-1]
+        if in_ch % self.groups:
+            raise ValueError(f"nn.ConvTranspose: in_channels (={in_ch}) must be divisible by "
+                             f"groups (={self.groups}).")
+        return (*k, in_ch // self.groups, self.features)
+
+    def _kernel_shape(self, input_shape: Shape) -> Shape:
+        *k, c_g, features = self._own_kernel_shape(input_shape)
+        return (*k, features // self.groups, c_g * self.groups)
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        """Params ``{"kernel": (*kernel_size, features // groups, C), "bias": (features,)}``."""
+        _checks.check_key("nn.ConvTranspose.init", key)
+        shape = _shape("nn.ConvTranspose", input_shape, 3)
+        own = self._own_kernel_shape(shape)
+        self.output_shape(shape)
+        k_key, b_key = jax.random.split(key)
+        kernel = _own_to_forward(self.kernel_init(k_key, own, jnp.float32), self.groups)
+        params = {"kernel": kernel}
+        if self.use_bias:
+            params["bias"] = self.bias_init(b_key, (self.features,), jnp.float32)
+        with _named("nn.ConvTranspose", "conv_transpose"):
+            _check_apply(self, params, shape)
+        return params
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        kernel = params["kernel"]
+        x_shape, k_shape = tuple(jnp.shape(x)), tuple(jnp.shape(kernel))
+        if x_shape and len(k_shape) >= 2 and k_shape[-1] != x_shape[-1]:
+            raise ValueError(_stale_params(
+                "nn.ConvTranspose", f"params['kernel'] has shape {k_shape}, made for inputs "
+                f"with {k_shape[-1]} channel(s), but x has shape {x_shape}"))
+        with _named("nn.ConvTranspose", "conv_transpose"):
+            y = conv_transpose(
+                x,
+                kernel,
+                stride=self.stride,
+                padding=self.padding,
+                output_padding=self.output_padding,
+                dilation=self.dilation,
+                groups=self.groups,
+                algorithm=self.algorithm,
+            )
+        return _add_bias(y, params["bias"]) if self.use_bias else y
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _shape("nn.ConvTranspose", input_shape, 3)
+        kernel = self._kernel_shape(shape)
+        with _named("nn.ConvTranspose", "conv_transpose", "output_shape"):
+            return shapes.output_shape(
+                shape,
+                kernel,
+                stride=self.stride,
+                padding=self.padding,
+                output_padding=self.output_padding,
+                dilation=self.dilation,
+                groups=self.groups,
+                op="conv_transpose",
+            )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Identity(_Layer):
+    """Returns its input: the skip branch of a ``Parallel`` (e.g. a U-Net's skip connection)."""
+
+    kind = "identity"
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        return {}
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        return jnp.asarray(x)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return _shape("nn.Identity", input_shape, 1)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -668,7 +823,145 @@ class Residual:
         return shape
 
 
-Layer = Conv | Activation | MaxPool | AvgPool | GlobalPool | Flatten | Dense | Residual
+def _as_block(op: str, what: str, layers) -> Any:
+    """A layer as it is, or a sequence of layers as a ``Stack``."""
+    if _is_layer(layers):
+        return layers
+    if isinstance(layers, Sequence) and not isinstance(layers, str):
+        return Stack(layers)
+    raise TypeError(
+        f"{op}: {what} must be a layer (with init, apply and output_shape, e.g. nn.Conv(4)) "
+        f"or a sequence of layers, got {type(layers).__name__} {layers!r}."
+    )
+
+
+def _prefix_error(e: BaseException, where: str, layer) -> None:
+    """Names the layer an error came from, in place (type, traceback and notes kept)."""
+    if type(e) not in (ValueError, TypeError) or not e.args:
+        return  # jax's own subclasses (tracer errors) keep their message
+    kind = type(layer).__name__
+    msg = str(e.args[0]).removeprefix(f"nn.{kind}: ").removeprefix(f"{kind}: ")
+    e.args = (f"{where} ({kind}): {msg}", *e.args[1:])
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Parallel:
+    """Branches applied to the same input, their outputs merged: concatenated along the
+    channel (last) axis (``merge="concat"``) or added (``merge="add"``).
+
+    The branch-and-merge block of U-Nets (``Parallel([Identity(), down_and_up],
+    merge="concat")``), Inception blocks (parallel convs, concatenated) and residual blocks
+    with a projection (``Parallel([block, Conv(features, 1)], merge="add")``). ``init`` and
+    ``output_shape`` check that the branches' output shapes can merge: equal but for the
+    channels for ``"concat"``, equal for ``"add"``.
+
+    Attributes:
+      branches: the branches, each a layer (a sequence of layers becomes a ``Stack``).
+      names: one per branch; ``f"{kind}_{index}"`` (e.g. ``"identity_0"``, ``"stack_1"``)
+        unless given. Params are keyed by them (branches without params are left out).
+      merge: ``"concat"`` or ``"add"`` (case-insensitive).
+
+    Example:
+      >>> import jax, jaxconv.nn as nn
+      >>> block = nn.Parallel([nn.Conv(4, 1), nn.Conv(2, 3, padding="SAME")], merge="concat")
+      >>> params = block.init(jax.random.key(0), (2, 8, 8, 3))
+      >>> sorted(params), block.output_shape((2, 8, 8, 3))
+      (['conv_0', 'conv_1'], (2, 8, 8, 6))
+    """
+
+    branches: tuple
+    names: tuple[str, ...]
+    merge: str
+
+    kind = "parallel"
+
+    def __init__(self, branches: Sequence, names: Sequence[str] | None = None, *,
+                 merge: str = "concat"):
+        op = "nn.Parallel"
+        if isinstance(branches, str) or not isinstance(branches, Sequence) or _is_layer(
+                branches):
+            raise TypeError(
+                f"{op}: branches must be a sequence of branches (layers or sequences of "
+                f"layers), got {type(branches).__name__}."
+            )
+        blocks = tuple(_as_block(op, f"branches[{i}]", b) for i, b in enumerate(branches))
+        if len(blocks) < 2:
+            raise ValueError(f"{op}: needs at least two branches to merge, got {len(blocks)}.")
+        if names is None:
+            names = tuple(f"{getattr(b, 'kind', type(b).__name__.lower())}_{i}"
+                          for i, b in enumerate(blocks))
+        if isinstance(names, str) or not isinstance(names, Sequence) or not all(
+                isinstance(n, str) for n in names):
+            raise TypeError(f"{op}: names must be a sequence of strings, got {names!r}.")
+        names = tuple(names)
+        if len(names) != len(blocks) or len(set(names)) != len(names):
+            raise ValueError(
+                f"{op}: names must be unique, one per branch ({len(blocks)}), got {names}.")
+        object.__setattr__(self, "branches", blocks)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "merge", _checks.check_choice(op, "merge", merge,
+                                                               ("concat", "add")))
+
+    def __repr__(self) -> str:
+        text = _block_repr("Parallel", self.names, self.branches)
+        return text.replace("Parallel(", f"Parallel(\n  merge={self.merge!r},", 1)
+
+    def _merged_shape(self, shapes_: Sequence[Shape]) -> Shape:
+        first = tuple(shapes_[0])
+        listing = ", ".join(f"{n}: {tuple(s)}" for n, s in zip(self.names, shapes_, strict=True))
+        if self.merge == "add":
+            if any(tuple(s) != first for s in shapes_):
+                raise ValueError(
+                    f"nn.Parallel: merge='add' needs every branch to give the same shape, got "
+                    f"{listing}; match the spatial sizes (stride, padding) and the channels "
+                    f"(e.g. a 1x1 nn.Conv projection on the shortcut)."
+                )
+            return first
+        if any(len(s) != len(first) or tuple(s[:-1]) != first[:-1] for s in shapes_):
+            raise ValueError(
+                f"nn.Parallel: merge='concat' joins the branches along the channel (last) axis, "
+                f"so all other dims must agree, got {listing}; match the spatial sizes "
+                f"(stride, padding; e.g. padding='SAME', or an nn.ConvTranspose with the "
+                f"pool's stride)."
+            )
+        return (*first[:-1], sum(s[-1] for s in shapes_))
+
+    def init(self, key: Array, input_shape: Sequence[int]) -> Params:
+        """Params of every branch that has any, keyed by branch name."""
+        shape = _shape("nn.Parallel", input_shape, 1)
+        self.output_shape(shape)
+        params = {}
+        for k, name, branch in zip(jax.random.split(key, len(self.branches)), self.names,
+                                   self.branches, strict=True):
+            p = branch.init(k, shape)
+            if p:
+                params[name] = p
+        return params
+
+    def apply(self, params: Params, x: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        outs = []
+        for name, branch in zip(self.names, self.branches, strict=True):
+            try:
+                outs.append(branch.apply(params.get(name, {}), x))
+            except (ValueError, TypeError) as e:
+                _prefix_error(e, f"nn.Parallel branch {name!r}", branch)
+                raise
+        self._merged_shape([o.shape for o in outs])
+        if self.merge == "add":
+            out = outs[0]
+            for o in outs[1:]:
+                out = out + o
+            return out
+        return jnp.concatenate(outs, axis=-1)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _shape("nn.Parallel", input_shape, 1)
+        return self._merged_shape([b.output_shape(shape) for b in self.branches])
+
+
+Layer = (Conv | ConvTranspose | Activation | MaxPool | AvgPool | GlobalPool | Flatten | Dense
+         | Identity | Residual | Parallel)
 
 
 def _init_untraced(model: Stack, key: Array, shape: Shape) -> Params:
@@ -684,10 +977,13 @@ __all__ = [
     "Activation",
     "AvgPool",
     "Conv",
+    "ConvTranspose",
     "Dense",
     "Flatten",
     "GlobalPool",
+    "Identity",
     "MaxPool",
+    "Parallel",
     "Residual",
     "Stack",
 ]

@@ -34,6 +34,31 @@ CONFIGS = {
         [nn.Residual(nn.Stack([nn.Conv(2, 5, padding="SAME"), nn.Activation("tanh")])),
          nn.Residual([nn.Activation("relu")])], (2, 11, 2)
     ),
+    "unet": (
+        [nn.Conv(4, 3, padding="SAME"),
+         nn.Parallel([nn.Identity(), [nn.MaxPool(2), nn.Conv(8, 3, padding="SAME"),
+                                      nn.ConvTranspose(4, 2, stride=2)]]),
+         nn.Conv(1, 1)], (2, 8, 6, 1)
+    ),
+    "inception": (
+        [nn.Parallel([nn.Conv(2, 1), [nn.Conv(2, 1), nn.Conv(3, 3, padding="SAME")],
+                      [nn.MaxPool(3, stride=1, padding="SAME"), nn.Conv(1, 1)]],
+                     names=["a", "b", "c"])], (2, 7, 7, 3)
+    ),
+    "residual_projection": (
+        [nn.Parallel([[nn.Conv(6, 3, stride=2, padding="SAME"), nn.Activation("relu"),
+                       nn.Conv(6, 3, padding="SAME")], nn.Conv(6, 1, stride=2)], merge="add"),
+         nn.GlobalPool(), nn.Dense(2)], (2, 9, 9, 3)
+    ),
+    "conv_transpose_1d_valid_s_gt_k": ([nn.ConvTranspose(3, 2, stride=3)], (2, 5, 2)),
+    "conv_transpose_3d_grouped": (
+        [nn.ConvTranspose(4, 3, stride=(1, 2, 2), padding="SAME", groups=2, dilation=2)],
+        (1, 3, 4, 5, 2)
+    ),
+    "conv_transpose_pairs_output_padding": (
+        [nn.ConvTranspose(2, 3, stride=2, padding=((1, 0), (0, 1)), output_padding=1)],
+        (1, 4, 5, 3)
+    ),
 }
 
 
@@ -566,3 +591,200 @@ def test_init_with_the_sizes_in_an_integer_array_does_not_say_pass_its_shape(key
         MLP.init(key, np.array([2, 8, 8, 3]))
     with pytest.raises(TypeError, match=r"^nn\.Conv: .*got an integer array \(2, 8, 8, 3\)"):
         nn.Conv(2).init(key, jnp.array([2, 8, 8, 3]))
+
+
+# ---- ConvTranspose, Identity, Parallel (issue 20) ----
+
+@pytest.mark.parametrize(
+    ("kernel_size", "stride", "padding", "dilation", "shape"),
+    [
+        ((3, 3), (2, 2), "SAME", (1, 1), (2, 4, 5, 2)),
+        ((2, 3), (2, 1), "valid", (1, 2), (2, 4, 5, 2)),
+        ((1, 1), (3, 3), "VALID", (1, 1), (1, 3, 3, 4)),
+    ],
+    ids=["same_s2", "valid_dilated", "valid_s_gt_k"],
+)
+@pytest.mark.slow
+def test_conv_transpose_layer_equals_lax_conv_transpose(kernel_size, stride, padding, dilation,
+                                                       shape, key):
+    layer = nn.ConvTranspose(3, kernel_size, stride=stride, padding=padding, dilation=dilation)
+    params = layer.init(key, shape)
+    x = jax.random.normal(jax.random.key(1), shape)
+    want = jax.lax.conv_transpose(
+        x, params["kernel"], stride, padding.upper(), rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True,
+        precision="highest") + params["bias"][None, None, None]
+    got = layer.apply(params, x)
+    assert got.shape == want.shape == layer.output_shape(shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_conv_transpose_layer_equals_the_numpy_oracle_with_groups(key):
+    layer = nn.ConvTranspose(4, 3, stride=2, padding=1, output_padding=1, groups=2)
+    x = jax.random.normal(jax.random.key(1), (2, 4, 3, 6))
+    params = layer.init(key, x.shape)
+    assert params["kernel"].shape == (3, 3, 2, 6)  # conv_transpose's w: (*k, features // g, C)
+    want = ref.conv_transpose(x, params["kernel"], stride=2, padding=1, output_padding=1,
+                              groups=2) + np.asarray(params["bias"])
+    np.testing.assert_allclose(layer.apply(params, x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_conv_transpose_is_initialised_in_its_own_orientation(key):
+    # fan-in is the transposed conv's own: 3 * 3 * 16 input channels, not 3 * 3 * 64
+    params = nn.ConvTranspose(64, 3).init(key, (1, 5, 5, 16))
+    assert params["kernel"].shape == (3, 3, 64, 16)
+    std = float(jnp.std(params["kernel"]))
+    assert abs(std * np.sqrt(3 * 3 * 16) - 1) < 0.05
+
+
+def test_conv_transpose_grouped_kernel_swaps_channels_within_each_group(key):
+    seen = {}
+
+    def init(key, shape, dtype):
+        seen["shape"] = shape
+        return jnp.arange(np.prod(shape), dtype=dtype).reshape(shape)
+
+    layer = nn.ConvTranspose(6, 1, groups=3, kernel_init=init, use_bias=False)
+    kernel = np.asarray(layer.init(key, (1, 2, 2, 6))["kernel"])
+    own = np.arange(1 * 1 * 2 * 6).reshape(1, 1, 2, 6)
+    assert seen["shape"] == (1, 1, 2, 6) and kernel.shape == (1, 1, 2, 6)
+    for g in range(3):  # own[..., c, g * 2 + f] is forward[..., f, g * 2 + c]
+        for c in range(2):
+            for f in range(2):
+                assert kernel[0, 0, f, g * 2 + c] == own[0, 0, c, g * 2 + f]
+
+
+def _inception():
+    return nn.Parallel([nn.Conv(2, 1), [nn.Conv(2, 1), nn.Conv(3, 3, padding="SAME")],
+                        [nn.MaxPool(3, stride=1, padding="SAME"), nn.Conv(1, 1)]],
+                       names=["one", "three", "pool"])
+
+
+@pytest.mark.slow
+def test_parallel_concat_equals_the_branches_concatenated(key):
+    block = _inception()
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 3))
+    params = block.init(key, x.shape)
+    assert sorted(params) == ["one", "pool", "three"]
+    one = nn.Conv(2, 1).apply(params["one"], x)
+    three = nn.Stack([nn.Conv(2, 1), nn.Conv(3, 3, padding="SAME")]).apply(params["three"], x)
+    pool = nn.Conv(1, 1).apply(params["pool"]["conv_1"],
+                               jaxconv.max_pool(x, 3, stride=1, padding="SAME"))
+    got = block.apply(params, x)
+    assert got.shape == block.output_shape(x.shape) == (2, 6, 6, 6)
+    np.testing.assert_allclose(got, np.concatenate([one, three, pool], -1), rtol=1e-6,
+                               atol=1e-6)
+
+
+@pytest.mark.slow
+def test_parallel_add_is_a_residual_block_with_a_projection(key):
+    block = nn.Parallel([[nn.Conv(4, 3, padding="SAME"), nn.Activation("relu")],
+                         nn.Conv(4, 1, use_bias=False)], names=["body", "shortcut"],
+                        merge="ADD")
+    assert block.merge == "add"
+    x = jax.random.normal(jax.random.key(1), (2, 5, 5, 2))
+    params = block.init(key, x.shape)
+    p = params["body"]["conv_0"]
+    body = np.maximum(ref.conv(x, p["kernel"], padding="SAME") + np.asarray(p["bias"]), 0)
+    shortcut = ref.conv(x, params["shortcut"]["kernel"])
+    np.testing.assert_allclose(block.apply(params, x), body + shortcut, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_unet_jit_equals_eager_vmap_equals_loop_and_grads_reach_every_leaf(key):
+    model = nn.Stack(CONFIGS["unet"][0])
+    x = jax.random.normal(jax.random.key(1), (3, 8, 6, 1))
+    params = model.init(key, x.shape)
+    eager = model.apply(params, x)
+    np.testing.assert_allclose(jax.jit(model.apply)(params, x), eager, rtol=1e-5, atol=1e-5)
+    per_example = jax.vmap(lambda xi: model.apply(params, xi[None])[0])(x)
+    np.testing.assert_allclose(per_example, eager, rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(params)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0, path
+
+
+def test_new_layers_repr_and_hash():
+    assert repr(nn.ConvTranspose(4, 2, stride=2, padding="same")) == (
+        "ConvTranspose(features=4, kernel_size=2, stride=2, padding='SAME')")
+    assert nn.ConvTranspose(4, [2, 2]) == nn.ConvTranspose(4, (2, 2))
+    assert repr(nn.Parallel([nn.Identity(), nn.Conv(2, 1)], names=["skip", "proj"],
+                            merge="add")) == (
+        "Parallel(\n  merge='add',\n  skip: Identity(),\n  proj: Conv(features=2, "
+        "kernel_size=1),\n)")
+    assert hash(_inception()) == hash(_inception()) and _inception() == _inception()
+
+
+@pytest.mark.parametrize(
+    ("make", "exc", "match"),
+    [
+        (lambda: nn.ConvTranspose(0), ValueError, r"^nn\.ConvTranspose: features must be a "
+                                                  r"positive int"),
+        (lambda: nn.ConvTranspose(4, padding="SMAE"), ValueError,
+         r"^nn\.ConvTranspose: unknown padding 'SMAE'.* Did you mean 'SAME'\?$"),
+        (lambda: nn.ConvTranspose(4, output_padding=-1), ValueError,
+         r"^nn\.ConvTranspose: output_padding must be >= 0"),
+        (lambda: nn.ConvTranspose(5, groups=2), ValueError,
+         r"^nn\.ConvTranspose: features \(=5\) must be divisible by groups \(=2\)\.$"),
+        (lambda: nn.ConvTranspose(4, algorithm="XLA"), ValueError,
+         r"^nn\.ConvTranspose: unknown algorithm 'XLA'"),
+        (lambda: nn.ConvTranspose(4, kernel_init=None), TypeError,
+         r"^nn\.ConvTranspose: kernel_init must be callable"),
+        (lambda: nn.Parallel(nn.Conv(2)), TypeError,
+         r"^nn\.Parallel: branches must be a sequence of branches"),
+        (lambda: nn.Parallel([nn.Conv(2)]), ValueError,
+         r"^nn\.Parallel: needs at least two branches to merge, got 1\.$"),
+        (lambda: nn.Parallel([nn.Conv(2), "relu"]), TypeError,
+         r"^nn\.Parallel: branches\[1\] must be a layer"),
+        (lambda: nn.Parallel([nn.Conv(2), nn.Identity()], names=["a", "a"]), ValueError,
+         r"^nn\.Parallel: names must be unique, one per branch \(2\)"),
+        (lambda: nn.Parallel([nn.Conv(2), nn.Identity()], names=["a", 1]), TypeError,
+         r"^nn\.Parallel: names must be a sequence of strings"),
+        (lambda: nn.Parallel([nn.Conv(2), nn.Identity()], merge="sum"), ValueError,
+         r"^nn\.Parallel: unknown merge 'sum'; expected one of 'concat', 'add'\."),
+    ],
+    ids=["ct_features", "ct_padding", "ct_output_padding", "ct_groups", "ct_algorithm",
+         "ct_init", "par_not_seq", "par_one", "par_not_layer", "par_dup_names",
+         "par_names_type", "par_merge"],
+)
+def test_new_layer_settings_are_checked_when_made(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("block", "shape", "match"),
+    [
+        (nn.Parallel([nn.Identity(), nn.Conv(2, 3)]), (1, 6, 6, 1),
+         r"^nn\.Parallel: merge='concat' joins the branches along the channel \(last\) axis, so "
+         r"all other dims must agree, got identity_0: \(1, 6, 6, 1\), conv_1: \(1, 4, 4, 2\)"),
+        (nn.Parallel([nn.Identity(), nn.Conv(2, 3, padding="SAME")], merge="add"), (1, 6, 6, 1),
+         r"^nn\.Parallel: merge='add' needs every branch to give the same shape, got "
+         r"identity_0: \(1, 6, 6, 1\), conv_1: \(1, 6, 6, 2\)"),
+        (nn.ConvTranspose(4, 2, groups=2), (1, 5, 5, 3),
+         r"^nn\.ConvTranspose: in_channels \(=3\) must be divisible by groups \(=2\)\.$"),
+        (nn.ConvTranspose(4, 3, padding=3), (1, 2, 2, 1),
+         r"^nn\.ConvTranspose: padding 3 is too large"),
+    ],
+    ids=["concat_spatial", "add_channels", "ct_in_groups", "ct_too_much_padding"],
+)
+def test_shape_errors_at_init_name_the_layer(block, shape, match, key):
+    with pytest.raises(ValueError, match=match):
+        block.init(key, shape)
+    with pytest.raises(ValueError, match=match):
+        block.output_shape(shape)
+
+
+@pytest.mark.slow
+def test_errors_inside_a_parallel_name_the_branch(key):
+    block = nn.Parallel([nn.Identity(), [nn.MaxPool(2), nn.ConvTranspose(2, 2, stride=2)]],
+                        names=["skip", "up"])
+    params = block.init(key, (1, 4, 4, 3))
+    with pytest.raises(ValueError, match=r"^nn\.Parallel branch 'up' \(Stack\): nn\.Stack layer "
+                                         r"'conv_transpose_1' \(ConvTranspose\): params"
+                                         r"\['kernel'\] has shape \(2, 2, 2, 3\), made for "
+                                         r"inputs with 3 channel\(s\), but x has shape "
+                                         r"\(1, 2, 2, 5\).*model\.init"):
+        block.apply(params, jnp.ones((1, 4, 4, 5)))

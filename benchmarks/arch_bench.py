@@ -71,6 +71,9 @@ NNX = ("nnx", "nnx_opts")
 # not stepping, then dominates an architecture's time.
 MAX_MACS = 4e6
 MAX_MACS_3D = MAX_MACS / 8
+# The summary splits the architectures at this many flops per step (XLA's cost analysis): the
+# threshold of fit's per-step mode in the rewrite under way (jaxconv/_trainer.py STEP_FLOPS).
+STEP_FLOPS = 2e6
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,9 +542,7 @@ def _jit(opts: bool):
     return lambda f: jax.jit(f, compiler_options=options)
 
 
-def loop_runner(p: Problem, opts: bool = False) -> Callable[[int], Run]:
-    """The user's own loop: jit of value_and_grad + optax.adam over ``p.model``; the state
-    returned is ``(params, opt_state)``."""
+def _loop_step(p: Problem, opts: bool):
     opt = optax.adam(LR)
     loss = lambda params, x, y: loss_value(p.arch.loss, p.model.apply(params, x), y)
 
@@ -552,8 +553,23 @@ def loop_runner(p: Problem, opts: bool = False) -> Callable[[int], Run]:
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), value
 
-    run = _jitted_runner(step, (p.params, opt.init(p.params)), p)
+    return step, (p.params, opt.init(p.params))
+
+
+def loop_runner(p: Problem, opts: bool = False) -> Callable[[int], Run]:
+    """The user's own loop: jit of value_and_grad + optax.adam over ``p.model``; the state
+    returned is the params."""
+    run = _jitted_runner(*_loop_step(p, opts), p)
     return lambda steps: (r := run(steps))._replace(state=r.state[0])
+
+
+def step_flops(p: Problem) -> float | None:
+    """XLA's cost analysis of one training step (forward, gradients, Adam), lowered only."""
+    step, state = _loop_step(p, False)
+    idx = jnp.arange(p.arch.input_shape[0])
+    cost = step.lower(state, jnp.asarray(p.x), jnp.asarray(p.y), idx).cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def nnx_runner(p: Problem, nnx, opts: bool = False) -> Callable[[int], Run]:
@@ -612,6 +628,7 @@ def bench_arch(arch: Arch, impls, mods, s: Settings, fit_modes: tuple[str, ...] 
     except Exception as e:  # noqa: BLE001 - a generator bug: report it, go on
         entry["errors"]["init"] = f"{type(e).__name__}: {e}"
         return entry
+    entry["step_flops"] = step_flops(p)
     builders: dict[str, Callable[[], Callable[[int], Run]]] = {
         "fit": lambda: fit_runner(p), "loop": lambda: loop_runner(p),
         "loop_opts": lambda: loop_runner(p, True)}
@@ -720,6 +737,11 @@ def summarize(entries: list[dict], worst: int = 5) -> dict:
         # the ratio of a series to itself: beyond exp(this) a difference is more than noise
         out["noise_abs_log_median"] = statistics.median(noise)
         out["noise_abs_log_max"] = max(noise)
+    # by XLA's flop count of a step: light steps pay the loop's per-step dispatch
+    for name, light in (("fit_loop_light", True), ("fit_loop_heavy", False)):
+        out[name] = _dist([e["fit_loop"] for e in entries if "fit_loop" in e
+                           and e.get("step_flops") is not None
+                           and (e["step_flops"] < STEP_FLOPS) == light])
     ranked = sorted((e for e in entries if "fit_loop" in e), key=lambda e: -e["fit_loop"])
     out["worst_fit_loop"] = [
         {"index": e["index"], "fit_loop": e["fit_loop"], "fit_us": e["median_us"]["fit"],
@@ -750,6 +772,8 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     names = {"fit_loop": "fit / faster jitted loop", "fit_nnx": "fit / faster flax nnx",
+             "fit_loop_light": f"fit / loop, steps < {STEP_FLOPS:.0e} flops",
+             "fit_loop_heavy": f"fit / loop, steps >= {STEP_FLOPS:.0e} flops",
              "noise": "loop / loop (the same executable: noise)"}
     for key, d in summ.items():
         if isinstance(d, dict) and "median" in d:
@@ -821,12 +845,13 @@ def main(argv=None) -> int:
             report = json.load(f)
         conv_t = "transposed convs" not in report.get("skipped_features", {})
         for e in report["architectures"]:  # reports written before conv_plans existed
-            if "conv_plans" not in e:
+            if "conv_plans" not in e or "step_flops" not in e:
                 arch = generate(report["settings"]["seed"], e["index"], conv_transpose=conv_t)
                 if arch.description != e["description"]:
                     raise SystemExit(f"arch_bench: #{e['index']} of {args.summarize} is not "
                                      "this generator's draw; cannot add its conv plans.")
-                e["conv_plans"] = conv_plans(arch)
+                e.setdefault("conv_plans", conv_plans(arch))
+                e.setdefault("step_flops", step_flops(make_problem(arch)))
         report["summary"] = summarize(report["architectures"])
         report["markdown"] = markdown(report)
         print(report["markdown"])

@@ -157,10 +157,6 @@ def _split_across_processes(x) -> bool:
     return isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated
 
 
-def _devices(x) -> list:
-    return sorted(x.sharding.device_set, key=lambda d: d.id)
-
-
 def _digests(leaves: dict[str, Any]) -> dict[str, str | dict[str, str]]:
     """The integrity record of every leaf: one sha256 of its whole value, or, for an array
     split across processes, one per shard keyed by the shard's global region.
@@ -177,7 +173,8 @@ def _digests(leaves: dict[str, Any]) -> dict[str, str | dict[str, str]]:
             out[path] = _digest(x)
     if not split:
         return out
-    rows = [(path, device) for path, x in split.items() for device in _devices(x)]
+    rows = [(path, device) for path, x in split.items()
+            for device in sorted(x.sharding.device_set, key=lambda d: d.id)]
     row_of = {(path, device.id): i for i, (path, device) in enumerate(rows)}
     table = np.zeros((len(rows), 9), np.uint32)  # [filled, 8 words of sha256]
     for path, x in split.items():
@@ -245,24 +242,12 @@ def _sync_processes(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _path_str(path) -> str:
-    """A leaf's path as ``a/b/0``: the same whether a node is a namedtuple (attribute keys),
-    a dict or a list, as orbax restores namedtuples without a target as dicts or lists."""
-    parts = []
-    for k in path:
-        for attr in ("name", "key", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
-
-
 def _leaves(tree) -> dict[str, Any]:
+    """``{"a/b/0": leaf}``: the same path whether a node is a namedtuple, a dict or a list (orbax
+    restores namedtuples without a target as lists)."""
     out = {}
     for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        key = _path_str(p)
+        key = jax.tree_util.keystr(p, simple=True, separator="/")
         if key in out:  # e.g. a dict key "a/b" next to a nested a -> b: one hash would cover both
             raise ValueError(
                 f"checkpoint: two leaves share the path {key!r}; rename the dict key."

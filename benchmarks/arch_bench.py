@@ -328,8 +328,8 @@ def generate(seed: int, index: int, *, conv_transpose: bool | None = None) -> Ar
                 tuple(spec), loss, out, tuple(sorted(d.used)), nnx_skip)
 
 
-def draw(seed: int, n: int) -> list[Arch]:
-    return [generate(seed, i) for i in range(n)]
+def draw(seed: int, n: int, conv_transpose: bool | None = None) -> list[Arch]:
+    return [generate(seed, i, conv_transpose=conv_transpose) for i in range(n)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -823,6 +823,8 @@ def parse_args(argv=None):
     p.add_argument("--fit-modes", action="store_true",
                    help="also time fit(mode='scan') and fit(mode='step') where fit has them")
     p.add_argument("--only", default="", help="comma-separated architecture indices")
+    p.add_argument("--no-conv-transpose", action="store_true",
+                   help="draw no transposed convs (the draws of a checkout without them)")
     p.add_argument("--out", default=os.path.join("benchmarks", "arch_results.json"),
                    help="the JSON report; the markdown summary goes next to it (.md)")
     p.add_argument("--summarize", metavar="JSON",
@@ -879,7 +881,8 @@ def main(argv=None) -> int:
                      "impls": impls, "fit_modes": list(fit_modes), "lr": LR,
                      "max_macs": MAX_MACS},
         "skipped_peers": {k: v for k, v in skipped.items() if k == "flax"},
-        "skipped_features": {} if has_conv_transpose() else
+        "skipped_features": {"transposed convs": "--no-conv-transpose"}
+        if args.no_conv_transpose else {} if has_conv_transpose() else
         {"transposed convs": "jaxconv.nn has no ConvTranspose in this checkout"},
         "load_before": {"loadavg": load_before, "uptime": bench._uptime()},
         "architectures": [],
@@ -891,7 +894,7 @@ def main(argv=None) -> int:
     print(f"# {m['cpu']}, {m['usable_cores']} cores; load {load_before[0]:.2f}; jaxconv "
           f"{m['jaxconv_commit']}; {n} architectures, seed {args.seed}", flush=True)
     only = {int(i) for i in args.only.split(",") if i.strip()}
-    for arch in draw(args.seed, n):
+    for arch in draw(args.seed, n, False if args.no_conv_transpose else None):
         if only and arch.index not in only:
             continue
         e = bench_arch(arch, impls, mods, s, fit_modes)

@@ -120,7 +120,10 @@ def _lenet_data():
 
 def _shapes_data():
     # the experiment's model and data: 2048 training images
-    from learn_features import SHAPES_MODEL, make_shapes
+    try:  # where the experiments' shared tasks live now (importing the notebook runs it)
+        from jaxconv._tasks import SHAPES_MODEL, make_shapes
+    except ImportError:
+        from learn_features import SHAPES_MODEL, make_shapes
 
     if SHAPES_MODEL.layers != tuple(nn_layers(WORKLOADS["T3"].model)):
         print("note: T3's model differs from experiments/learn_features.py's SHAPES_MODEL")

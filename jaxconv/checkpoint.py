@@ -467,6 +467,7 @@ class Checkpointer:
             "step": step,
             "sha256": _digests(_leaves(_as_stored(state))),
             "metadata_sha256": _json_sha256(metadata),
+            "tree": _describe(state),  # what a target is checked against, without opening arrays
         }
         ocp = self._ocp
         self._manager.save(
@@ -514,7 +515,8 @@ class Checkpointer:
                 "restore it with the jaxconv that wrote it, or start a new directory."
             )
         if (not isinstance(record, dict) or record.get("format") != FORMAT
-                or record.get("step") != step or not isinstance(record.get("sha256"), dict)):
+                or record.get("step") != step or not isinstance(record.get("sha256"), dict)
+                or not isinstance(record.get("tree"), dict)):
             raise CorruptCheckpointError(
                 f"checkpoint {path}: meta/ is not a {FORMAT} record for step {step}"
             )
@@ -554,18 +556,17 @@ class Checkpointer:
         if check_metadata is not None:
             check_metadata(metadata, path)
         ocp = self._ocp
-        with _reading(path, "array metadata"):
-            tree = self._manager.item_metadata(step)["state"]
-            tree = getattr(tree, "tree", tree)
-            saved = _describe(tree)
         if target is not None:
-            diff = _tree_difference(saved, _describe(target))
+            diff = _tree_difference(record["tree"], _describe(target))
             if diff:
                 raise ValueError(
                     f"restore: checkpoint {path} holds a different tree than the target: {diff}."
                 )
             abstract = _abstract(target)
         else:  # jax arrays on one local device, so that orbax restores typed keys as keys
+            with _reading(path, "array metadata"):
+                tree = self._manager.item_metadata(step)["state"]
+                tree = getattr(tree, "tree", tree)
             one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             abstract = jax.tree.map(
                 lambda m: np.zeros(m.shape, m.dtype) if m.sharding is None

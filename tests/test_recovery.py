@@ -239,3 +239,205 @@ def _correlate(x, f):
         for j in range(kw):
             out += f[i, j] * x[:, i:i + h - kh + 1, j:j + w - kw + 1]
     return out
+
+
+# --- score_stack: whole stacks modulo the computed symmetry group ----------------------
+
+from jaxconv import nn, teachers  # noqa: E402
+
+
+def _pair_teacher():
+    """Two layer-1 filters with a zero last column (movable by one pixel inside 3x3), a
+    random 3x3 output kernel: conv1 (no bias) -> relu1 -> out (bias)."""
+    f = np.zeros((3, 3, 1, 2))
+    f[:, :2, 0, 0] = [[1.0, -1.0], [2.0, -2.0], [1.0, -1.0]]
+    f[:2, :2, 0, 1] = [[0.5, 1.0], [-1.0, 0.3]]
+    v = np.random.default_rng(3).normal(size=(3, 3, 2, 1))
+    model = teachers.architecture([2], [3, 3])
+    return model, {"conv1": {"kernel": f}, "out": {"kernel": v, "bias": np.array([0.1])}}
+
+
+def _stack_np(params, x, pad_out=0):
+    """conv1 -> relu -> out as numpy loops ([N, H, W] images): the independent oracle."""
+    w, v = params["conv1"]["kernel"], params["out"]["kernel"]
+    h = [np.maximum(_correlate(x, w[:, :, 0, c]), 0) for c in range(w.shape[-1])]
+    h = [np.pad(a, ((0, 0), (pad_out, pad_out), (pad_out, pad_out))) for a in h]
+    return sum(_correlate(a, v[:, :, c, 0]) for c, a in enumerate(h)) + params["out"]["bias"]
+
+
+@pytest.fixture
+def images(rng):
+    return rng.normal(size=(6, 12, 12, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["line_crossing", "bank_w5_k5_s0", "photo_w3_k5",
+                                  "deep_w3x4", "random_w4_k3", "stride_w3_k3",
+                                  "pool_max_w4"])
+def test_a_teacher_is_recovered_exactly_from_its_own_weights(name, key):
+    t = {t.name: t for t in teachers.benchmark()}[name]
+    x, _ = teachers.make_data(t, key, 4)
+    s = recovery.score_stack(t.params, t.params, teacher_model=t.model, x=x)
+    assert s.recovered and s.failure == "" and s.failed_layer == ""
+    assert s.min_cosine == pytest.approx(1.0, abs=1e-12)
+    assert s.max_param_error == 0.0 and s.function_error == 0.0
+    assert all(set(ls.kinds) == {"matched"} for ls in s.layers)
+
+
+def test_permutation_and_positive_scale_in_every_hidden_layer(key):
+    t = {t.name: t for t in teachers.benchmark()}["deep_w3x4"]
+    p = jax_tree_np(t.params)
+    p1, s1 = [2, 0, 1], np.array([0.5, 3.0, 1.7])
+    p2, s2 = [3, 1, 0, 2], np.array([2.0, 0.25, 1.0, 4.0])
+    p["conv1"]["kernel"] = p["conv1"]["kernel"][..., p1] * s1
+    k2 = p["conv2"]["kernel"][:, :, p1, :] / s1[:, None]
+    p["conv2"]["kernel"] = k2[..., p2] * s2
+    p["conv2"]["bias"] = p["conv2"]["bias"][p2] * s2
+    p["out"]["kernel"] = p["out"]["kernel"][:, :, p2, :] / s2[:, None]
+    x, _ = teachers.make_data(t, key, 4)
+    s = recovery.score_stack(p, t.params, teacher_model=t.model, x=x)
+    assert s.recovered and s.max_param_error < 1e-12 and s.function_error < 1e-6
+    assert [m.matched for m in s.layers[0].matches] == [p1.index(i) for i in range(3)]
+    assert [m.matched for m in s.layers[1].matches] == [p2.index(i) for i in range(4)]
+    assert [m.scale for m in s.layers[0].matches] == pytest.approx(1 / s1[[1, 2, 0]])
+
+
+def jax_tree_np(params):
+    return {k: {a: np.array(b, np.float64) for a, b in v.items()} for k, v in params.items()}
+
+
+def test_a_shift_a_larger_next_kernel_undoes(images):
+    model, tp = _pair_teacher()
+    student_model = nn.Stack([nn.Conv(2, 3, use_bias=False), nn.Activation("relu"),
+                              nn.Conv(1, 5, padding=1)], names=["conv1", "relu1", "out"])
+    sp = jax_tree_np(tp)
+    sp["conv1"]["kernel"][..., 0] = recovery.shift_filter(tp["conv1"]["kernel"][..., 0],
+                                                          (0, 1))
+    v5 = np.zeros((5, 5, 2, 1))
+    v5[1:4, 1:4] = tp["out"]["kernel"]
+    v5[..., 0, :] = recovery.shift_filter(v5[..., 0, :], (0, -1))
+    sp["out"]["kernel"] = v5
+    # the oracle: the hand-made student computes the teacher's function away from the
+    # first column, where the zero padding stands in for the moved map's lost column
+    got, want = _stack_np(sp, images[..., 0], pad_out=1), _stack_np(tp, images[..., 0])
+    np.testing.assert_allclose(got[..., 1:], want[..., 1:], atol=1e-12)
+    assert np.abs(got[..., 0] - want[..., 0]).max() > 0.1
+    group = recovery.symmetry_group(model, student_model, tp)
+    assert [g.max_shift for g in group] == [1]
+    s = recovery.score_stack(sp, tp, teacher_model=model, student_model=student_model)
+    assert s.recovered and s.max_param_error < 1e-12 and s.min_cosine == pytest.approx(1.0)
+    assert [m.shift for m in s.layers[0].matches] == [(0, 1), (0, 0)]
+    # with data, the border column shows in the function error: not recovered, converging
+    sx = recovery.score_stack(sp, tp, teacher_model=model, student_model=student_model,
+                              x=images)
+    assert not sx.recovered and sx.failure == "converging" and sx.function_error > 1e-3
+    # the same student with the teacher's 3x3 next kernel cannot undo the shift
+    same = jax_tree_np(tp)
+    same["conv1"]["kernel"] = sp["conv1"]["kernel"]
+    s3 = recovery.score_stack(same, tp, teacher_model=model, x=images)
+    assert not s3.recovered and s3.failure == "shifted" and s3.failed_layer == "conv1"
+
+
+def _wide(model, width):
+    return teachers.widen(model, [width])
+
+
+def test_negated_pairs_compute_the_function_but_are_named(images):
+    """relu(z) = z + relu(-z): -f1 plus channels u, -u, w, -w with u + w = f1 (their ReLUs
+    sum to the linear f1 * x) compute what f1 computes; no channel is f1."""
+    model, tp = _pair_teacher()
+    f1, f2 = tp["conv1"]["kernel"][..., 0], tp["conv1"]["kernel"][..., 1]
+    u = np.random.default_rng(1).normal(size=f1.shape)
+    ws = [-f1, f2, u, -u, f1 - u, u - f1]
+    v1, v2 = tp["out"]["kernel"][:, :, 0], tp["out"]["kernel"][:, :, 1]
+    vs = [v1, v2, v1, -v1, v1, -v1]
+    sp = {"conv1": {"kernel": np.stack(ws, -1)},
+          "out": {"kernel": np.stack(vs, 2), "bias": tp["out"]["bias"]}}
+    np.testing.assert_allclose(_stack_np(sp, images[..., 0]), _stack_np(tp, images[..., 0]),
+                               atol=1e-9)
+    s = recovery.score_stack(sp, tp, teacher_model=model, student_model=_wide(model, 6),
+                             x=images)
+    assert s.function_error < 1e-6
+    assert not s.recovered and s.failure == "negated"
+    assert s.layers[0].kinds[0] == "negated"
+
+
+def test_cancelling_negated_extras_dead_and_redundant_channels_are_allowed(images):
+    model, tp = _pair_teacher()
+    f1, f2 = tp["conv1"]["kernel"][..., 0], tp["conv1"]["kernel"][..., 1]
+    v1, v2 = tp["out"]["kernel"][:, :, 0], tp["out"]["kernel"][:, :, 1]
+    a = np.random.default_rng(2).normal(size=v1.shape)
+    # channel 2 = 2.5 f1 carries part of f1's weight; 3 and 4 cancel; 5 is never positive
+    ws = [f1, f2, 2.5 * f1, -f2, -f2, np.zeros_like(f1)]
+    vs = [0.4 * v1, v2, 0.6 * v1 / 2.5, a, -a, a]
+    sp = {"conv1": {"kernel": np.stack(ws, -1)},
+          "out": {"kernel": np.stack(vs, 2), "bias": tp["out"]["bias"]}}
+    np.testing.assert_allclose(_stack_np(sp, images[..., 0]), _stack_np(tp, images[..., 0]),
+                               atol=1e-9)
+    wide = _wide(model, 6)
+    s = recovery.score_stack(sp, tp, teacher_model=model, student_model=wide, x=images)
+    assert s.recovered and s.function_error < 1e-6
+    assert s.layers[0].kinds == ["matched", "matched", "redundant", "negated", "negated",
+                                 "dead"]
+    # the redundant copy's outgoing weight is folded into its original's
+    assert s.max_param_error < 1e-12
+    # without data nothing can be called dead
+    nodata = recovery.score_stack(sp, tp, teacher_model=model, student_model=wide)
+    assert nodata.layers[0].kinds[5] == "other" and np.isnan(nodata.function_error)
+
+
+def test_a_wrong_student_is_refused(images, rng):
+    model, tp = _pair_teacher()
+    sp = {"conv1": {"kernel": rng.normal(size=(3, 3, 1, 2))},
+          "out": {"kernel": rng.normal(size=(3, 3, 2, 1)), "bias": np.array([0.0])}}
+    s = recovery.score_stack(sp, tp, teacher_model=model, x=images)
+    assert not s.recovered and s.failure == "other" and s.failed_layer == "conv1"
+    assert s.min_cosine < 0.9 and s.function_error > 0.1 and s.max_param_error > 0.1
+
+
+def test_right_filters_wrong_function_is_converging(images):
+    model, tp = _pair_teacher()
+    sp = jax_tree_np(tp)
+    sp["out"]["kernel"] = sp["out"]["kernel"] + 1e-3
+    s = recovery.score_stack(sp, tp, teacher_model=model, x=images)
+    assert not s.recovered and s.failure == "converging" and s.failed_layer == ""
+    assert s.min_cosine == pytest.approx(1.0) and 1e-4 < s.max_param_error < 1e-2
+
+
+def test_one_channel_for_two_filters_is_merged(images):
+    model, tp = _pair_teacher()
+    sp = jax_tree_np(tp)
+    k = sp["conv1"]["kernel"]
+    sp["conv1"]["kernel"] = np.stack([k[..., 0] + 3 * k[..., 1], np.zeros_like(k[..., 0])], -1)
+    s = recovery.score_stack(sp, tp, teacher_model=model, x=images)
+    assert not s.recovered and s.failure == "merged"
+
+
+def test_symmetry_group_of_pool_and_stride_teachers():
+    ts = {t.name: t for t in teachers.benchmark()}
+    for name in ("pool_avg_w3", "stride_w2_k3"):
+        t = ts[name]
+        (g,) = recovery.symmetry_group(t.model, t.model, t.params)
+        assert g.max_shift == 0 and g.channels == teachers.hidden_widths(t)[0]
+        assert "permutation of channels" in g.reasons
+    (g,) = recovery.symmetry_group(ts["pool_avg_w3"].model, ts["pool_avg_w3"].model,
+                                   ts["pool_avg_w3"].params)
+    assert "pool" in g.reasons[1]
+    deep = ts["deep_w2x3"]
+    assert [g.channels for g in recovery.symmetry_group(deep.model, deep.model,
+                                                        deep.params)] == [2, 3]
+
+
+def test_score_stack_errors(images):
+    model, tp = _pair_teacher()
+    with pytest.raises(ValueError, match="same conv layers"):
+        recovery.symmetry_group(model, nn.Stack([nn.Conv(1, 3)]), tp)
+    linear = nn.Stack([nn.Conv(2, 3), nn.Conv(1, 3)], names=["conv1", "out"])
+    with pytest.raises(ValueError, match="must be followed by a ReLU"):
+        recovery.symmetry_group(linear, linear, tp)
+    narrow = {"conv1": {"kernel": tp["conv1"]["kernel"][..., :1]},
+              "out": {"kernel": tp["out"]["kernel"][:, :, :1], "bias": tp["out"]["bias"]}}
+    with pytest.raises(ValueError, match="fewer student channels"):
+        recovery.score_stack(narrow, tp, teacher_model=model)
+    with pytest.raises(ValueError, match="same leaves"):
+        recovery.score_stack({"conv1": tp["conv1"], "out": {"kernel": tp["out"]["kernel"]}},
+                             tp, teacher_model=model)

@@ -1,0 +1,575 @@
+"""A benchmark of convolutional teachers to recover, and the pipeline that recovers them.
+
+``benchmark()`` lists the teachers (the line -> crossing stack, 2-layer conv-ReLU stacks
+built from ``jaxconv.filters``' bank, 3-layer stacks, random teachers, stride and pooling
+variants), each with the images it is probed on (``make_data``). ``recover`` is an
+expand-and-cluster pipeline on ``jaxconv.fit``'s vmapped restarts; its result is scored by
+``jaxconv.recovery.score_stack`` against the teacher, which the pipeline never reads. A
+tutorial helper: nothing in the library imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv import _checks, data, filters, nn
+from jaxconv._typing import Array
+
+FAMILIES = ("line_crossing", "bank", "photo", "lines", "deep", "random", "stride", "pool")
+IMAGES = ("noise", "photo", "lines")
+# the 3x3 filters of the bank a teacher's layer 1 draws from
+BANK_NAMES = tuple(name for name, f in filters.bank().items() if f.shape == (3, 3))
+
+
+class Teacher(NamedTuple):
+    """One teacher of the benchmark.
+
+    Attributes:
+      name: unique name, e.g. ``"bank_w4_k5_s1"``.
+      family: one of ``FAMILIES``.
+      model: the ``nn.Stack``; hidden conv layers are named ``conv1, conv2, ...`` (each
+        followed by ``relu1, relu2, ...`` and perhaps ``pool1``), the output conv ``out``.
+      params: the teacher's weights, keyed by layer name.
+      images: what it is probed on, one of ``IMAGES``.
+      size: the input images' side length.
+      filter_names: the bank filters of layer 1, in channel order (empty if not from it).
+    """
+
+    name: str
+    family: str
+    model: nn.Stack
+    params: dict
+    images: str
+    size: int
+    filter_names: tuple[str, ...] = ()
+
+
+def conv_names(model: nn.Stack) -> list[str]:
+    """The names of ``model``'s conv layers, in order (hidden layers, then the output).
+
+    Args:
+      model: an ``nn.Stack``.
+
+    Returns:
+      The layer names whose layer is an ``nn.Conv``.
+    """
+    return [n for n, layer in zip(model.names, model.layers, strict=True)
+            if isinstance(layer, nn.Conv)]
+
+
+def hidden_widths(teacher: Teacher) -> list[int]:
+    """The number of channels of each hidden conv layer (all but the output layer).
+
+    Args:
+      teacher: a ``Teacher``.
+
+    Returns:
+      One width per hidden conv layer, e.g. ``[4]`` for a 2-layer teacher of width 4.
+    """
+    return [int(teacher.params[n]["kernel"].shape[-1]) for n in conv_names(teacher.model)[:-1]]
+
+
+def architecture(
+    widths: Sequence[int],
+    kernels: Sequence[int],
+    *,
+    stride: int = 1,
+    pool: str | None = None,
+    out_relu: bool = False,
+) -> nn.Stack:
+    """A conv-ReLU stack: hidden convs of ``widths`` (layer 1 without bias), a 1-channel out.
+
+    Args:
+      widths: channels of each hidden conv layer.
+      kernels: kernel side of every conv layer, ``len(widths) + 1`` of them.
+      stride: layer 1's stride.
+      pool: ``"max"`` or ``"avg"`` for a 2x2 pool after layer 1's ReLU, or None.
+      out_relu: end with a ReLU (the line -> crossing teacher does).
+
+    Returns:
+      The ``nn.Stack`` (names as in ``Teacher.model``).
+    """
+    op = "architecture"
+    if len(kernels) != len(widths) + 1:
+        raise ValueError(f"{op}: needs len(widths) + 1 kernels (={len(widths) + 1}), got "
+                         f"{len(kernels)}.")
+    if pool is not None:
+        pool = _checks.check_choice(op, "pool", pool, ("max", "avg"))
+    layers: list[Any] = []
+    names: list[str] = []
+    for i, (w, k) in enumerate(zip(widths, kernels, strict=False), start=1):
+        layers += [nn.Conv(w, k, stride=stride if i == 1 else 1, use_bias=i > 1),
+                   nn.Activation("relu")]
+        names += [f"conv{i}", f"relu{i}"]
+        if i == 1 and pool is not None:
+            layers.append(nn.MaxPool(2) if pool == "max" else nn.AvgPool(2))
+            names.append("pool1")
+    layers.append(nn.Conv(1, kernels[-1]))
+    names.append("out")
+    if out_relu:
+        layers.append(nn.Activation("relu"))
+        names.append("out_relu")
+    return nn.Stack(layers, names=names)
+
+
+def _unit_bank(names: Sequence[str]) -> np.ndarray:
+    b = filters.bank()
+    ks = [np.asarray(b[n], np.float64) for n in names]
+    return np.stack([k / np.linalg.norm(k) for k in ks], axis=-1)[:, :, None, :]
+
+
+def _random_layer(rng: np.random.Generator, k: int, cin: int, cout: int) -> np.ndarray:
+    w = rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin)
+    return w
+
+
+def _teacher(name, family, model, kernels, biases, *, images, size, filter_names=()):
+    params: dict = {}
+    for n, w, b in zip(conv_names(model), kernels, biases, strict=True):
+        params[n] = {"kernel": jnp.asarray(w, jnp.float32)}
+        if b is not None:
+            params[n]["bias"] = jnp.asarray(b, jnp.float32)
+    return Teacher(name, family, model, params, images, size, tuple(filter_names))
+
+
+def line_crossing() -> Teacher:
+    """The line -> crossing stack of ``experiments/recover_stack.py``.
+
+    Returns:
+      Vertical and horizontal line detectors (+ ReLU), then a 3x3 crossing detector with
+      bias -2 and a ReLU, probed on 12x12 Gaussian noise.
+    """
+    w2 = np.zeros((3, 3, 2, 1))
+    w2[:, 1, 0, 0] = (0.5, 1.0, 0.5)
+    w2[1, :, 1, 0] = (0.5, 1.0, 0.5)
+    names = ("vertical_line", "horizontal_line")
+    w1 = np.asarray(filters.stack([filters.bank()[n] for n in names]))
+    model = architecture([2], [3, 3], out_relu=True)
+    return _teacher("line_crossing", "line_crossing", model, [w1, w2], [None, [-2.0]],
+                    images="noise", size=12, filter_names=names)
+
+
+def _bank_teacher(name, family, width, k2, seed, *, images="noise", size=12, stride=1,
+                  pool=None):
+    rng = np.random.default_rng(seed)
+    picked = tuple(BANK_NAMES[i] for i in rng.choice(len(BANK_NAMES), width, replace=False))
+    model = architecture([width], [3, k2], stride=stride, pool=pool)
+    w2 = _random_layer(rng, k2, width, 1)
+    return _teacher(name, family, model, [_unit_bank(picked), w2], [None, [0.1]],
+                    images=images, size=size, filter_names=picked)
+
+
+def benchmark() -> list[Teacher]:
+    """Every teacher of the benchmark, in a fixed order (deterministic weights).
+
+    Families: ``line_crossing`` (1); ``bank``: 2-layer stacks whose layer 1 is 2-8 unit-norm
+    filters drawn from the bank, layer 2 a random 3x3 or 5x5 kernel (28, on noise);
+    ``photo``: the same kind probed on patches of scikit-image's photographs (6); ``lines``:
+    probed on ``data.line_images`` (2); ``deep``: 3-layer stacks, bank filters then a random
+    hidden layer (6); ``random``: random layer-1 filters (6); ``stride``: layer 1 with
+    stride 2 (4); ``pool``: a 2x2 max or average pool after layer 1 (4).
+
+    Returns:
+      57 ``Teacher`` records.
+
+    Example:
+      >>> from jaxconv import teachers
+      >>> ts = teachers.benchmark()
+      >>> len(ts), ts[0].name, teachers.hidden_widths(ts[0])
+      (57, 'line_crossing', [2])
+    """
+    out = [line_crossing()]
+    for width in range(2, 9):
+        for k2 in (3, 5):
+            for s in (0, 1):
+                out.append(_bank_teacher(f"bank_w{width}_k{k2}_s{s}", "bank", width, k2,
+                                         1000 * width + 10 * k2 + s))
+    for width, k2 in ((2, 3), (3, 5), (4, 3), (4, 5), (6, 3), (8, 5)):
+        out.append(_bank_teacher(f"photo_w{width}_k{k2}", "photo", width, k2,
+                                 2000 + 10 * width + k2, images="photo"))
+    for width, k2 in ((2, 3), (4, 5)):
+        out.append(_bank_teacher(f"lines_w{width}_k{k2}", "lines", width, k2,
+                                 3000 + 10 * width + k2, images="lines"))
+    for w1, w2 in ((2, 2), (3, 2), (2, 3), (4, 3), (3, 4), (4, 4)):
+        rng = np.random.default_rng(4000 + 10 * w1 + w2)
+        picked = tuple(BANK_NAMES[i] for i in rng.choice(len(BANK_NAMES), w1, replace=False))
+        model = architecture([w1, w2], [3, 3, 3])
+        ks = [_unit_bank(picked), _random_layer(rng, 3, w1, w2), _random_layer(rng, 3, w2, 1)]
+        out.append(_teacher(f"deep_w{w1}x{w2}", "deep", model, ks,
+                            [None, rng.normal(size=w2) * 0.1, [0.1]], images="noise",
+                            size=14, filter_names=picked))
+    for width, k2 in ((2, 3), (3, 5), (4, 3), (5, 5), (6, 3), (8, 3)):
+        rng = np.random.default_rng(5000 + 10 * width + k2)
+        k1 = _random_layer(rng, 3, 1, width)
+        k1 /= np.linalg.norm(k1.reshape(-1, width), axis=0)
+        model = architecture([width], [3, k2])
+        out.append(_teacher(f"random_w{width}_k{k2}", "random", model,
+                            [k1, _random_layer(rng, k2, width, 1)], [None, [0.1]],
+                            images="noise", size=12))
+    for width, k2 in ((2, 3), (3, 3), (4, 3), (6, 3)):
+        out.append(_bank_teacher(f"stride_w{width}_k{k2}", "stride", width, k2,
+                                 6000 + width, size=15, stride=2))
+    for pool, width in (("max", 2), ("max", 4), ("avg", 3), ("avg", 6)):
+        out.append(_bank_teacher(f"pool_{pool}_w{width}", "pool", width, 3, 7000 + width,
+                                 size=16, pool=pool))
+    return out
+
+
+def _photo_patches(key: Array, n: int, size: int) -> Array:
+    try:
+        import skimage.data
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("make_data: photo images need scikit-image "
+                          "(pip install 'jaxconv[photo]').") from e
+    photos = [skimage.data.camera(), skimage.data.moon(), skimage.data.coins(),
+              skimage.data.brick(), skimage.data.grass(), skimage.data.text()]
+    arrs = [(p.astype(np.float64) - p.mean()) / p.std() for p in photos]
+    u = np.asarray(jax.random.uniform(key, (n, 3)))
+    out = np.empty((n, size, size), np.float32)
+    for i, (a, b, c) in enumerate(u):
+        img = arrs[int(a * len(arrs))]
+        r = int(b * (img.shape[0] - size + 1))
+        s = int(c * (img.shape[1] - size + 1))
+        out[i] = img[r:r + size, s:s + size]
+    return jnp.asarray(out)
+
+
+def images(teacher: Teacher, key: Array, n: int) -> Array:
+    """``n`` input images of the kind ``teacher`` is probed on.
+
+    Args:
+      teacher: a ``Teacher``.
+      key: a PRNG key.
+      n: number of images.
+
+    Returns:
+      [n, size, size, 1] float32: standard normal noise, standardised patches of
+      scikit-image's photographs (camera, moon, coins, brick, grass, text), or
+      ``data.line_images`` (lines and crosses plus noise 0.1).
+    """
+    if teacher.images == "noise":
+        x = data.noise_images(key, n, teacher.size)
+    elif teacher.images == "photo":
+        x = _photo_patches(key, n, teacher.size)
+    else:
+        x = data.line_images(key, n, teacher.size)
+    return x[..., None]
+
+
+def make_data(teacher: Teacher, key: Array, n: int) -> tuple[Array, Array]:
+    """Images for ``teacher`` and its outputs on them.
+
+    Args:
+      teacher: a ``Teacher``.
+      key: a PRNG key.
+      n: number of images.
+
+    Returns:
+      ``(x, y)``: x [n, size, size, 1] (see ``images``), y = ``teacher.model.apply(params, x)``
+      [n, h, w, 1], computed with full float32 products.
+    """
+    x = images(teacher, key, n)
+    with jax.default_matmul_precision("highest"):
+        y = jax.jit(teacher.model.apply)(teacher.params, x)
+    return x, y
+
+
+# ---------------------------------------------------------------------------------------
+# The recovery pipeline: expand, cluster, prune, refit, polish, check.
+
+
+def widen(model: nn.Stack, widths: Sequence[int]) -> nn.Stack:
+    """``model`` with its hidden conv layers given ``widths`` channels (all else kept).
+
+    Args:
+      model: a stack built like ``architecture``'s.
+      widths: one width per hidden conv layer.
+
+    Returns:
+      A new ``nn.Stack`` with the same names.
+    """
+    import dataclasses
+
+    hidden = conv_names(model)[:-1]
+    if len(widths) != len(hidden):
+        raise ValueError(f"widen: needs one width per hidden conv layer ({len(hidden)}), got "
+                         f"{len(widths)}.")
+    new = dict(zip(hidden, widths, strict=True))
+    layers = [dataclasses.replace(layer, features=int(new[n])) if n in new else layer
+              for n, layer in zip(model.names, model.layers, strict=True)]
+    return nn.Stack(layers, names=model.names)
+
+
+class Recovered(NamedTuple):
+    """What ``recover`` returns.
+
+    Attributes:
+      params: the recovered params, in the teacher's architecture (keyed by layer name).
+      train_rel_error: ``||student(x) - y|| / ||y||`` on the training images.
+      clusters: per hidden layer, how many filter clusters were found across restarts.
+      support: per hidden layer, how many restarts held each kept cluster (a list).
+      restarts: the restarts trained, all stages together.
+      restart_steps: the optimizer steps run, summed over restarts and stages.
+      wall_s: seconds of the whole pipeline (compiles included).
+      jacobian_rank: the rank of the Jacobian of the outputs on the training images with
+        respect to every parameter at ``params``.
+      expected_rank: parameters minus the dimension of the continuous symmetries (one
+        positive scale per hidden channel): the rank of a locally identifiable point.
+      identifiable: ``jacobian_rank == expected_rank``.
+      singular_gap: the Jacobian's singular values ``s[expected_rank - 1] / s[0]`` and
+        ``s[expected_rank] / s[0]`` (0.0 when there is no such value): how clearly the rank
+        is decided.
+    """
+
+    params: dict
+    train_rel_error: float
+    clusters: list[int]
+    support: list[list[int]]
+    restarts: int
+    restart_steps: int
+    wall_s: float
+    jacobian_rank: int
+    expected_rank: int
+    identifiable: bool
+    singular_gap: tuple[float, float]
+
+
+def _loss_for(model):
+    def loss(p, batch):
+        x, y = batch
+        return jnp.mean((model.apply(p, x) - y) ** 2)
+
+    return loss
+
+
+def _schedule(lr, steps):
+    import optax
+
+    hold = int(0.7 * steps)
+    return optax.join_schedules(
+        [optax.constant_schedule(lr), optax.linear_schedule(lr, lr / 100, steps - hold)], [hold])
+
+
+def _fit(model, params, x, y, *, key, steps, restarts, lbfgs=False, lr=2e-2):
+    import optax
+
+    from jaxconv._fitting import fit
+
+    opt = optax.lbfgs() if lbfgs else optax.adam(_schedule(lr, steps))
+    with jax.default_matmul_precision("highest"):
+        return fit(_loss_for(model), params, opt, (x, y), steps=steps, key=key,
+                   restarts=restarts, progress=False)
+
+
+def _init(model, key, shape, restarts):
+    with jax.threefry_partitionable(False):
+        return jax.jit(jax.vmap(lambda k: model.init(k, shape)))(jax.random.split(key, restarts))
+
+
+def _canonical(params: dict, hidden: Sequence[str], after: dict, upto: int) -> dict:
+    """Params of one network with hidden layers ``hidden[:upto]`` scaled to unit-norm filters
+    (kernel and bias together), each scale moved into the next conv layer's input channels."""
+    p = jax.tree.map(np.asarray, params)
+    p = {k: dict(v) for k, v in p.items()}
+    for name in hidden[:upto]:
+        w = p[name]["kernel"]
+        vec = w.reshape(-1, w.shape[-1])
+        if "bias" in p[name]:
+            vec = np.concatenate([vec, p[name]["bias"][None]], axis=0)
+        norm = np.linalg.norm(vec, axis=0)
+        norm = np.where(norm > 0, norm, 1.0)
+        p[name]["kernel"] = w / norm
+        if "bias" in p[name]:
+            p[name]["bias"] = p[name]["bias"] / norm
+        nxt = after[name]
+        p[nxt]["kernel"] = p[nxt]["kernel"] * norm[:, None]
+    return p
+
+
+def _cluster(vectors: np.ndarray, weights: np.ndarray, owners: np.ndarray, *, cosine: float):
+    """Greedy clustering of unit vectors by cosine, heaviest first: (centroids, support,
+    members) with support the number of distinct owners (restarts) per cluster."""
+    order = np.argsort(-weights)
+    cents: list[np.ndarray] = []
+    members: list[list[int]] = []
+    for i in order:
+        v = vectors[i]
+        if cents:
+            c = np.array([float(v @ cc) for cc in cents])
+            j = int(np.argmax(c))
+            if c[j] >= cosine:
+                members[j].append(int(i))
+                m = vectors[members[j]]
+                cents[j] = m.mean(0) / np.linalg.norm(m.mean(0))
+                continue
+        cents.append(v.copy())
+        members.append([int(i)])
+    support = [len(set(owners[m].tolist())) for m in members]
+    return cents, support, members
+
+
+def _rel_errors(model, params, x, y) -> np.ndarray:
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(jax.vmap(lambda p: model.apply(p, x)))(params)
+    err = jnp.sqrt(jnp.sum((out - y[None]) ** 2, axis=tuple(range(1, out.ndim))))
+    return np.asarray(err / jnp.linalg.norm(y))
+
+
+def _activity(model, params, x, name) -> np.ndarray:
+    """[R, n]: the share of positions where each channel of conv ``name`` is > 0."""
+    def one(p):
+        _, feats = model.apply(p, x, return_features=True)
+        return jnp.mean(feats[name] > 0, axis=tuple(range(feats[name].ndim - 1)))
+
+    with jax.default_matmul_precision("highest"):
+        return np.asarray(jax.jit(jax.vmap(one))(params))
+
+
+def jacobian_rank(model: nn.Stack, params: dict, x: Array, *, rtol: float = 1e-4):
+    """The rank of the Jacobian of ``model``'s outputs on ``x`` w.r.t. all of ``params``.
+
+    Args:
+      model: an ``nn.Stack``.
+      params: its params (one network, no restart axis).
+      x: the images [N, H, W, C] the outputs are taken on.
+      rtol: singular values above ``rtol`` times the largest count.
+
+    Returns:
+      ``(rank, n_params, singular_values)``; the singular values descending, float64.
+    """
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(params)
+    with jax.default_matmul_precision("highest"):
+        jac = jax.jit(jax.jacfwd(lambda f: model.apply(unravel(f), x).ravel()))(flat)
+    s = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)
+    return int(np.sum(s > rtol * s[0])), int(flat.size), s
+
+
+def recover(
+    model: nn.Stack,
+    x: Array,
+    y: Array,
+    widths: Sequence[int],
+    *,
+    key: Array,
+    factor: int = 4,
+    restarts: int = 8,
+    steps: int = 2000,
+    refit_restarts: int = 4,
+    refit_steps: int = 1000,
+    polish_steps: int = 300,
+    cosine: float = 0.95,
+) -> Recovered:
+    """Expand-and-cluster on ``fit``'s vmapped restarts, pruned to ``widths``, polished.
+
+    Stage ``k`` (one per hidden layer): train ``restarts`` students whose hidden layers
+    ``>= k`` are ``factor`` times wider (layers ``< k`` start from the previous stage's
+    result), scale every hidden filter of layers ``<= k`` to unit norm (moving the scale into
+    the next layer), cluster layer ``k``'s live filters (active somewhere on ``x``, weighted
+    by filter norm times outgoing weight norm) across restarts by cosine, keep the
+    ``widths[k]`` clusters found in the most restarts, and refit ``refit_restarts`` students
+    with layer ``k`` pruned to those centroids. Finally every refit student is polished with
+    ``optax.lbfgs`` (full batch) and the one with the lowest training error is returned, with
+    the Jacobian rank test at it. Reads only ``model``'s architecture, ``x`` and ``y``.
+
+    Args:
+      model: the architecture to recover (its hidden widths are replaced).
+      x: training images [N, H, W, C].
+      y: the targets [N, h, w, c].
+      widths: the widths to prune to, one per hidden conv layer.
+      key: a PRNG key.
+      factor: over-parameterisation of the expanded students (at most 4 is the benchmark's
+        rule).
+      restarts: expanded students per stage.
+      steps: Adam steps of the expanded students.
+      refit_restarts: pruned students per stage.
+      refit_steps: Adam steps of the pruned students.
+      polish_steps: L-BFGS steps at the end.
+      cosine: the cosine at which two unit filters join one cluster.
+
+    Returns:
+      A ``Recovered``.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    hidden = conv_names(model)[:-1]
+    convs = conv_names(model)
+    after = {a: b for a, b in zip(convs[:-1], convs[1:], strict=True)}
+    widths = [int(w) for w in widths]
+    if len(widths) != len(hidden):
+        raise ValueError(f"recover: needs one width per hidden conv layer ({len(hidden)}), "
+                         f"got {len(widths)}.")
+    fixed: dict = {}  # the params of the layers already pruned (one network)
+    n_restarts = n_steps = 0
+    clusters, supports = [], []
+    keys = jax.random.split(key, 2 * len(hidden) + 1)
+    for k, name in enumerate(hidden):
+        wide = widen(model, widths[:k] + [factor * w for w in widths[k:]])
+        p0 = _init(wide, keys[2 * k], x.shape, restarts)
+        p0 = {n: (jax.tree.map(lambda a: jnp.broadcast_to(a, (restarts, *a.shape)), fixed[n])
+                  if n in fixed else v) for n, v in p0.items()}
+        res = _fit(wide, p0, x, y, key=keys[2 * k + 1], steps=steps, restarts=restarts)
+        n_restarts += restarts
+        n_steps += restarts * steps
+        act = _activity(wide, res.params, x, name)
+        vecs, wts, owners = [], [], []
+        for r in range(restarts):
+            p = _canonical(jax.tree.map(lambda a, r=r: a[r], res.params), hidden, after, k + 1)
+            w = p[name]["kernel"]
+            v = w.reshape(-1, w.shape[-1])
+            if "bias" in p[name]:
+                v = np.concatenate([v, p[name]["bias"][None]], axis=0)
+            out_norm = np.linalg.norm(np.moveaxis(p[after[name]]["kernel"], -2, 0)
+                                      .reshape(w.shape[-1], -1), axis=1)
+            live = (act[r] > 0) & (out_norm > 1e-3 * out_norm.max())
+            for j in np.flatnonzero(live):
+                vecs.append(v[:, j])
+                wts.append(out_norm[j])
+                owners.append(r)
+        cents, support, _ = _cluster(np.array(vecs), np.array(wts), np.array(owners),
+                                     cosine=cosine)
+        order = sorted(range(len(cents)), key=lambda i: -support[i])[:widths[k]]
+        clusters.append(len(cents))
+        supports.append([support[i] for i in order])
+        ref_shape = np.asarray(res.params[name]["kernel"]).shape[1:-1]
+        cent = np.stack([cents[i] for i in order], axis=-1)
+        while cent.shape[-1] < widths[k]:  # fewer clusters than channels: random fill
+            extra = np.random.default_rng(k).normal(size=(cent.shape[0], 1))
+            cent = np.concatenate([cent, extra / np.linalg.norm(extra)], axis=-1)
+        new_k = {"kernel": cent[:int(np.prod(ref_shape))].reshape(*ref_shape, widths[k])}
+        if "bias" in res.params[name]:
+            new_k["bias"] = cent[-1]
+        narrow = widen(model, widths[:k + 1] + [factor * w for w in widths[k + 1:]])
+        p1 = _init(narrow, keys[2 * k + 1], x.shape, refit_restarts)
+        for n, v in {**fixed, name: new_k}.items():
+            p1[n] = jax.tree.map(
+                lambda a, b: jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape), p1[n], v)
+        res = _fit(narrow, p1, x, y, key=keys[2 * k + 1], steps=refit_steps,
+                   restarts=refit_restarts)
+        n_restarts += refit_restarts
+        n_steps += refit_restarts * refit_steps
+        if k + 1 < len(hidden):
+            best = int(np.argmin(_rel_errors(narrow, res.params, x, y)))
+            canon = _canonical(jax.tree.map(lambda a, b=best: a[b], res.params), hidden, after,
+                               k + 1)
+            fixed = {n: canon[n] for n in hidden[:k + 1]}
+    final = widen(model, widths)
+    res = _fit(final, res.params, x, y, key=keys[-1], steps=polish_steps,
+               restarts=refit_restarts, lbfgs=True)
+    n_steps += refit_restarts * polish_steps
+    errs = _rel_errors(final, res.params, x, y)
+    best = int(np.argmin(errs))
+    params = jax.tree.map(lambda a: a[best], res.params)
+    rank, n_params, s = jacobian_rank(final, params, x)
+    expected = n_params - sum(widths)
+    gap = (float(s[expected - 1] / s[0]) if 0 < expected <= len(s) else 0.0,
+           float(s[expected] / s[0]) if expected < len(s) else 0.0)
+    return Recovered(params, float(errs[best]), clusters, supports, n_restarts, n_steps,
+                     time.perf_counter() - t0, rank, expected, rank == expected, gap)

@@ -1,0 +1,111 @@
+"""Tests for jaxconv.teachers: the benchmark's teachers and their data, and the pipeline."""
+
+import collections
+
+import jax
+import numpy as np
+import pytest
+
+from jaxconv import nn, recovery, teachers
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return teachers.benchmark()
+
+
+def test_the_benchmark_has_every_family_and_at_least_50_teachers(bench):
+    assert len(bench) >= 50
+    assert len({t.name for t in bench}) == len(bench)
+    counts = collections.Counter(t.family for t in bench)
+    assert set(counts) == set(teachers.FAMILIES)
+    assert counts["bank"] >= 20
+    for t in bench:
+        assert t.images in teachers.IMAGES
+        assert teachers.conv_names(t.model)[-1] == "out"
+        widths = teachers.hidden_widths(t)
+        assert all(1 <= w <= 8 for w in widths)
+        if t.family == "bank":
+            assert 2 <= widths[0] <= 8 and len(widths) == 1
+            k2 = t.params["out"]["kernel"].shape[0]
+            assert k2 in (3, 5)
+    assert {len(teachers.hidden_widths(t)) for t in bench if t.family == "deep"} == {2}
+
+
+def test_bank_teachers_use_unit_norm_bank_filters(bench):
+    bank = {n: np.asarray(f) for n, f in teachers.filters.bank().items()}
+    for t in bench:
+        if t.family in ("bank", "photo", "lines", "stride", "pool", "deep"):
+            k = np.asarray(t.params["conv1"]["kernel"])
+            assert len(t.filter_names) == k.shape[-1]
+            for c, name in enumerate(t.filter_names):
+                want = bank[name] / np.linalg.norm(bank[name])
+                np.testing.assert_allclose(k[:, :, 0, c], want, rtol=1e-6)
+
+
+def test_benchmark_is_deterministic(bench):
+    again = teachers.benchmark()
+    for a, b in zip(bench, again, strict=True):
+        assert a.name == b.name
+        for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("name", ["line_crossing", "photo_w2_k3", "lines_w2_k3", "stride_w2_k3",
+                                  "pool_max_w2"])
+def test_make_data_shapes_and_teacher_outputs(bench, name, key):
+    t = {t.name: t for t in bench}[name]
+    x, y = teachers.make_data(t, key, 5)
+    assert x.shape == (5, t.size, t.size, 1) and x.dtype == np.float32
+    assert y.shape == t.model.output_shape(x.shape)
+    x2, y2 = teachers.make_data(t, key, 5)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(x2))
+    assert float(np.std(np.asarray(y))) > 0
+    if t.images == "photo":  # standardised photographs: not noise, not constant
+        assert 0.05 < float(np.std(np.asarray(x))) < 5
+
+
+def test_line_crossing_matches_recover_stack_numbers():
+    t = teachers.line_crossing()
+    w2 = np.asarray(t.params["out"]["kernel"])[..., 0]
+    assert w2[:, 1, 0].tolist() == [0.5, 1.0, 0.5] and w2[1, :, 1].tolist() == [0.5, 1.0, 0.5]
+    assert float(t.params["out"]["bias"][0]) == -2.0 and t.model.names[-1] == "out_relu"
+
+
+def test_architecture_and_widen():
+    m = teachers.architecture([2, 3], [3, 3, 5], pool="max")
+    assert m.names == ("conv1", "relu1", "pool1", "conv2", "relu2", "out")
+    w = teachers.widen(m, [8, 12])
+    assert [layer.features for layer in w.layers if isinstance(layer, nn.Conv)] == [8, 12, 1]
+    with pytest.raises(ValueError, match="len\\(widths\\) \\+ 1 kernels"):
+        teachers.architecture([2], [3])
+    with pytest.raises(ValueError, match="pool"):
+        teachers.architecture([2], [3, 3], pool="min")
+    with pytest.raises(ValueError, match="one width per hidden conv layer"):
+        teachers.widen(m, [8])
+
+
+def test_jacobian_rank_counts_the_scale_symmetry(key):
+    """At the teacher, the outputs' Jacobian loses one direction per hidden channel (the
+    positive scale) and no more: the line -> crossing teacher is locally identifiable."""
+    t = teachers.line_crossing()
+    x, _ = teachers.make_data(t, key, 16)
+    rank, n, s = teachers.jacobian_rank(t.model, t.params, x)
+    assert n == 2 * 9 + 2 * 9 + 1
+    assert rank == n - 2
+    # a channel that is never used adds its whole filter to the null space
+    dup = jax.tree.map(np.asarray, t.params)
+    dup["out"] = {"kernel": dup["out"]["kernel"].copy(), "bias": dup["out"]["bias"]}
+    dup["out"]["kernel"][:, :, 1] = 0.0
+    rank0, _, _ = teachers.jacobian_rank(t.model, dup, x)
+    assert rank0 == n - 1 - 9  # its 9 filter weights (its scale among them), ch 0's scale
+    assert np.all(np.diff(s) <= 0)
+
+
+def test_score_of_a_teacher_from_the_benchmark_names_a_negated_filter(bench, key):
+    t = {t.name: t for t in bench}["bank_w2_k3_s0"]
+    p = jax.tree.map(np.asarray, t.params)
+    p["conv1"] = {"kernel": -p["conv1"]["kernel"]}
+    x, _ = teachers.make_data(t, key, 4)
+    s = recovery.score_stack(p, t.params, teacher_model=t.model, x=x)
+    assert not s.recovered and s.failure == "negated"

@@ -23,19 +23,14 @@
 # `--out`); `--quick` uses the photo at a quarter of its size. In a notebook the flags come
 # from the environment variable `JAXCONV_EXPERIMENT_ARGS`.
 
+# %% [markdown]
+# ## The photograph
+#
+# `skimage.data.camera()` as float32 in [0, 1], one image with one channel: `[1, H, W, 1]`,
+# the channels-last layout `jaxconv.conv` takes by default.
+
 # %%
-from __future__ import annotations
-
-import argparse
-import json
-import os
-import pathlib
-import runpy
-import shlex
-import sys
 import time
-
-T_START = time.perf_counter()
 
 import jax
 import jax.numpy as jnp
@@ -44,86 +39,13 @@ import scipy.ndimage
 import scipy.signal
 
 import jaxconv
-from jaxconv import filters, nn
+from jaxconv import filters, nn, viz
+from jaxconv._experiment import start
 
-NAME = "filters_on_photo"
-# True in a notebook and for `python filters_on_photo.py`; False when a test imports this
-# file (its main() then runs the file top to bottom as a script).
-RUN = __name__ == "__main__"
-IN_NOTEBOOK = "ipykernel" in sys.modules
-
-# %% [markdown]
-# Plumbing (skip on a first read): the flags, where the results go, and `show`, which saves
-# a figure and displays it inline.
-
-# %%
-def repo_root() -> pathlib.Path:
-    """The checkout this file is in: results go to its results/ whatever the working
-    directory (a notebook has no ``__file__``, so it starts from the working directory)."""
-    start = pathlib.Path(globals().get("__file__") or os.getcwd()).resolve()
-    for d in (start, *start.parents):
-        if (d / "pyproject.toml").is_file() and (d / "experiments").is_dir():
-            return d
-    return pathlib.Path.cwd()
+EXP = start("filters_on_photo", "Classical filters on a photograph.",
+            quick="the photo at a quarter of its size")
 
 
-def shown(path) -> str:
-    """``path`` relative to the checkout when it is inside it (what the printout shows)."""
-    rel = os.path.relpath(path, repo_root())
-    return os.fspath(path) if rel.startswith("..") else rel
-
-
-def parse_args(argv=None):
-    """Flags from ``argv``; else from ``JAXCONV_EXPERIMENT_ARGS`` in a notebook, or the
-    command line."""
-    if argv is None:
-        argv = (shlex.split(os.environ.get("JAXCONV_EXPERIMENT_ARGS", "")) if IN_NOTEBOOK
-                else sys.argv[1:])
-    p = argparse.ArgumentParser(description="Classical filters on a photograph.")
-    p.add_argument("--quick", action="store_true", help="the photo at a quarter of its size")
-    p.add_argument("--out", default=str(repo_root() / "results" / NAME),
-                   help="output directory (default: results/filters_on_photo in the checkout)")
-    p.add_argument("--seed", type=int, default=0, help="unused: nothing here is random")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    """Runs this file top to bottom, as ``python filters_on_photo.py ARGV`` does, and
-    returns its metrics (what it writes to metrics.json)."""
-    return runpy.run_path(__file__, init_globals={"ARGV": argv}, run_name="__main__")["metrics"]
-
-
-FIGURES: list[str] = []
-
-
-def show(fig, name=None):
-    """Saves ``fig`` as ``OUT/name`` (unless --no-figures) and displays it in a notebook."""
-    from jaxconv import viz
-
-    if name is not None and not ARGS.no_figures:
-        viz.save(fig, os.path.join(ARGS.out, name))
-        FIGURES.append(name)
-    if IN_NOTEBOOK:
-        from IPython.display import display
-
-        display(fig)
-
-
-if RUN:
-    ARGS = parse_args(globals().get("ARGV"))
-    DRAW = IN_NOTEBOOK or not ARGS.no_figures
-    if DRAW:
-        from jaxconv import viz
-    os.makedirs(ARGS.out, exist_ok=True)
-
-# %% [markdown]
-# ## The photograph
-#
-# `skimage.data.camera()` as float32 in [0, 1], one image with one channel: `[1, H, W, 1]`,
-# the channels-last layout `jaxconv.conv` takes by default.
-
-# %%
 def load_photo(quick: bool) -> np.ndarray:
     try:
         import skimage.data
@@ -136,11 +58,10 @@ def load_photo(quick: bool) -> np.ndarray:
     return photo[::4, ::4] if quick else photo
 
 
-if RUN:
-    photo = load_photo(ARGS.quick)
-    x = jnp.asarray(photo)[None, :, :, None]
-    print(f"camera(): {photo.shape[0]}x{photo.shape[1]}, values in "
-          f"[{photo.min():.2f}, {photo.max():.2f}]")
+photo = load_photo(EXP.args.quick)
+x = jnp.asarray(photo)[None, :, :, None]
+print(f"camera(): {photo.shape[0]}x{photo.shape[1]}, values in "
+      f"[{photo.min():.2f}, {photo.max():.2f}]")
 
 # %% [markdown]
 # ## 1. The filter bank, one convolution
@@ -179,22 +100,21 @@ def respond(x, bank: dict, gaussian) -> dict[str, np.ndarray]:
     return out
 
 
-if RUN:
-    t0 = time.perf_counter()
-    responses = respond(x, BANK, GAUSSIAN)
-    print(f"{len(responses)} responses of {photo.shape[0]}x{photo.shape[1]} in "
-          f"{time.perf_counter() - t0:.2f} s (compile included), lowering for the bank: "
-          f"{jaxconv.plan(x.shape, filters.stack(list(BANK.values())).shape).algorithm}")
+t0 = time.perf_counter()
+responses = respond(x, BANK, GAUSSIAN)
+print(f"{len(responses)} responses of {photo.shape[0]}x{photo.shape[1]} in "
+      f"{time.perf_counter() - t0:.2f} s (compile included), lowering for the bank: "
+      f"{jaxconv.plan(x.shape, filters.stack(list(BANK.values())).shape).algorithm}")
 
-if RUN and DRAW:
-    show(viz.image_grid({"": [photo, responses["gaussian"]]}, cmap="gray", symmetric=False,
-                        col_titles=["camera()", f"Gaussian blur, sigma {SIGMA:g} (13x13)"],
-                        title="the photograph and its blur (one scale)"), "photo.png")
-    show(viz.image_grid(
+if EXP.draw:
+    EXP.show(viz.image_grid({"": [photo, responses["gaussian"]]}, cmap="gray", symmetric=False,
+                            col_titles=["camera()", f"Gaussian blur, sigma {SIGMA:g} (13x13)"],
+                            title="the photograph and its blur (one scale)"), "photo.png")
+    EXP.show(viz.image_grid(
         {"lines, cross": [responses[n] for n in ("vertical_line", "horizontal_line", "cross")],
-         "x gradient": [responses[n] for n in ("sobel_x", "prewitt_x", "scharr_x")],
-         "y gradient": [responses[n] for n in ("sobel_y", "prewitt_y", "scharr_y")],
-         "laplacian": [responses["laplacian"]]},
+             "x gradient": [responses[n] for n in ("sobel_x", "prewitt_x", "scharr_x")],
+             "y gradient": [responses[n] for n in ("sobel_y", "prewitt_y", "scharr_y")],
+             "laplacian": [responses["laplacian"]]},
         col_titles=["vertical_line / sobel", "horizontal_line / prewitt", "cross / scharr"],
         scale="row", robust=True,
         title="responses, one colour scale per row (99th percentile; strongest 1% saturate)"),
@@ -235,14 +155,13 @@ def scipy_differences(photo: np.ndarray, responses: dict) -> dict[str, dict[str,
     return out
 
 
-if RUN:
-    differences = scipy_differences(photo, responses)
-    print(f"{'filter':<16} {'max |jaxconv - scipy|':>22}  oracle")
-    for name, by_oracle in differences.items():
-        for oracle, d in by_oracle.items():
-            print(f"{name:<16} {d:>22.2e}  scipy.{oracle}")
-    worst = max(d for by in differences.values() for d in by.values())
-    print(f"largest difference over every filter and oracle: {worst:.2e}")
+differences = scipy_differences(photo, responses)
+print(f"{'filter':<16} {'max |jaxconv - scipy|':>22}  oracle")
+for name, by_oracle in differences.items():
+    for oracle, d in by_oracle.items():
+        print(f"{name:<16} {d:>22.2e}  scipy.{oracle}")
+worst = max(d for by in differences.values() for d in by.values())
+print(f"largest difference over every filter and oracle: {worst:.2e}")
 
 # %% [markdown]
 # ## 3. A ReLU
@@ -252,11 +171,11 @@ if RUN:
 # Laplacian only the dark side of each edge. Same colour scale for each pair.
 
 # %%
-if RUN and DRAW:
+if EXP.draw:
     pairs = ("vertical_line", "horizontal_line", "laplacian")
-    show(viz.image_grid(
+    EXP.show(viz.image_grid(
         {"conv": [responses[n] for n in pairs],
-         "ReLU(conv)": [np.asarray(jaxconv.relu(responses[n])) for n in pairs]},
+             "ReLU(conv)": [np.asarray(jaxconv.relu(responses[n])) for n in pairs]},
         col_titles=list(pairs), scale="column", robust=True,
         title="before and after ReLU, one scale per column (strongest 1% saturate)"),
         "relu.png")
@@ -284,17 +203,16 @@ def stacked(x):
     return np.asarray(STACK.apply(params, x)[0, ..., 0])
 
 
-if RUN:
-    log = stacked(x)
-    img = photo.astype(np.float64)
-    ref = np.maximum(scipy.ndimage.correlate(
-        scipy.ndimage.correlate(img, np.asarray(GAUSSIAN, np.float64), mode="reflect"),
-        np.asarray(filters.laplacian(), np.float64), mode="reflect"), 0)
-    stack_difference = float(np.max(np.abs(log - ref)))
-    print(f"stacked (blur -> laplacian -> ReLU): max |jaxconv - scipy| = {stack_difference:.2e}")
+log = stacked(x)
+img = photo.astype(np.float64)
+ref = np.maximum(scipy.ndimage.correlate(
+    scipy.ndimage.correlate(img, np.asarray(GAUSSIAN, np.float64), mode="reflect"),
+    np.asarray(filters.laplacian(), np.float64), mode="reflect"), 0)
+stack_difference = float(np.max(np.abs(log - ref)))
+print(f"stacked (blur -> laplacian -> ReLU): max |jaxconv - scipy| = {stack_difference:.2e}")
 
-if RUN and DRAW:
-    show(viz.image_grid(
+if EXP.draw:
+    EXP.show(viz.image_grid(
         {"": [responses["laplacian"].clip(0), log]},
         col_titles=["ReLU(laplacian)", "ReLU(laplacian(gaussian))"], scale="panel",
         cmap="magma", symmetric=False, robust=True, title="the Laplacian alone and after a blur"),
@@ -304,18 +222,9 @@ if RUN and DRAW:
 # ## Metrics
 
 # %%
-if RUN:
-    metrics = {
-        "image_shape": list(photo.shape),
-        "max_abs_difference": differences,
-        "largest_difference": worst,
-        "stacked_max_abs_difference": stack_difference,
-        "quick": ARGS.quick,
-        "figures": FIGURES,
-        "total_s": time.perf_counter() - T_START,
-        "backend": jax.default_backend(),
-    }
-    with open(os.path.join(ARGS.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    print(f"wrote {shown(ARGS.out)}/metrics.json and {len(FIGURES)} figures "
-          f"in {metrics['total_s']:.2f} s (process time from start)")
+metrics = EXP.finish({
+    "image_shape": list(photo.shape),
+    "max_abs_difference": differences,
+    "largest_difference": worst,
+    "stacked_max_abs_difference": stack_difference,
+})

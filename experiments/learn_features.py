@@ -38,99 +38,29 @@
 # to `results/learn_features/` in the checkout, or to `--out`. In a notebook the flags come
 # from the environment variable `JAXCONV_EXPERIMENT_ARGS`.
 
+# %% [markdown]
+# ## 1. Training and evaluation, shared by both data sets
+
 # %%
-from __future__ import annotations
-
-import argparse
-import json
-import os
-import pathlib
-import runpy
-import shlex
-import sys
-import time
-
-T_START = time.perf_counter()
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import jaxconv
-from jaxconv import data, filters, nn, recovery
+from jaxconv import data, filters, nn, recovery, viz
+from jaxconv._experiment import shown, start
+from jaxconv._tasks import SHAPES_MODEL, make_shapes
 
-NAME = "learn_features"
 CLASS_NAMES = data.CLASS_NAMES
 # full float32 products in every conv and dot (TF32 on recent NVIDIA GPUs otherwise)
 PRECISION = "highest"
-RUN = __name__ == "__main__"
-IN_NOTEBOOK = "ipykernel" in sys.modules
-
-# %% [markdown]
-# Plumbing (skip on a first read): flags, output folder, `show`.
-
-# %%
-def repo_root() -> pathlib.Path:
-    start = pathlib.Path(globals().get("__file__") or os.getcwd()).resolve()
-    for d in (start, *start.parents):
-        if (d / "pyproject.toml").is_file() and (d / "experiments").is_dir():
-            return d
-    return pathlib.Path.cwd()
+EXP = start("learn_features", "A small CNN learns features (shapes, digits).",
+            quick="fewer steps, for tests", options=("steps",))
+STEPS = EXP.args.steps or (300 if EXP.args.quick else 1500)
+print(f"{STEPS} Adam steps per data set, seed {EXP.args.seed}, writing to {shown(EXP.out)}")
 
 
-def shown(path) -> str:
-    rel = os.path.relpath(path, repo_root())
-    return os.fspath(path) if rel.startswith("..") else rel
-
-
-def parse_args(argv=None):
-    if argv is None:
-        argv = (shlex.split(os.environ.get("JAXCONV_EXPERIMENT_ARGS", "")) if IN_NOTEBOOK
-                else sys.argv[1:])
-    p = argparse.ArgumentParser(description="A small CNN learns features (shapes, digits).")
-    p.add_argument("--quick", action="store_true", help="fewer steps, for tests")
-    p.add_argument("--out", default=str(repo_root() / "results" / NAME),
-                   help="output directory (default: results/learn_features in the checkout)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="override the number of steps")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    return p.parse_known_args(argv)[0]
-
-
-def main(argv=None):
-    """Runs this file top to bottom as a script with flags ``argv``; returns its metrics."""
-    return runpy.run_path(__file__, init_globals={"ARGV": argv}, run_name="__main__")["metrics"]
-
-
-FIGURES: list[str] = []
-
-
-def show(fig, name=None):
-    from jaxconv import viz
-
-    if name is not None and not ARGS.no_figures:
-        viz.save(fig, os.path.join(ARGS.out, name))
-        FIGURES.append(name)
-    if IN_NOTEBOOK:
-        from IPython.display import display
-
-        display(fig)
-
-
-if RUN:
-    ARGS = parse_args(globals().get("ARGV"))
-    STEPS = ARGS.steps or (300 if ARGS.quick else 1500)
-    os.makedirs(ARGS.out, exist_ok=True)
-    DRAW = IN_NOTEBOOK or not ARGS.no_figures
-    if DRAW:
-        from jaxconv import viz
-    print(f"{STEPS} Adam steps per data set, seed {ARGS.seed}, writing to {shown(ARGS.out)}")
-
-# %% [markdown]
-# ## 1. Training and evaluation, shared by both data sets
-
-# %%
 def loss_for(model):
     def loss(params, batch):
         x, labels = batch
@@ -219,55 +149,42 @@ def filter_figure(kernel, matches, title, *, most=8):
 # 2048 training images, 1024 held out.
 
 # %%
-SHAPES_MODEL = nn.Stack(
-    [nn.Conv(8, 3, padding="SAME"), nn.Activation("relu"), nn.MaxPool(2),
-     nn.Conv(16, 3), nn.Activation("relu"), nn.GlobalPool("max"), nn.Dense(len(CLASS_NAMES))],
-    names=["conv1", "relu1", "pool1", "conv2", "relu2", "global_pool", "logits"],
-)
-
-
-def make_shapes(key, n, *, size=16, jitter=3, noise=0.2):
-    images, labels = data.shape_dataset(key, n, size, jitter=jitter, noise=noise)
-    return images[..., None], labels
-
-
-if RUN:
-    K_SHAPES, K_DIGITS = jax.random.split(jax.random.key(ARGS.seed))
-    k_data, k_train = jax.random.split(K_SHAPES)
-    n_train, n_test = 2048, 1024
-    x_all, y_all = make_shapes(k_data, n_train + n_test)  # one draw, split in two
-    SH = {"x_train": x_all[:n_train], "y_train": y_all[:n_train],
-          "x_test": x_all[n_train:], "y_test": y_all[n_train:]}
-    SH["result"] = train(SHAPES_MODEL, SH["x_train"], SH["y_train"], key=k_train, steps=STEPS)
-    _, SH["confusion"], SH["accuracy"], SH["maps"] = evaluate(
-        SHAPES_MODEL, SH["result"].params, SH["x_test"], SH["y_test"], len(CLASS_NAMES))
-    SH["kernel"] = np.asarray(SH["result"].params["conv1"]["kernel"])
-    SH["matches"] = match_filters(SH["kernel"])
-    print(f"shapes: held-out accuracy {SH['accuracy']:.1%} on {n_test} images after "
-          f"{STEPS} steps ({SH['result'].wall_s:.2f} s of fitting)")
-    print_matches(SH["matches"])
+K_SHAPES, K_DIGITS = jax.random.split(jax.random.key(EXP.args.seed))
+k_data, k_train = jax.random.split(K_SHAPES)
+n_train, n_test = 2048, 1024
+x_all, y_all = make_shapes(k_data, n_train + n_test)  # one draw, split in two
+SH = {"x_train": x_all[:n_train], "y_train": y_all[:n_train],
+      "x_test": x_all[n_train:], "y_test": y_all[n_train:]}
+SH["result"] = train(SHAPES_MODEL, SH["x_train"], SH["y_train"], key=k_train, steps=STEPS)
+_, SH["confusion"], SH["accuracy"], SH["maps"] = evaluate(
+    SHAPES_MODEL, SH["result"].params, SH["x_test"], SH["y_test"], len(CLASS_NAMES))
+SH["kernel"] = np.asarray(SH["result"].params["conv1"]["kernel"])
+SH["matches"] = match_filters(SH["kernel"])
+print(f"shapes: held-out accuracy {SH['accuracy']:.1%} on {n_test} images after "
+      f"{STEPS} steps ({SH['result'].wall_s:.2f} s of fitting)")
+print_matches(SH["matches"])
 
 # %%
-if RUN and DRAW:
+if EXP.draw:
     labels = np.asarray(SH["y_test"])
-    show(viz.image_grid(
+    EXP.show(viz.image_grid(
         {name: [np.asarray(SH["x_test"][i, :, :, 0]) for i in np.flatnonzero(labels == c)[:5]]
-         for c, name in enumerate(CLASS_NAMES)},
+             for c, name in enumerate(CLASS_NAMES)},
         cmap="gray", symmetric=False, title="held-out examples, one row per class"),
         "examples.png")
-    show(filter_figure(SH["kernel"], SH["matches"],
-                       "shapes: closest classical filter (top) vs learned first-layer filter "
-                       "(bottom, rescaled)"), "filters.png")
+    EXP.show(filter_figure(SH["kernel"], SH["matches"],
+                           "shapes: closest classical filter (top) vs learned first-layer filter "
+                           "(bottom, rescaled)"), "filters.png")
     first = [int(np.flatnonzero(labels == c)[0]) for c in range(len(CLASS_NAMES))]
-    show(viz.image_grid(
+    EXP.show(viz.image_grid(
         {name: [SH["maps"][i, :, :, k] for k in range(SH["maps"].shape[-1])]
-         for i, name in zip(first, CLASS_NAMES, strict=True)},
+             for i, name in zip(first, CLASS_NAMES, strict=True)},
         cmap="viridis", symmetric=False, scale="figure", colorbar=True,
         col_titles=[f"map {k}" for k in range(SH["maps"].shape[-1])],
         title="the 8 first-layer feature maps after ReLU, one colour scale"),
         "feature_maps.png")
-    show(viz.confusion_matrix(SH["confusion"], CLASS_NAMES), "confusion.png")
-    show(viz.loss_curves({"cross-entropy (minibatch)": SH["result"].losses}), "loss.png")
+    EXP.show(viz.confusion_matrix(SH["confusion"], CLASS_NAMES), "confusion.png")
+    EXP.show(viz.loss_curves({"cross-entropy (minibatch)": SH["result"].losses}), "loss.png")
 
 # %% [markdown]
 # ## 3. Handwritten digits (scikit-learn's bundled 8x8 set)
@@ -295,27 +212,26 @@ def load_digits_split(seed, n_test=N_DIGITS_TEST):
     return x[tr], y[tr], x[test], y[test]
 
 
-if RUN:
-    DG = dict(zip(("x_train", "y_train", "x_test", "y_test"),
-                  load_digits_split(ARGS.seed), strict=True))
-    DG["result"] = train(DIGITS_MODEL, DG["x_train"], DG["y_train"], key=K_DIGITS,
-                         steps=STEPS)
-    _, DG["confusion"], DG["accuracy"], DG["maps"] = evaluate(
-        DIGITS_MODEL, DG["result"].params, DG["x_test"], DG["y_test"], 10)
-    DG["kernel"] = np.asarray(DG["result"].params["conv1"]["kernel"])
-    DG["matches"] = match_filters(DG["kernel"])
-    print(f"digits: held-out accuracy {DG['accuracy']:.1%} on {len(DG['y_test'])} images "
-          f"({len(DG['y_train'])} trained on) after {STEPS} steps "
-          f"({DG['result'].wall_s:.2f} s of fitting)")
-    print_matches(DG["matches"])
+DG = dict(zip(("x_train", "y_train", "x_test", "y_test"),
+              load_digits_split(EXP.args.seed), strict=True))
+DG["result"] = train(DIGITS_MODEL, DG["x_train"], DG["y_train"], key=K_DIGITS,
+                     steps=STEPS)
+_, DG["confusion"], DG["accuracy"], DG["maps"] = evaluate(
+    DIGITS_MODEL, DG["result"].params, DG["x_test"], DG["y_test"], 10)
+DG["kernel"] = np.asarray(DG["result"].params["conv1"]["kernel"])
+DG["matches"] = match_filters(DG["kernel"])
+print(f"digits: held-out accuracy {DG['accuracy']:.1%} on {len(DG['y_test'])} images "
+      f"({len(DG['y_train'])} trained on) after {STEPS} steps "
+      f"({DG['result'].wall_s:.2f} s of fitting)")
+print_matches(DG["matches"])
 
 # %%
-if RUN and DRAW:
-    show(filter_figure(DG["kernel"], DG["matches"],
-                       "digits: the 8 closest pairs, classical (top) vs learned first-layer "
-                       "filter (bottom, rescaled)"), "digits_filters.png")
-    show(viz.confusion_matrix(DG["confusion"], [str(i) for i in range(10)]),
-         "digits_confusion.png")
+if EXP.draw:
+    EXP.show(filter_figure(DG["kernel"], DG["matches"],
+                           "digits: the 8 closest pairs, classical (top) vs learned first-layer "
+                           "filter (bottom, rescaled)"), "digits_filters.png")
+    EXP.show(viz.confusion_matrix(DG["confusion"], [str(i) for i in range(10)]),
+             "digits_confusion.png")
 
 # %% [markdown]
 # ## 4. Metrics
@@ -333,23 +249,13 @@ def block(d, names):
     }
 
 
-if RUN:
-    shapes = block(SH, CLASS_NAMES)
-    metrics = {
-        **shapes,  # the synthetic shapes' numbers at the top level
-        "digits": block(DG, [str(i) for i in range(10)]),
-        "steps": SH["result"].steps,
-        "steps_per_s": SH["result"].steps_per_s,
-        "batch_size": 64,
-        "learning_rate": 1e-2,
-        "precision": PRECISION,
-        "seed": ARGS.seed,
-        "quick": ARGS.quick,
-        "figures": FIGURES,
-        "total_s": time.perf_counter() - T_START,
-        "backend": jax.default_backend(),
-    }
-    with open(os.path.join(ARGS.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    print(f"wrote {shown(ARGS.out)}/metrics.json and {len(FIGURES)} figures "
-          f"in {metrics['total_s']:.2f} s (process time from start)")
+shapes = block(SH, CLASS_NAMES)
+metrics = EXP.finish({
+    **shapes,  # the synthetic shapes' numbers at the top level
+    "digits": block(DG, [str(i) for i in range(10)]),
+    "steps": SH["result"].steps,
+    "steps_per_s": SH["result"].steps_per_s,
+    "batch_size": 64,
+    "learning_rate": 1e-2,
+    "precision": PRECISION,
+})

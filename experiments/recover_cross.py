@@ -24,110 +24,6 @@
 # the checkout (whatever the working directory), or to `--out`. In a notebook the flags come
 # from the environment variable `JAXCONV_EXPERIMENT_ARGS` (e.g. `--quick`).
 
-# %%
-from __future__ import annotations
-
-import argparse
-import functools
-import json
-import os
-import pathlib
-import runpy
-import shlex
-import sys
-import time
-
-T_START = time.perf_counter()
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
-import jaxconv
-from jaxconv import data, filters, nn, recovery
-
-NAME = "recover_cross"
-TEACHERS = {
-    "cross": filters.cross,
-    "vertical_line": filters.vertical_line,
-    "horizontal_line": filters.horizontal_line,
-}
-SNRS_DB = (40.0, 20.0, 10.0)
-# True in a notebook and for `python recover_cross.py`; False when a test imports this file
-# (its main() then runs the file top to bottom as a script).
-RUN = __name__ == "__main__"
-IN_NOTEBOOK = "ipykernel" in sys.modules
-
-# %% [markdown]
-# Plumbing (skip on a first read): the flags, where the results go, and `show`, which saves
-# a figure and displays it inline.
-
-# %%
-def repo_root() -> pathlib.Path:
-    """The checkout this file is in: results go to its results/ whatever the working
-    directory (a notebook has no ``__file__``, so it starts from the working directory)."""
-    start = pathlib.Path(globals().get("__file__") or os.getcwd()).resolve()
-    for d in (start, *start.parents):
-        if (d / "pyproject.toml").is_file() and (d / "experiments").is_dir():
-            return d
-    return pathlib.Path.cwd()
-
-
-def shown(path) -> str:
-    """``path`` relative to the checkout when it is inside it (what the printout shows)."""
-    rel = os.path.relpath(path, repo_root())
-    return os.fspath(path) if rel.startswith("..") else rel
-
-
-def parse_args(argv=None):
-    """Flags from ``argv``; else from ``JAXCONV_EXPERIMENT_ARGS`` in a notebook, or the
-    command line."""
-    if argv is None:
-        argv = (shlex.split(os.environ.get("JAXCONV_EXPERIMENT_ARGS", "")) if IN_NOTEBOOK
-                else sys.argv[1:])
-    p = argparse.ArgumentParser(description="Recover the hand-designed cross detector.")
-    p.add_argument("--quick", action="store_true", help="fewer steps, for tests")
-    p.add_argument("--out", default=str(repo_root() / "results" / NAME),
-                   help="output directory (default: results/recover_cross in the checkout)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="override the number of steps")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    """Runs this file top to bottom, as ``python recover_cross.py ARGV`` does, and returns
-    its metrics (what it writes to metrics.json)."""
-    return runpy.run_path(__file__, init_globals={"ARGV": argv}, run_name="__main__")["metrics"]
-
-
-FIGURES: list[str] = []
-
-
-def show(fig, name=None):
-    """Saves ``fig`` as ``OUT/name`` (unless --no-figures) and displays it in a notebook."""
-    from jaxconv import viz
-
-    if name is not None and not ARGS.no_figures:
-        viz.save(fig, os.path.join(ARGS.out, name))
-        FIGURES.append(name)
-    if IN_NOTEBOOK:
-        from IPython.display import display
-
-        display(fig)
-
-
-if RUN:
-    ARGS = parse_args(globals().get("ARGV"))
-    STEPS = ARGS.steps or (600 if ARGS.quick else 1000)
-    KEY_DATA, KEY_INIT = jax.random.split(jax.random.key(ARGS.seed))
-    os.makedirs(ARGS.out, exist_ok=True)
-    DRAW = IN_NOTEBOOK or not ARGS.no_figures  # build figures only to show or save them
-    if DRAW:
-        from jaxconv import viz
-    print(f"{STEPS} steps, seed {ARGS.seed}, writing to {shown(ARGS.out)}")
-
 # %% [markdown]
 # ## 1. The hand-designed filters, a convolution and a ReLU
 #
@@ -137,6 +33,30 @@ if RUN:
 # all the cross detector needs to report one intersection.
 
 # %%
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxconv
+from jaxconv import data, filters, nn, recovery, viz
+from jaxconv._experiment import in_notebook, shown, start
+
+TEACHERS = {
+    "cross": filters.cross,
+    "vertical_line": filters.vertical_line,
+    "horizontal_line": filters.horizontal_line,
+}
+SNRS_DB = (40.0, 20.0, 10.0)
+EXP = start("recover_cross", "Recover the hand-designed cross detector.",
+            quick="fewer steps, for tests", options=("steps",))
+STEPS = EXP.args.steps or (600 if EXP.args.quick else 1000)
+KEY_DATA, KEY_INIT = jax.random.split(jax.random.key(EXP.args.seed))
+print(f"{STEPS} steps, seed {EXP.args.seed}, writing to {shown(EXP.out)}")
+
+
 def response_rows(bank: dict[str, np.ndarray], label: str) -> dict[str, list[np.ndarray]]:
     """Rows "label: conv" and "label: ReLU": the bank's responses to the 5x5 cross image."""
     image = data.cross_image()[None, :, :, None]
@@ -149,13 +69,13 @@ def response_rows(bank: dict[str, np.ndarray], label: str) -> dict[str, list[np.
 
 
 HAND = {n: np.asarray(make()) for n, make in TEACHERS.items()}
-if RUN and IN_NOTEBOOK:
-    show(viz.image_grid({"filter": list(HAND.values())}, annotate=True,
-                        col_titles=list(HAND), title="the hand-designed filters"))
-    show(viz.image_grid({"input": [np.asarray(data.cross_image())]}, annotate=True,
-                        cmap="gray", symmetric=False, title="the 5x5 cross image"))
-    show(viz.image_grid(response_rows(HAND, "hand"), annotate=True, col_titles=list(HAND),
-                        title="their responses (SAME padding), before and after ReLU"))
+if in_notebook():
+    EXP.show(viz.image_grid({"filter": list(HAND.values())}, annotate=True,
+                            col_titles=list(HAND), title="the hand-designed filters"))
+    EXP.show(viz.image_grid({"input": [np.asarray(data.cross_image())]}, annotate=True,
+                            cmap="gray", symmetric=False, title="the 5x5 cross image"))
+    EXP.show(viz.image_grid(response_rows(HAND, "hand"), annotate=True, col_titles=list(HAND),
+                            title="their responses (SAME padding), before and after ReLU"))
 
 # %% [markdown]
 # ## 2. The training data: synthetic images and the teachers' responses
@@ -190,13 +110,12 @@ def make_problem(key, *, n_images=64, size=16):
     return images, shapes, jnp.moveaxis(targets, -1, 1)  # channel-major targets: see `loss`
 
 
-if RUN:
-    images, shapes, targets = make_problem(KEY_DATA)
-    print(f"images {images.shape}, targets {targets.shape} (channel-major)")
-if RUN and DRAW:
-    show(viz.image_grid(
+images, shapes, targets = make_problem(KEY_DATA)
+print(f"images {images.shape}, targets {targets.shape} (channel-major)")
+if EXP.draw:
+    EXP.show(viz.image_grid(
         {"shapes (no noise)": list(np.asarray(shapes)[:6]),
-         "as trained (noise std 1)": list(np.asarray(images)[:6, :, :, 0])},
+             "as trained (noise std 1)": list(np.asarray(images)[:6, :, :, 0])},
         cmap="gray", symmetric=False, scale="row",
         title="training images: the lines and crosses, and the same images with noise"),
         "inputs.png")
@@ -232,12 +151,11 @@ def recover(images, targets, *, key, steps):
     return jaxconv.fit(loss, params, optax.adam(schedule), (images, targets), steps=steps)
 
 
-if RUN:
-    result = recover(images, targets, key=KEY_INIT, steps=STEPS)
-    learned = np.asarray(result.params["student"]["kernel"])  # [3, 3, 1, channels]
-    print(f"{result.steps} Adam steps at {result.steps_per_s:,.0f} steps/s "
-          f"({1e6 / result.steps_per_s:.1f} us/step; compile {result.compile_s:.2f} s), "
-          f"conv lowering: {jaxconv.plan(images.shape, learned.shape).algorithm}")
+result = recover(images, targets, key=KEY_INIT, steps=STEPS)
+learned = np.asarray(result.params["student"]["kernel"])  # [3, 3, 1, channels]
+print(f"{result.steps} Adam steps at {result.steps_per_s:,.0f} steps/s "
+      f"({1e6 / result.steps_per_s:.1f} us/step; compile {result.compile_s:.2f} s), "
+      f"conv lowering: {jaxconv.plan(images.shape, learned.shape).algorithm}")
 
 # %% [markdown]
 # ## 4. Learned vs hand-designed
@@ -246,31 +164,30 @@ if RUN:
 # cosine similarity (`jaxconv.recovery.align`, no flips allowed).
 
 # %%
-if RUN:
-    names = list(TEACHERS)
-    per_filter = {}
-    for c, name in enumerate(names):
-        got = learned[:, :, 0, c]
-        per_filter[name] = {
-            "max_abs_error": float(np.max(np.abs(got - HAND[name]))),
-            "cosine": recovery.align(got, HAND[name], allow_flip=False)[0].cosine,
-            "steps": result.steps,
-            "wall_s": result.wall_s,
-            "compile_s": result.compile_s,
-            "steps_per_s": result.steps_per_s,
-        }
-    print(f"{'filter':<16} {'max |learned - hand|':>21} {'cosine':>10} {'steps':>6} "
-          f"{'fit s':>7} {'compile s':>9}")
-    for name, m in per_filter.items():
-        print(f"{name:<16} {m['max_abs_error']:>21.2e} {m['cosine']:>10.7f} {m['steps']:>6} "
-              f"{m['wall_s']:>7.3f} {m['compile_s']:>9.3f}")
-    got = {n: learned[:, :, 0, i] for i, n in enumerate(names)}
-if RUN and DRAW:
-    show(viz.filters_side_by_side(HAND, got), "filters.png")
-    show(viz.image_grid({**response_rows(HAND, "hand"), **response_rows(got, "learned")},
-                        annotate=True, col_titles=names,
-                        title="responses to the 5x5 cross image (SAME padding)"),
-         "feature_maps.png")
+names = list(TEACHERS)
+per_filter = {}
+for c, name in enumerate(names):
+    got = learned[:, :, 0, c]
+    per_filter[name] = {
+        "max_abs_error": float(np.max(np.abs(got - HAND[name]))),
+        "cosine": recovery.align(got, HAND[name], allow_flip=False)[0].cosine,
+        "steps": result.steps,
+        "wall_s": result.wall_s,
+        "compile_s": result.compile_s,
+        "steps_per_s": result.steps_per_s,
+    }
+print(f"{'filter':<16} {'max |learned - hand|':>21} {'cosine':>10} {'steps':>6} "
+      f"{'fit s':>7} {'compile s':>9}")
+for name, m in per_filter.items():
+    print(f"{name:<16} {m['max_abs_error']:>21.2e} {m['cosine']:>10.7f} {m['steps']:>6} "
+          f"{m['wall_s']:>7.3f} {m['compile_s']:>9.3f}")
+got = {n: learned[:, :, 0, i] for i, n in enumerate(names)}
+if EXP.draw:
+    EXP.show(viz.filters_side_by_side(HAND, got), "filters.png")
+    EXP.show(viz.image_grid({**response_rows(HAND, "hand"), **response_rows(got, "learned")},
+                            annotate=True, col_titles=names,
+                            title="responses to the 5x5 cross image (SAME padding)"),
+             "feature_maps.png")
 
 # %% [markdown]
 # ## 5. Noisy targets, and the loss floor they set
@@ -283,25 +200,24 @@ if RUN and DRAW:
 # further from it as the noise grows.
 
 # %%
-if RUN:
-    cross = HAND["cross"]
-    noise = [
-        {
-            "snr_db": snr,
-            "max_abs_error": float(np.max(np.abs(learned[:, :, 0, len(names) + i] - cross))),
-            "cosine": recovery.align(learned[:, :, 0, len(names) + i], cross)[0].cosine,
-        }
-        for i, snr in enumerate(SNRS_DB)
-    ]
-    for m in noise:
-        label = f"cross @ {m['snr_db']:g} dB"
-        print(f"{label:<16} {m['max_abs_error']:>21.2e} {m['cosine']:>10.7f}")
-    teacher_kernel = filters.stack([*HAND.values(), *[cross] * len(SNRS_DB)])
-    floor = float(loss({"student": {"kernel": teacher_kernel}}, (images, targets)))
-    print(f"final loss {float(result.losses[-1]):.4f}; the teachers' own loss on these "
-          f"targets (the noise floor) {floor:.4f}")
-if RUN and DRAW:
-    show(viz.loss_curves(
+cross = HAND["cross"]
+noise = [
+    {
+        "snr_db": snr,
+        "max_abs_error": float(np.max(np.abs(learned[:, :, 0, len(names) + i] - cross))),
+        "cosine": recovery.align(learned[:, :, 0, len(names) + i], cross)[0].cosine,
+    }
+    for i, snr in enumerate(SNRS_DB)
+]
+for m in noise:
+    label = f"cross @ {m['snr_db']:g} dB"
+    print(f"{label:<16} {m['max_abs_error']:>21.2e} {m['cosine']:>10.7f}")
+teacher_kernel = filters.stack([*HAND.values(), *[cross] * len(SNRS_DB)])
+floor = float(loss({"student": {"kernel": teacher_kernel}}, (images, targets)))
+print(f"final loss {float(result.losses[-1]):.4f}; the teachers' own loss on these "
+      f"targets (the noise floor) {floor:.4f}")
+if EXP.draw:
+    EXP.show(viz.loss_curves(
         {"sum of channel MSEs": result.losses},
         hlines={f"noise floor {floor:.3f} (the teachers' loss)": floor},
         title="training loss: it flattens at the noisy targets' floor"), "loss.png")
@@ -312,24 +228,14 @@ if RUN and DRAW:
 # Everything above goes to `metrics.json` next to the figures.
 
 # %%
-if RUN:
-    metrics = {
-        "filters": per_filter,
-        "noise": noise,
-        "steps": result.steps,
-        "steps_per_s": result.steps_per_s,
-        "us_per_step": 1e6 / result.steps_per_s,
-        "compile_s": result.compile_s,
-        "fit_wall_s": result.wall_s,
-        "final_loss": float(result.losses[-1]),
-        "noise_floor_loss": floor,
-        "seed": ARGS.seed,
-        "quick": ARGS.quick,
-        "figures": FIGURES,
-        "total_s": time.perf_counter() - T_START,
-        "backend": jax.default_backend(),
-    }
-    with open(os.path.join(ARGS.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    print(f"wrote {shown(ARGS.out)}/metrics.json and {len(FIGURES)} figures "
-          f"in {metrics['total_s']:.2f} s (process time from start)")
+metrics = EXP.finish({
+    "filters": per_filter,
+    "noise": noise,
+    "steps": result.steps,
+    "steps_per_s": result.steps_per_s,
+    "us_per_step": 1e6 / result.steps_per_s,
+    "compile_s": result.compile_s,
+    "fit_wall_s": result.wall_s,
+    "final_loss": float(result.losses[-1]),
+    "noise_floor_loss": floor,
+})

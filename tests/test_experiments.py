@@ -1,7 +1,6 @@
 """Runs every experiment with ``--quick`` (in-process, as a notebook would) and checks its
 metrics.json and PNG figures; ``recover_stack --devices 2`` runs in a subprocess."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,7 +12,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from jaxconv import data, filters
+from jaxconv import _tasks, data, filters
+from jaxconv._experiment import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +21,9 @@ EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run(name, out, *extra):
-    returned = _load(name).main(["--quick", "--out", str(out), "--seed", "0", *extra])
+    returned = run_script(EXPERIMENTS / f"{name}.py",
+                          ["--quick", "--out", str(out), "--seed", "0", *extra])
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["steps"] == returned["steps"]
@@ -102,11 +96,10 @@ def test_recover_stack_asks_for_full_float32_in_every_conv_and_dot():
     convolution and dot, whichever lowering the convs take (CPU's shift-and-add, GPU's lax)."""
     import re
 
-    mod = _load("recover_stack")
     x = data.noise_images(jax.random.key(0), 4, 12)[..., None]
-    y = mod.TEACHER.apply(mod.teacher_params(), x)
+    y = _tasks.TEACHER.apply(_tasks.teacher_params(), x)
     for algorithm in ("auto", "xla"):
-        text = mod.lowered_step_text(mod.student(4, algorithm=algorithm), x, y)
+        text = _tasks.lowered_step_text(_tasks.student(4, algorithm=algorithm), x, y)
         ops = re.findall(r"stablehlo\.(?:convolution|dot_general)\b.*", text)
         assert ops, algorithm
         for op in ops:
@@ -131,7 +124,8 @@ def test_recover_stack_devices_flag_needs_the_devices_before_jax_starts(tmp_path
     if jax.device_count() >= 2:
         pytest.skip("this process already has several devices")
     with pytest.raises(RuntimeError, match=r"--devices 2 needs 2 devices.*XLA_FLAGS"):
-        _load("recover_stack").main(["--quick", "--devices", "2", "--out", str(tmp_path)])
+        run_script(EXPERIMENTS / "recover_stack.py",
+                   ["--quick", "--devices", "2", "--out", str(tmp_path)])
 
 
 def test_recover_stack_runs_on_two_devices(tmp_path):

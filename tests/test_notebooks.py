@@ -15,11 +15,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
-# the notebooks laid out as markdown -> a computing cell -> its output, figures inline, and
-# taking their flags from JAXCONV_EXPERIMENT_ARGS (the others run in their default form)
 # each notebook's figures, shown inline in the cells that make them (the fewest expected)
-INLINE = {"recover_cross": 3, "filters_on_photo": 3, "recover_stack": 2, "learn_features": 2}
-CONVENTION = set(INLINE)
+INLINE = {"recover_cross": 3, "filters_on_photo": 3, "recover_stack": 2, "learn_features": 2,
+          "recover_stack_map": 1}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,8 +57,18 @@ def test_notebook_executes_without_errors_or_warnings(executed, name):
         for o in _outputs(cell, {"stream"}):
             if o["name"] == "stderr":
                 assert "Warning" not in o["text"], f"{name}: {o['text'][:500]}"
-    if name in CONVENTION:
-        assert (out / "metrics.json").is_file(), f"{name} wrote no metrics.json to --out"
+    assert (out / "metrics.json").is_file(), f"{name} wrote no metrics.json to --out"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_opens_with_its_story_then_a_computing_cell(executed, name):
+    """No plumbing cell before the story: markdown first, and the first code cell already
+    prints or shows something."""
+    nb, _ = executed(name)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert _outputs(first, {"stream", "display_data"}), f"{name}: first code cell is silent"
+    assert "Plumbing" not in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
 
 
 @pytest.mark.parametrize("name", sorted(INLINE))

@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo lint typecheck bench notebooks docs clean
+.PHONY: install test test-fast demo lint typecheck bench notebooks docs clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,16 +57,28 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_bench.py $(TRAIN_BENCH_ARGS)
 	$(BIN)/python benchmarks/arch_bench.py $(filter --quick,$(BENCH_ARGS))
 
-# every experiments/*.py and docs/planner.py, executed headless into docs/notebooks/*.ipynb
-# (rebuilt when the source or jaxconv changes); NOTEBOOK_ARGS=--quick for the short runs
+# every experiments/*.py and docs/planner.py, executed headless into docs/notebooks/*.ipynb;
+# NOTEBOOK_ARGS=--quick for the short runs. The flags a build ran with are recorded in
+# docs/notebooks/.args and in each notebook's metadata ("jaxconv": {"args": ...}): changing
+# them rebuilds every experiment notebook, and the docs hook refuses to publish one built
+# with other flags than the full run's. A notebook also rebuilds when its source or any
+# jaxconv module (the shared plumbing jaxconv/_experiment.py and tasks jaxconv/_tasks.py
+# included) changes.
 NOTEBOOK_ARGS ?=
 NOTEBOOKS := $(patsubst experiments/%.py,docs/notebooks/%.ipynb,$(wildcard experiments/*.py)) \
 	docs/notebooks/planner.ipynb
 LIBRARY := $(wildcard jaxconv/*.py jaxconv/*/*.py)
+NOTEBOOK_ARGS_STAMP := docs/notebooks/.args
 
-docs/notebooks/%.ipynb: experiments/%.py $(LIBRARY) | $(KERNEL)
+# rewritten only when the flags differ from the last build's, so make's timestamps see it
+$(NOTEBOOK_ARGS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(NOTEBOOK_ARGS)' | cmp -s - $@ || printf '%s\n' '$(NOTEBOOK_ARGS)' > $@
+
+docs/notebooks/%.ipynb: experiments/%.py $(LIBRARY) $(NOTEBOOK_ARGS_STAMP) | $(KERNEL)
 	@mkdir -p docs/notebooks
 	JAXCONV_EXPERIMENT_ARGS="$(NOTEBOOK_ARGS)" $(BIN)/jupytext --to ipynb --set-kernel jaxconv \
+		--update-metadata '{"jaxconv": {"args": "$(NOTEBOOK_ARGS)"}}' \
 		--execute --run-path . --output $@ $<
 
 docs/notebooks/planner.ipynb: docs/planner.py $(LIBRARY) | $(KERNEL)
@@ -75,8 +87,10 @@ docs/notebooks/planner.ipynb: docs/planner.py $(LIBRARY) | $(KERNEL)
 
 notebooks: $(NOTEBOOKS)
 
-# strict: any warning (a broken link, a docstring griffe cannot parse) fails the build
-docs: notebooks | $(DOCS_STAMP)
+# strict: any warning (a broken link, a docstring griffe cannot parse) fails the build; the
+# site is always built from the full runs (NOTEBOOK_ARGS is not passed on)
+docs: | $(DOCS_STAMP)
+	$(MAKE) notebooks NOTEBOOK_ARGS=
 	$(BIN)/mkdocs build --strict
 
 clean:

@@ -3,6 +3,7 @@ nbclient runs it in a kernel of this Python) in its ``--quick`` form, and shows 
 inline next to the cells that make them."""
 
 import base64
+import json
 import pathlib
 
 import pytest
@@ -85,3 +86,30 @@ def test_figures_show_inline_next_to_their_cells(executed, name):
     printing = [c for c in code if _outputs(c, {"stream"})]
     assert len(printing) >= 3, f"{name}: output appears in {len(printing)} cells only"
     assert code[-1] not in with_png or len(with_png) > 1
+
+
+def _hooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_docs_hooks", ROOT / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args", ["--quick", " --steps 3 "])
+def test_the_docs_refuse_a_notebook_built_with_flags(tmp_path, args):
+    pytest.importorskip("mkdocs")
+    from mkdocs.exceptions import PluginError
+
+    hooks = _hooks()
+    (tmp_path / "notebooks").mkdir()
+    nb = {"cells": [], "metadata": {"jaxconv": {"args": ""}}, "nbformat": 4,
+          "nbformat_minor": 5}
+    (tmp_path / "notebooks" / "full.ipynb").write_text(json.dumps(nb))
+    hooks.on_pre_build({"docs_dir": str(tmp_path)})  # the full runs pass
+    nb["metadata"]["jaxconv"]["args"] = args
+    (tmp_path / "notebooks" / "short.ipynb").write_text(json.dumps(nb))
+    assert hooks.short_runs(tmp_path / "notebooks") == [f"short.ipynb ({args.strip()})"]
+    with pytest.raises(PluginError, match=r"ran with flags, not in full: short\.ipynb"):
+        hooks.on_pre_build({"docs_dir": str(tmp_path)})

@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev,viz,checkpoint,experiments,notebooks]"
+	$(BIN)/python -m pip install -q -e ".[dev,viz,checkpoint,experiments,notebooks,interop]"
 	touch $(STAMP)
 
 # the demo needs the library and matplotlib only

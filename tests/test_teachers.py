@@ -109,3 +109,26 @@ def test_score_of_a_teacher_from_the_benchmark_names_a_negated_filter(bench, key
     x, _ = teachers.make_data(t, key, 4)
     s = recovery.score_stack(p, t.params, teacher_model=t.model, x=x)
     assert not s.recovered and s.failure == "negated"
+
+
+@pytest.mark.slow
+def test_recover_finds_the_line_crossing_teacher_from_data_alone(key):
+    """The pipeline reads the architecture, x and y only; the score compares with the
+    teacher's weights on held-out images."""
+    t = teachers.line_crossing()
+    x, y = teachers.make_data(t, jax.random.key(1), 16)
+    x_test, _ = teachers.make_data(t, jax.random.key(2), 64)
+    r = teachers.recover(t.model, x, y, [2], key=key, restarts=4, steps=600,
+                         refit_restarts=2, refit_steps=300, polish_steps=200, cosine=0.99)
+    assert r.restarts == 4 + 2 and r.restart_steps == 4 * 600 + 2 * 300 + 2 * 200
+    assert r.support[0][:2] == [4, 4]  # both detectors found in every expanded restart
+    s = recovery.score_stack(r.params, t.params, teacher_model=t.model, x=x_test)
+    assert s.min_cosine >= 0.999 and s.function_error <= 1e-4, s
+    assert r.identifiable and r.expected_rank == 37 - 2
+
+
+def test_recover_rejects_a_wrong_number_of_widths(key):
+    t = teachers.line_crossing()
+    x, y = teachers.make_data(t, key, 4)
+    with pytest.raises(ValueError, match="one width per hidden conv layer"):
+        teachers.recover(t.model, x, y, [2, 2], key=key)

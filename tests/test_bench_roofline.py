@@ -70,7 +70,7 @@ def test_figure_draws_every_timed_row(tmp_path):
     pytest.importorskip("matplotlib")
     row = lambda name, t, best: {  # noqa: E731
         "workload": name, "pass": "fwd", "best_peer": "lax", "best_peer_us": best,
-        "auto_algorithm": "im2col",
+        "auto_algorithm": "im2col", "ratio": t / best,
         "results": {"jaxconv": {"median_us": t, "fma_fraction": 0.2},
                     "lax": {"median_us": best, "fma_fraction": 0.4}},
     }
@@ -78,10 +78,15 @@ def test_figure_draws_every_timed_row(tmp_path):
         "workloads": [row("A", 1.0, 2.0), row("C", 3.0, 1.5)],
         "machine": {"cpu": "cpu", "isa": "AVX2", "usable_cores": 2, "date": "2026-12-03",
                     "versions": {"jax": "0.10.2"}},
-        "ceilings": {"fma_peak_gflops": 100.0, "memory_gbps": 10.0},
+        "ceilings": {"fma_peak_gflops": 100.0, "memory_gbps": 10.0,
+                     "fma_candidates_gflops": {"xla_matmul": 100.0},
+                     "memory_candidates_gbps": {"numpy_copy": 10.0}},
         "load_before": {"loadavg": (0.0, 0.0, 0.0)},
     }
     path = tmp_path / "f.png"
     assert bench.figure(report, str(path))
     assert path.stat().st_size > 0
-    assert "jaxconv % FMA peak" in bench.markdown(report).splitlines()[0]
+    table = bench.markdown(report)
+    assert "jaxconv % FMA peak" in table.splitlines()[0]
+    assert "| A | fwd | **0.50** | lax | 20% |" in table  # the ratio first, then the roof
+    assert "FMA peak 100 GFLOP/s" in table

@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
 # each notebook's figures, shown inline in the cells that make them (the fewest expected)
 INLINE = {"recover_cross": 3, "filters_on_photo": 3, "recover_stack": 2, "learn_features": 2,
-          "recover_stack_map": 1}
+          "recover_stack_map": 1, "convolution_tutorial": 3}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,6 +59,18 @@ def test_notebook_executes_without_errors_or_warnings(executed, name):
             if o["name"] == "stderr":
                 assert "Warning" not in o["text"], f"{name}: {o['text'][:500]}"
     assert (out / "metrics.json").is_file(), f"{name} wrote no metrics.json to --out"
+
+
+def test_the_tutorial_animations_are_embedded_and_step(executed):
+    """The two animations play on a static page: matplotlib's to_jshtml output (frames as
+    inline PNGs, the player's step buttons) in the notebook, more than one frame each."""
+    nb, _ = executed("convolution_tutorial")
+    html = [o["data"]["text/html"] for c in nb.cells if c.cell_type == "code"
+            for o in _outputs(c, {"display_data"}) if "text/html" in o.get("data", {})]
+    players = [h for h in html if "animation" in h.lower() and "frames[" in h]
+    assert len(players) == 2
+    for h in players:
+        assert h.count("data:image/png;base64") > 1 and "next_frame" in h.lower()
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

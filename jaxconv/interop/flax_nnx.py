@@ -64,8 +64,8 @@ class Conv(nnx.Conv):
       out_features]``, as ``flax.nnx.Conv``).
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from flax import nnx
-from jax import lax
       >>> from jaxconv.interop import flax_nnx
       >>> layer = flax_nnx.Conv(3, 8, (3, 3), padding="SAME", pad_mode="reflect",
       ...                       rngs=nnx.Rngs(0))

@@ -9,6 +9,7 @@ The library (this namespace, one name per concept):
   ``jaxconv.lowering``);
 - ``filters``: the classical hand-designed filter bank;
 - ``nn``: immutable layers and ``Stack`` over plain pytrees of arrays;
+- ``interop``: torch weights in and out, a drop-in ``flax.nnx.Conv``;
 - training: ``fit`` (``FitResult``, ``NonFiniteError``, ``DivergenceError``),
   ``compiler_options``, and ``checkpoint`` (orbax, integrity-checked).
 
@@ -19,7 +20,7 @@ references) and ``viz`` (matplotlib figures; import it as ``jaxconv.viz``, extra
 The implementation lives in private modules (``jaxconv._conv``, ``jaxconv._fitting``, ...).
 """
 
-from jaxconv import checkpoint, data, filters, nn, recovery
+from jaxconv import checkpoint, data, filters, interop, nn, recovery
 from jaxconv._activations import (
     activation,
     elu,
@@ -64,6 +65,7 @@ __all__ = [
     "tanh",
     # filters and layers
     "filters",
+    "interop",
     "nn",
     # training
     "checkpoint",

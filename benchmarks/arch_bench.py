@@ -34,8 +34,10 @@ fit and the loop compute the same params).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import inspect
+import io
 import json
 import math
 import os
@@ -908,16 +910,25 @@ def main(argv=None) -> int:
             print(f"    error in {name}: {err[:300]}")
         if not e.get("loss_ok", True):
             print(f"    MISMATCH of first losses: {e['loss_rel_diff']}")
+        if args.out:  # after every draw: a run stopped early keeps what it measured
+            with contextlib.redirect_stdout(io.StringIO()):
+                _write(_finish(report, t_start), args.out)
+    _finish(report, t_start)
+    print("\n" + report["markdown"] + f"\n\n{report['elapsed_s']:.0f} s in all")
+    if args.out:
+        _write(report, args.out)
+    return 0
+
+
+def _finish(report: dict, t_start: float) -> dict:
+    """The report's summary, markdown and closing figures for the draws done so far."""
     others = [e["others_cpu"] for e in report["architectures"] if e.get("others_cpu") is not None]
     report["others_cpu_median"] = statistics.median(others) if others else None
     report["load_after"] = {"loadavg": os.getloadavg(), "uptime": bench._uptime()}
     report["elapsed_s"] = time.perf_counter() - t_start
     report["summary"] = summarize(report["architectures"])
-    report["markdown"] = text = markdown(report)
-    print("\n" + text + f"\n\n{report['elapsed_s']:.0f} s in all")
-    if args.out:
-        _write(report, args.out)
-    return 0
+    report["markdown"] = markdown(report)
+    return report
 
 
 if __name__ == "__main__":

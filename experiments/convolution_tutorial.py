@@ -14,7 +14,7 @@
 # checked against numpy: convolution of two sequences (flip, shift, multiply, add), the same
 # without the flip as image processing uses it, a 3x3 kernel sliding over a 4x4 matrix, the
 # 5x5 cross image and its line features, the line and cross detectors, activation functions,
-# and finally learning a detector's weights by gradient descent.
+# stacking two layers, and finally learning the weights by gradient descent.
 #
 # ## 1. Convolution of two sequences
 #
@@ -33,7 +33,7 @@ from matplotlib.animation import FuncAnimation
 from matplotlib.patches import Rectangle
 
 import jaxconv
-from jaxconv import data, filters, viz
+from jaxconv import _tasks, data, filters, viz
 from jaxconv._experiment import in_notebook, start
 
 EXP = start("convolution_tutorial", "The convolution tutorial, step by step.",
@@ -180,7 +180,30 @@ EXP.show(viz.image_grid(
     annotate=True, col_titles=list(OUTPUTS), scale="row"), "activated.png")
 
 # %% [markdown]
-# ## 6. Learning the cross detector
+# ## 6. Stacking two layers
+#
+# The line detectors (+ ReLU) feed a second 3x3 layer that adds the vertical channel's centre
+# column and the horizontal channel's centre row, minus a threshold (+ ReLU): on this image
+# it responds more strongly where a vertical and a horizontal line cross than on a line
+# alone (the printed maxima). This is the teacher of `recover_stack`, whose threshold is set
+# for noise images, not for these clean 0/1 pictures.
+
+# %%
+TEACHER_P = _tasks.teacher_params()
+STACK_IN = {"cross": CROSS, "vertical only": VERTICAL, "horizontal only": HORIZONTAL}
+rows = {}
+for label, img in STACK_IN.items():
+    out, feats = _tasks.TEACHER.apply(TEACHER_P, jnp.asarray(img)[None, :, :, None],
+                                      return_features=True)
+    rows[label] = [img, *np.moveaxis(np.asarray(feats["lines_relu"])[0], -1, 0),
+                   np.asarray(out)[0, :, :, 0]]
+    print(f"{label:>16}: stacked output max {float(np.max(out)):g}")
+EXP.show(viz.image_grid(rows, annotate=True, scale="panel",
+                        col_titles=["input", "layer 1: vertical", "layer 1: horizontal",
+                                    "layer 2: crossing"]), "stacking.png")
+
+# %% [markdown]
+# ## 7. Learning the cross detector
 #
 # A random 3x3 kernel, trained by gradient descent (Adam) so that its outputs on noisy line
 # images match the cross detector's. The animation shows the kernel at every recorded step
@@ -237,6 +260,33 @@ def draw_learning(n):
 LEARNING_HTML = animate(fig, draw_learning, len(frames))
 
 # %% [markdown]
+# ## 8. Learning the 2-layer stack: 64 random starts
+#
+# Two layers are harder: the same-architecture student (2 layer-1 channels) from 64 random
+# starts, trained at once (`jaxconv.fit(..., restarts=64)`), each restart scored as
+# `recover_stack` scores it. Each square is one start: recovered, converging (both filters
+# found, error still falling), negated, shifted or other.
+
+# %%
+STACK_STEPS = 60 if QUICK else 2000
+XS, YS, XS_TEST, YS_TEST, _ = _tasks.make_problem(K_DATA, n_images=16, size=12)
+SAME = _tasks.student(2)
+FIT = _tasks.train(SAME, XS, YS, key=K_INIT, restarts=64, steps=STACK_STEPS)
+SCORE = _tasks.score(SAME, FIT, XS_TEST, YS_TEST, layer2=False)
+KINDS = np.array([_tasks.OUTCOMES.index(r["outcome"]) for r in SCORE["restarts"]])
+print(f"{STACK_STEPS} steps: outcomes {SCORE['outcomes']}")
+fig = viz._figure((4.5, 4))
+ax = fig.subplots()
+ax.imshow(KINDS.reshape(8, 8), cmap="tab10", vmin=0, vmax=9)
+for (r, c), k in np.ndenumerate(KINDS.reshape(8, 8)):
+    ax.text(c, r, _tasks.OUTCOMES[k][0], ha="center", va="center", color="white")
+ax.set_xticks([])
+ax.set_yticks([])
+ax.set_title("64 starts: " + ", ".join(f"{k[0]} {k} {n}" for k, n in SCORE["outcomes"].items()
+                                         if n), fontsize=7)
+EXP.show(fig, "restarts.png")
+
+# %% [markdown]
 # ## Metrics
 
 # %%
@@ -246,5 +296,7 @@ metrics = EXP.finish({
     "final_loss": float(LOSSES[-1]),
     "max_abs_kernel_error": float(np.max(np.abs(KERNELS[-1] - W3))),
     "steps": STEPS,
+    "stack_outcomes": SCORE["outcomes"],
+    "stack_steps": STACK_STEPS,
     "animation_frames": [SLIDING_HTML.count("frames["), LEARNING_HTML.count("frames[")],
 })

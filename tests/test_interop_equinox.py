@@ -1,0 +1,58 @@
+"""jaxconv.interop.equinox.Conv against equinox.nn.Conv: same params, same outputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+eqx = pytest.importorskip("equinox")
+jeqx = pytest.importorskip("jaxconv.interop.equinox")
+
+CASES = {
+    "1d_stride_dil_groups": ((1, 4, 6, 3), dict(stride=2, padding=1, dilation=2, groups=2),
+                             (4, 13)),
+    "2d_same_reflect": ((2, 3, 5, (3, 2)), dict(padding="SAME", padding_mode="REFLECT"),
+                        (3, 9, 8)),
+    "2d_same_lower_circular": ((2, 2, 3, 4), dict(padding="SAME_LOWER",
+                                                  padding_mode="CIRCULAR"), (2, 7, 7)),
+    "2d_pairs_replicate_nobias": ((2, 2, 3, 3), dict(padding=((2, 0), (1, 1)),
+                                                     padding_mode="REPLICATE", use_bias=False),
+                                  (2, 6, 5)),
+    "3d_valid": ((3, 1, 2, 2), dict(), (1, 4, 5, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_equals_equinox_conv_given_the_same_params(name):
+    args, kwargs, x_shape = CASES[name]
+    theirs = eqx.nn.Conv(*args, **kwargs, key=jax.random.key(0))
+    ours = jeqx.Conv(*args, **kwargs, key=jax.random.key(0))
+    assert isinstance(ours, eqx.nn.Conv)
+    np.testing.assert_array_equal(ours.weight, theirs.weight)
+    assert (ours.bias is None) == (theirs.bias is None)
+    x = jax.random.normal(jax.random.key(1), x_shape)
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    batch = jax.random.normal(jax.random.key(2), (3, *x_shape))
+    np.testing.assert_allclose(jax.vmap(ours)(batch), jax.vmap(theirs)(batch), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_grads_equal_equinox_and_flip_is_the_true_convolution():
+    theirs = eqx.nn.Conv(2, 2, 3, 3, padding="SAME", key=jax.random.key(0))
+    ours = jeqx.Conv(2, 2, 3, 3, padding="SAME", key=jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6))
+    loss = lambda m: jnp.sum(jnp.sin(m(x)))  # noqa: E731
+    got, want = eqx.filter_grad(loss)(ours), eqx.filter_grad(loss)(theirs)
+    np.testing.assert_allclose(got.weight, want.weight, rtol=1e-5, atol=1e-5)
+    flipped = jeqx.Conv(2, 2, 3, 3, padding="SAME", flip=True, key=jax.random.key(0))
+    mirrored = eqx.tree_at(lambda m: m.weight, theirs, theirs.weight[..., ::-1, ::-1])
+    np.testing.assert_allclose(flipped(x), mirrored(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_batched_input_is_refused_naming_vmap():
+    layer = jeqx.Conv(2, 2, 3, 3, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"^jaxconv\.interop\.equinox\.Conv: x must have rank 3 "
+                                         r"\(in_channels, 2 spatial dims; unbatched, as "
+                                         r"equinox\.nn\.Conv\), got shape \(4, 2, 6, 6\); use "
+                                         r"jax\.vmap"):
+        layer(jnp.ones((4, 2, 6, 6)))

@@ -154,8 +154,8 @@ def make_mesh(devices):
 EXP = start("recover_stack", "Recover a 2-layer conv stack from data.",
             quick="fewer restarts and steps, for tests", options=("steps", "restarts"),
             add_flags=flags)
-RESTARTS = EXP.args.restarts or (16 if EXP.args.quick else 64)
-STEPS = EXP.args.steps or (300 if EXP.args.quick else 3000)
+RESTARTS = EXP.args.restarts or (8 if EXP.args.quick else 64)
+STEPS = EXP.args.steps or (200 if EXP.args.quick else 3000)
 MESH = make_mesh(EXP.args.devices)
 print(f"{RESTARTS} restarts x {STEPS} steps, seed {EXP.args.seed}, writing to "
       f"{shown(EXP.out)}")

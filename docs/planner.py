@@ -12,8 +12,12 @@
 #
 # `jaxconv.conv(x, w, algorithm="auto")` (the default) computes the same function whichever
 # way it runs, but it can run it several ways ("lowerings"): the raw
-# `lax.conv_general_dilated` call (`"xla"`), and on CPU a few exact alternatives that are
-# faster for some shapes. `jaxconv.plan(x_shape, w_shape, ...)` takes the same arguments as
+# `lax.conv_general_dilated` call (`"xla"`), and on CPU a few alternatives that are faster
+# for some shapes and, like it, sum each output's products directly, so every output value
+# keeps direct summation's error bound (exact zeros stay zero, a NaN reaches only the outputs
+# whose window reads it). `"fft"` is not exact elementwise: `auto` never runs it, and the
+# plan's reason says when asking for it by name would be faster, by how much, and its error
+# model. `jaxconv.plan(x_shape, w_shape, ...)` takes the same arguments as
 # `conv` (shapes instead of arrays), validates them the same way, and tells you which
 # lowering `auto` runs and why. It looks at shapes, dtype and backend only, so it runs no
 # convolution and costs nothing under `jit`.
@@ -30,6 +34,7 @@ import jaxconv
 from jaxconv import lowering
 
 print("lowerings auto asks on CPU, in order:", [low.name for low in lowering.AUTO_ORDER])
+print("run only when asked by name:", [low.name for low in lowering.BY_NAME_ONLY])
 print("names conv(..., algorithm=...) takes:", jaxconv.lowering.algorithms())
 
 # %% [markdown]

@@ -1,16 +1,19 @@
 """Alternative lowerings of ``conv`` and the planner that picks one per call.
 
-Every lowering computes the same function as ``lax.conv_general_dilated``: ``shift_add``,
-``depthwise`` and ``im2col`` up to float rounding of each output, ``fft`` with an error small
-against the output's largest magnitude but not elementwise (no exact zeros), so ``auto`` picks
-it only for kernels of 11x11 taps and more. Each lowering declares itself in one ``Lowering``
-record (its module's ``LOWERING``): what it declines, and when ``auto`` prefers it, with the
-threshold and its measurement beside it in that module. The planner asks them in ``AUTO_ORDER``
-and takes the first that prefers the call; ``xla`` prefers everything, so it is the fallback.
-The choice is static (shapes, dtype, backend, and whether the executable being traced runs
-XLA's convolutions on Eigen: ``fit`` says so for its compiler options, see ``compiling_with``),
-so it costs nothing under jit; this module runs no convolution itself. The thresholds come from
-timings on a 2-core x86-64 CPU, recorded in ``benchmarks/NOTES.md``.
+Every lowering computes the same function as ``lax.conv_general_dilated``. ``shift_add``,
+``depthwise``, ``im2col`` and ``xla`` sum each output's products directly, so each output value
+keeps direct summation's error bound (exact zeros stay zero, a NaN or inf reaches only the
+outputs whose window reads it, small-integer sums are exact): ``auto`` picks only among them.
+``fft``'s error is small against the output's largest magnitude but not elementwise, so it runs
+only when asked for by name (``algorithm="fft"``); ``plan`` says when it would be faster, by how
+much, and its error model. Each lowering declares itself in one ``Lowering`` record (its
+module's ``LOWERING``): what it declines, and when ``auto`` prefers it, with the threshold and
+its measurement beside it in that module. The planner asks them in ``AUTO_ORDER`` and takes the
+first that prefers the call; ``xla`` prefers everything, so it is the fallback. The choice is
+static (shapes, dtype, and whether the executable being traced runs XLA's convolutions on
+Eigen: ``fit`` says so for its compiler options, see ``compiling_with``), so it costs nothing
+under jit; this module runs no convolution itself. The thresholds come from timings on a
+2-core x86-64 CPU, recorded in ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -28,17 +31,20 @@ from jaxconv import _shapes as shapes
 from jaxconv.lowering import depthwise, fft, im2col, shift_add, xla
 from jaxconv.lowering._base import ConvArgs, Lowering, Plan, compiling_with
 
-__all__ = ["AUTO_ORDER", "ConvArgs", "Lowering", "Plan", "algorithms", "plan"]
+__all__ = ["AUTO_ORDER", "BY_NAME_ONLY", "ConvArgs", "Lowering", "Plan", "algorithms", "plan"]
 
 # The order ``auto`` asks the lowerings in on CPU; the first that prefers a call runs it.
+# Only lowerings that keep direct summation's error bound on every output value belong here.
 AUTO_ORDER: tuple[Lowering, ...] = (
-    fft.LOWERING,  # first: from 11x11 taps it beats every direct method 5-10x with gradients
     depthwise.LOWERING,
     shift_add.LOWERING,
     im2col.LOWERING,
     xla.LOWERING,  # prefers every call: the fallback
 )
-_BY_NAME = {low.name: low for low in (xla.LOWERING, *AUTO_ORDER)}
+# Lowerings that run only when asked for by name (not exact elementwise); ``plan`` says when
+# one would be faster.
+BY_NAME_ONLY: tuple[Lowering, ...] = (fft.LOWERING,)
+_BY_NAME = {low.name: low for low in (xla.LOWERING, *AUTO_ORDER, *BY_NAME_ONLY)}
 
 
 def algorithms() -> tuple[str, ...]:
@@ -58,7 +64,8 @@ def _choose(args: ConvArgs, backend: str | None = None) -> Plan:
     for low in AUTO_ORDER:
         reason = low.prefers(args)
         if reason is not None and low.declines(args) is None:
-            return Plan(low.name, reason)
+            notes = [n for other in BY_NAME_ONLY if (n := other.faster_by_name(args))]
+            return Plan(low.name, "; ".join([reason, *notes]))
     raise AssertionError("unreachable: the xla lowering prefers every call")
 
 
@@ -88,9 +95,21 @@ def _conv_args(
 
 
 def _dispatch(algorithm: str, x, w, args: ConvArgs):
-    """Runs ``conv`` through the named lowering (``"auto"``: the planner's choice)."""
+    """Runs ``conv`` through the named lowering (``"auto"``: the planner's choice).
+
+    ``"auto"`` decides CPU vs accelerator when the computation is lowered for its platform
+    (``lax.platform_dependent``), not from ``jax.default_backend()`` at trace time: a CPU
+    computation on a GPU host, or one lowered ahead of time for another platform, runs the
+    plan of the platform it is compiled for.
+    """
     if algorithm == "auto":
-        algorithm = _choose(args).algorithm
+        cpu = _choose(args, "cpu").algorithm
+        if cpu == "xla":
+            return xla.conv(x, w, args)
+        return lax.platform_dependent(
+            x, w, cpu=lambda x, w: _compiled(cpu)(x, w, args),
+            default=lambda x, w: xla.conv(x, w, args),
+        )
     elif algorithm not in _BY_NAME:
         names = ", ".join(repr(a) for a in algorithms())
         raise ValueError(f"conv: unknown algorithm {algorithm!r}; expected one of {names}."

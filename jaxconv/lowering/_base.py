@@ -104,13 +104,19 @@ class Lowering(NamedTuple):
       declines: ``declines(args)``: None if it can run the call, else why not.
       prefers: ``prefers(args)``: on CPU, the reason ``"auto"`` should pick it for this call,
         or None; the planner asks the lowerings in order and takes the first that prefers
-        the call and does not decline it.
+        the call and does not decline it. Only lowerings that keep direct summation's error
+        bound on every output value are in ``AUTO_ORDER``.
+      faster_by_name: ``faster_by_name(args)``, for a lowering ``auto`` never runs (it is not
+        exact elementwise, e.g. ``fft``): a sentence saying how much faster it would run this
+        call when asked by name, and its error model; None where it would not be faster.
+        ``plan`` appends it to its reason.
     """
 
     name: str
     conv: Callable[[Any, Any, ConvArgs], Any]
     declines: Callable[[ConvArgs], str | None]
     prefers: Callable[[ConvArgs], str | None]
+    faster_by_name: Callable[[ConvArgs], str | None] = lambda args: None
 
 
 def out_size(size: int, k: int, stride: int, dilation: int) -> int:
@@ -158,6 +164,25 @@ def pad_spatial(x, pads, first: int = 1):
     return lax.pad(x, jnp.zeros((), x.dtype), cfg)
 
 
+def _eigen_convs_state():
+    """The planner's "XLA's convolutions run on Eigen" intent, as a jax config state in jax's
+    trace context: ``jax.jit`` keys its trace cache on it, so a function traced once outside
+    ``compiling_with`` is traced again inside it (the plan follows the executable being built).
+    jax offers no public way to add such a state; this uses ``jax._src.config.bool_state``
+    (jax 0.10.2). A jax without it gets a context variable, which jax's caches do not see."""
+    try:
+        from jax._src import config as jax_config
+
+        return jax_config.bool_state(
+            "jaxconv_convs_on_eigen", False,
+            "jaxconv: the executable being traced runs XLA:CPU's convolutions on Eigen",
+            include_in_jit_key=True, include_in_trace_context=True,
+        )
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - another jax
+        return None
+
+
+_EIGEN_STATE = _eigen_convs_state()
 _EIGEN_CONVS = contextvars.ContextVar("jaxconv_eigen_convs", default=False)
 
 
@@ -165,8 +190,17 @@ _EIGEN_CONVS = contextvars.ContextVar("jaxconv_eigen_convs", default=False)
 def compiling_with(compiler_options):
     """Tells the planner, while tracing code for an executable compiled with
     ``compiler_options``, whether XLA's convolutions will run on its Eigen kernels (``fit``
-    traces its steps inside this; ``plan(..., compiler_options=...)`` asks under it)."""
-    token = _EIGEN_CONVS.set(_compile.convs_on_eigen(compiler_options))
+    traces its steps inside this; ``plan(..., compiler_options=...)`` asks under it).
+
+    The intent is part of jax's trace context (see ``_eigen_convs_state``): a user's
+    ``jax.jit(apply)`` traced once outside is traced afresh inside, not reused with the
+    default plan."""
+    on_eigen = _compile.convs_on_eigen(compiler_options)
+    if _EIGEN_STATE is not None:
+        with _EIGEN_STATE(on_eigen):
+            yield
+        return
+    token = _EIGEN_CONVS.set(on_eigen)
     try:
         yield
     finally:
@@ -175,4 +209,6 @@ def compiling_with(compiler_options):
 
 def convs_on_eigen() -> bool:
     """Whether the code being traced will run XLA's convolutions on Eigen (see above)."""
+    if _EIGEN_STATE is not None:
+        return bool(_EIGEN_STATE.value)
     return _EIGEN_CONVS.get()

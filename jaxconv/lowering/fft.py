@@ -1,17 +1,23 @@
-"""FFT lowering: the conv as a pointwise product of real FFTs over the spatial dims.
+"""FFT lowering (opt-in only): the conv as a pointwise product of real FFTs over the spatial dims.
 
-Exact up to float rounding for every option of ``conv``: dilation dilates the kernel with
-zeros, stride keeps every ``stride``-th output of the stride-1 result, groups contract channels
-within each group. Its cost barely depends on the kernel size, so it wins for large kernels with
+Computes the function of ``conv`` for every option: dilation dilates the kernel with zeros,
+stride keeps every ``stride``-th output of the stride-1 result, groups contract channels within
+each group. Its cost barely depends on the kernel size, so it is fast for large kernels with
 few channels, where a direct conv does ``taps`` multiply-adds per output. The circular transform
 needs no extra padding: the transform length is at least the (padded) input size, so the valid
 outputs never wrap around. Gradients are plain autodiff (the adjoint of an FFT is an FFT).
 
-Its rounding error is global, not per element: about ``eps * log(size)`` times the output's
-largest magnitude, spread over every output. An output that is exactly 0 (a blank background)
-comes back as noise of either sign (up to +-4.8e-7 on LeNet's first 5x5 layer over digits), so a
-ReLU after it passes gradient it should block. No ``precision`` is honoured, so a call with one
-is declined. Dtypes narrower than float32 are padded and transformed in float32, rounded once.
+It is NOT exact elementwise, so ``algorithm="auto"`` never runs it (as
+``jax.scipy.signal.convolve(method="auto")`` always sums directly); it runs only when asked for
+by name, and ``plan`` says when it would be faster. Its rounding error is global: about
+``eps * log2(size)`` times the output's largest magnitude, spread over every output. An output
+that is exactly 0 (a blank background) comes back as noise of either sign (a ReLU after it
+passes gradient it should block: issue 18 measured a bias gradient of 0.54 against the exact
+0.33 for an 11x11 kernel on sparse images); one NaN or inf pixel makes every output of its
+image non-finite, a single 1e37 pixel overflows every output, and small-integer inputs that
+direct summation computes exactly come back rounded. No ``precision`` is honoured, so a call
+with one is declined. Dtypes narrower than float32 are padded and transformed in float32,
+rounded once.
 """
 
 from __future__ import annotations
@@ -19,20 +25,29 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering._base import ConvArgs, Lowering, in_float32, pad_spatial
+from jaxconv.lowering._base import ConvArgs, Lowering, in_float32, never, pad_spatial
 
-# auto prefers FFT from this many kernel taps (stride 1, few channels) and only there: its
-# rounding error is global (about eps * log(size) of the output's largest magnitude, on every
-# element), so exact zeros come back as noise of either sign, and a ReLU after it passes gradient
-# it should block (LeNet-5 over digits, 5x5 1 -> 6: the first layer's bias gradient ~100%
-# wrong). Single-channel kernels on 64x32x32x1 and 1x512x512x1 (issue 14, medians): forward +
-# grad FFT was 1.2-6x faster than the best exact lowering from 5x5 on, but forward alone
-# 0.15-0.65x of shift_add's speed up to 9x9; at 11x11 forward 0.6-1.7x and forward + grad
-# 4.6-11x; at 15x15 forward 1.4-3.4x and forward + grad 5.5-23x; G (1024^2, 31x31) 16x forward.
-AUTO_MIN_TAPS = 121
+# ``plan`` mentions FFT from this many kernel taps (stride 1, few channels): below it a direct
+# lowering was as fast or faster with gradients (issue 14, single-channel kernels on 64x32x32x1
+# and 1x512x512x1: forward alone 0.15-0.65x of shift_add's speed up to 9x9).
+NOTE_MIN_TAPS = 121
 # ... while (in/groups) * (out/groups) stays this small: the per-frequency channel
 # contraction grows with it (5x5, 3 -> 16, 48 pairs: FFT 3x slower than im2col).
-AUTO_MAX_CHANNEL_PAIRS = 16
+NOTE_MAX_CHANNEL_PAIRS = 16
+# How much faster FFT ran than auto's exact choice (default XLA flags), measured with
+# benchmarks/plan_bench.py on a 2-core x86-64 CPU, loaded (benchmarks/NOTES.md, issue 18):
+# taps -> (where, forward x, forward + gradients x).
+MEASURED_SPEEDUPS = {
+    121: ("8x32x32x1, 11x11 1->1 (auto: shift_add)", 1.2, 1.4),
+    225: ("64x32x32x1, 15x15 1->6 (auto: xla)", 2.7, 69.0),
+    961: ("workload G, 1x1024x1024x1, 31x31 1->1 (auto: xla)", 30.0, 56.0),
+}
+
+ERROR_MODEL = (
+    "not exact elementwise: its rounding error is about eps * log2(size) of the output's "
+    "largest magnitude on every output, so exact zeros come back as noise of either sign, and "
+    "one NaN/inf pixel makes every output of its image non-finite"
+)
 
 
 def declines(args: ConvArgs) -> str | None:
@@ -46,19 +61,23 @@ def declines(args: ConvArgs) -> str | None:
     return None
 
 
-def prefers(args: ConvArgs) -> str | None:
+def faster_by_name(args: ConvArgs) -> str | None:
+    """When ``algorithm="fft"`` would beat the exact lowerings on this call, by how much
+    (the nearest measured kernel size), and its error model; None where it would not."""
     if (
         any(s != 1 for s in args.stride)
-        or args.taps < AUTO_MIN_TAPS
-        or args.c_group * args.o_group > AUTO_MAX_CHANNEL_PAIRS
+        or args.taps < NOTE_MIN_TAPS
+        or args.c_group * args.o_group > NOTE_MAX_CHANNEL_PAIRS
+        or declines(args) is not None
     ):
         return None
+    taps = min(MEASURED_SPEEDUPS, key=lambda t: abs(t - args.taps))
+    where, fwd, grad = MEASURED_SPEEDUPS[taps]
+    measured = (f"measured {fwd:.1f}x faster forward and {grad:.1f}x with gradients than auto "
+                f"on {where}")
     return (
-        f"a large kernel ({args.taps} taps) with few channels: real FFTs over the spatial dims "
-        "cost O(log size) per pixel instead of one multiply-add per tap. Error model: rounding "
-        "errors of about eps * log(size) relative to the output's largest magnitude, not to "
-        "each element, so exact zeros come back as tiny noise of either sign; pass "
-        "algorithm='xla' where that matters (e.g. sparse images before a ReLU)"
+        f"algorithm='fft' (asked by name only) would cost O(log size) per pixel instead of "
+        f"{args.macs_per_value} multiply-adds per output value: {measured}; {ERROR_MODEL}"
     )
 
 
@@ -130,4 +149,5 @@ def conv(x, w, args):
     return y
 
 
-LOWERING = Lowering("fft", conv, declines=declines, prefers=prefers)
+LOWERING = Lowering("fft", conv, declines=declines, prefers=never,
+                    faster_by_name=faster_by_name)

@@ -1,7 +1,10 @@
 """im2col lowering: the conv as GEMMs of stacked input patches with the reshaped kernel.
 
-Exact for every option of ``conv`` (N-D, stride, dilation, groups, both layouts); ``precision``
-goes to its dots. The patch matrix ``[pixels, taps * Cg]`` times the kernel ``[taps * Cg, Og]``
+Exact for every option of ``conv`` (N-D, stride, dilation, groups, both layouts) in the sense
+``auto`` requires: each output value is a dot of its own patch row with the kernel, a direct sum
+of its products; ``precision`` goes to its dots. float16/bfloat16 are gathered and multiplied in
+float32 and rounded once, so the input gradient (the transpose of the patch gathering) also
+sums in float32. The patch matrix ``[pixels, taps * Cg]`` times the kernel ``[taps * Cg, Og]``
 runs on XLA's CPU dot, which is several times faster than XLA's CPU convolution once there
 are a few channels. Plain autodiff differentiates it: the kernel gradient is the GEMM
 ``patches^T @ g`` and the input gradient the transpose of the patch gathering (slices and a
@@ -14,7 +17,6 @@ of patches.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
@@ -53,7 +55,8 @@ def item_patch_bytes(args: ConvArgs) -> int:
         axes = args.layout.spatial_axes
         out = tuple(args.x_shape[a] + lo + hi for a, (lo, hi) in zip(axes, args.pads,
                                                                      strict=True))
-    return math.prod(out) * args.taps * args.in_channels * args.dtype.itemsize
+    # narrow dtypes are gathered in float32 (see ``conv``)
+    return math.prod(out) * args.taps * args.in_channels * max(args.dtype.itemsize, 4)
 
 
 def declines(args: ConvArgs) -> str | None:
@@ -203,7 +206,10 @@ def _conv_cl(x, w, stride, dilation, groups, precision):
                       per_item)
 
 
-@functools.partial(in_float32, below_bits=16)  # float16/bfloat16: XLA's dot accumulates in f32
+# float16/bfloat16 in float32 too: XLA's dot accumulates in float32 anyway, but the transpose
+# of the patch gathering (the input gradient: each input pixel sums the cotangents of every
+# patch that holds it) would add in the narrow dtype (bfloat16 4-10x less accurate than lax).
+@in_float32
 def conv(x, w, args):
     x, w = channels_last(x, w, args.layout)
     y = _conv_cl(pad_spatial(x, args.pads), w, args.stride, args.dilation, args.groups,

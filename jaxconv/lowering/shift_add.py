@@ -1,6 +1,8 @@
 """Shift-and-add lowering: one strided slice per kernel tap, multiplied and summed.
 
-Exact for every option of ``conv``; fast on CPU when ``taps * in_channels/groups * out`` is
+Exact for every option of ``conv`` in the sense ``auto`` requires: each output value is a
+direct sum of its products (exact zeros stay zero, a NaN reaches only the outputs whose window
+reads it); fast on CPU when ``taps * in_channels/groups * out`` is
 small, where XLA's CPU convolution is slow. Works channels-first internally ([C, N, *spatial])
 so size-1 channel axes never sit in the minor dimension, except for a single 1 -> 1 filter,
 whose sums run channels-last (``_fma_single``). Differentiation goes through a custom

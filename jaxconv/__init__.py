@@ -37,6 +37,7 @@ from jaxconv._conv import conv, conv_transpose, convolve2d, correlate2d
 from jaxconv._fitting import DivergenceError, FitResult, NonFiniteError, fit
 from jaxconv._pooling import avg_pool, max_pool
 from jaxconv._shapes import ReceptiveField, output_shape, receptive_field
+from jaxconv._trainer import clear_caches
 from jaxconv.lowering import Plan, plan
 
 __version__ = "0.1.0"  # the one version source (pyproject.toml reads it)
@@ -69,6 +70,7 @@ __all__ = [
     "nn",
     # training
     "checkpoint",
+    "clear_caches",
     "compiler_options",
     "DivergenceError",
     "fit",

@@ -38,12 +38,18 @@ class FitResult(NamedTuple):
       opt_state: final optimizer state (likewise).
       losses: [steps] or [restarts, steps] numpy array, the loss before each step's update.
       steps: number of steps done.
-      nonfinite_steps: steps skipped because their loss or gradients were not finite (an
-        int, or a [restarts] array).
+      nonfinite_steps: steps skipped because their loss, gradients, new params or new
+        optimizer state were not finite (an int, or a [restarts] array).
       wall_s: seconds spent running steps (compile excluded).
-      compile_s: seconds spent compiling the chunk function.
+      compile_s: seconds spent tracing the step and compiling it (a cached executable of the
+        same computation is not compiled again: then only the tracing).
       steps_per_s: ``steps / wall_s`` (restart-steps count once; after a resume, only the
         steps this call ran).
+      stopped: with restarts, a [restarts] array: the step at which each restart was stopped
+        for ``max_nonfinite`` consecutive non-finite steps, or -1 for restarts that ran to
+        the end; None without restarts (such a run raises instead).
+      mode: how the steps ran: ``"scan"`` (many steps per compiled call) or ``"step"`` (one
+        compiled call per step); see ``fit``'s ``mode``.
     """
 
     params: PyTree
@@ -54,6 +60,8 @@ class FitResult(NamedTuple):
     wall_s: float
     compile_s: float
     steps_per_s: float
+    stopped: np.ndarray | None = None
+    mode: str = "scan"
 
 
 def _num_examples(data) -> int | None:
@@ -164,20 +172,6 @@ def _put(x, sharding: NamedSharding, *, replicated: bool):
     )
 
 
-def _check_config(saved: dict, wanted: dict, path) -> None:
-    diffs = [
-        f"{k}: checkpoint has {saved.get(k)!r}, this call has {wanted[k]!r}"
-        for k in wanted
-        if saved.get(k) != wanted[k]
-    ]
-    if diffs:
-        raise ValueError(
-            f"fit: cannot resume from {path}: it was written by a different configuration ("
-            + "; ".join(diffs)
-            + "). Call fit with the same settings, or use a fresh checkpoint_dir."
-        )
-
-
 @dataclasses.dataclass(frozen=True)
 class _Settings:
     """``fit``'s arguments other than arrays, validated and normalised once."""
@@ -196,7 +190,10 @@ class _Settings:
     mesh: Mesh | None
     data_axis: str | None
     local_slices: bool  # several processes, each passing its own slice of the examples
-    compiler_options: tuple
+    compiler_options: dict
+    max_nonfinite: int
+    mode: str  # "auto", "scan" or "step"
+    run_config: dict | None
 
     def boundary(self, t: int) -> int:
         """The first checkpoint boundary (or the end) after step ``t``."""
@@ -206,7 +203,8 @@ class _Settings:
 
 def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_size, progress,
               check_data, mesh, data_axis, checkpoint_dir, checkpoint_every, keep, resume,
-              max_loss, on_chunk, compiler_options) -> _Settings:
+              max_loss, on_chunk, compiler_options, max_nonfinite, mode,
+              run_config) -> _Settings:
     """Every argument check of ``fit``, before any device work."""
     _checks.check_callable("fit", "loss_fn", loss_fn)
     steps = _checks.check_count("fit", "steps", steps)
@@ -216,6 +214,10 @@ def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_si
         "fit", "checkpoint_every", checkpoint_every, allow_none=True
     )
     keep = _checks.check_count("fit", "keep", keep)
+    max_nonfinite = _checks.check_count("fit", "max_nonfinite", max_nonfinite)
+    mode = _checks.check_choice("fit", "mode", mode, _trainer.MODES)
+    if run_config is not None:
+        run_config = _hooks.check_run_config(run_config)
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
         raise TypeError(
             f"fit: optimizer must be an optax.GradientTransformation, got {type(optimizer)}."
@@ -307,8 +309,18 @@ def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_si
         mesh=mesh,
         data_axis=data_axis,
         local_slices=local_slices,
-        compiler_options=_trainer.spec_options(compiler_options),
+        compiler_options=_compile_options(compiler_options),
+        max_nonfinite=int(max_nonfinite),
+        mode=mode,
+        run_config=run_config,
     )
+
+
+def _compile_options(options: dict | None) -> dict:
+    """``fit``'s ``compiler_options``: None means ``jaxconv.compiler_options()``."""
+    from jaxconv._compile import compiler_options
+
+    return compiler_options() if options is None else dict(options)
 
 
 def _check_params(params, restarts):
@@ -352,13 +364,10 @@ def _trace_loss(loss_fn, single, data, cfg: _Settings):
               f"{jax.tree.map(lambda s: s.shape, batch)}")
     try:
         out = jax.eval_shape(loss_fn, single, batch)
-    except (ValueError, TypeError) as e:
+    except Exception as e:  # the user's exception, its type kept: a note says where it arose
         e.add_note(f"fit: raised while tracing loss_fn(params, batch) with {shapes}, before "
                    "compiling.")
         raise
-    except Exception as e:  # turn anything else into an error that names the cause
-        raise ValueError(f"fit: loss_fn(params, batch) failed while being traced with {shapes}: "
-                         f"{type(e).__name__}: {e}") from e
     if not hasattr(out, "shape") or out.shape != ():
         raise ValueError(
             f"fit: loss_fn must return a scalar, got {getattr(out, 'shape', type(out))}; "
@@ -373,7 +382,7 @@ def _place(params, key_data, data, cfg: _Settings):
     """Arrays where the run needs them, the jit shardings, and the batch sharding."""
     data = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), data)
     if cfg.mesh is None:
-        return params, jnp.asarray(key_data), data, {}, None
+        return params, jnp.asarray(key_data), data, None
     mesh = _auto_mesh(cfg.mesh)
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P(cfg.data_axis))
@@ -385,30 +394,76 @@ def _place(params, key_data, data, cfg: _Settings):
         ) from e
     params = jax.tree.map(lambda x: _put(x, replicated, replicated=True), params)
     key_data = _put(key_data, replicated, replicated=True)
-    jit_kwargs = {"in_shardings": (replicated,) * 5 + (data_sharding,),
-                  "out_shardings": replicated}
-    return params, key_data, data, jit_kwargs, data_sharding
+    return params, key_data, data, (replicated, data_sharding)
 
 
-def _run_config(cfg: _Settings, key, batch, data, optimizer) -> dict:
+def _jit_kwargs(shardings, n_args: int) -> dict:
+    """``jax.jit`` shardings for a function whose last of ``n_args`` arguments is the data."""
+    if shardings is None:
+        return {}
+    replicated, data_sharding = shardings
+    return {"in_shardings": (replicated,) * (n_args - 1) + (data_sharding,),
+            "out_shardings": replicated}
+
+
+def _run_config(cfg: _Settings, key, batch, data, params, loss_probe) -> dict:
     """What a checkpoint must have been written with to be resumed: the settings, the key, the
-    data's shapes, a digest of its values and one of the optimizer's hyperparameters."""
+    data (shapes and a digest of the values), the initial params (a digest), what ``loss_fn``
+    computes at them (``_trainer.loss_probe``) and the user's ``run_config``. The optimizer is
+    checked separately, on the restored state (``_check_optimizer``)."""
     return {
         "steps": cfg.steps,
-        "chunk": cfg.chunk,
         "checkpoint_every": cfg.checkpoint_every,
         "batch_size": cfg.batch_size,
         "restarts": cfg.restarts,
+        "max_nonfinite": cfg.max_nonfinite,
         "key": [str(jax.random.key_impl(key)), np.asarray(jax.random.key_data(key)).tolist()],
         "data": [[list(s.shape), str(s.dtype)] for s in jax.tree.leaves(batch)],
         "num_examples": cfg.num_examples,
         "data_digest": _hooks.data_digest(data),
-        "optimizer": _hooks.optimizer_digest(optimizer),
+        "params_digest": _hooks.data_digest(params),
+        "loss_fn": loss_probe,
+        "run_config": cfg.run_config,
     }
 
 
-def _resume(ckpt, state: _hooks.RunState, key_data, config) -> int:
-    """Restores the newest valid checkpoint into ``state``; returns its step (0 if none)."""
+_PROBES = {
+    "loss_fn": "loss_fn computes other values at the initial params (its loss and gradient on "
+               "the first batch differ)",
+    "optimizer_probe": "the optimizer computes other updates from the checkpoint's state (a "
+                       "changed learning rate, schedule or other hyperparameter)",
+}
+
+
+def _config_diffs(saved: dict, wanted: dict) -> list[str]:
+    diffs = []
+    for k, v in wanted.items():
+        old = saved.get(k)
+        if k in _PROBES:
+            if not _hooks.probes_match(old, v):
+                diffs.append(_PROBES[k])
+        elif old != v:
+            if k.endswith("_digest"):
+                diffs.append(f"{k.removesuffix('_digest')}: the values differ")
+            else:
+                diffs.append(f"{k}: checkpoint has {old!r}, this call has {v!r}")
+    return diffs
+
+
+def _check_config(saved: dict, wanted: dict, path) -> None:
+    diffs = _config_diffs(saved, wanted)
+    if diffs:
+        raise ValueError(
+            f"fit: cannot resume from {path}: it was written by a different run ("
+            + "; ".join(diffs)
+            + "). Call fit with the same loss_fn, params, optimizer, data and settings, or use "
+            "a fresh checkpoint_dir."
+        )
+
+
+def _resume(ckpt, state: _hooks.RunState, key_data, config, probe) -> int:
+    """Restores the newest valid checkpoint into ``state``; returns its step (0 if none).
+    ``probe(opt_state)`` is the optimizer's fingerprint from a state (``optimizer_probe``)."""
     existing = ckpt.steps()
     if not existing:
         return 0
@@ -417,16 +472,70 @@ def _resume(ckpt, state: _hooks.RunState, key_data, config) -> int:
         check_metadata=lambda meta, path: _check_config(meta.get("config", {}), config, path),
     )
     saved = restored.state
-    state.params, state.opt_state = saved["params"], saved["opt_state"]
-    state.losses, state.nonfinite, state.streak = (
-        np.array(saved["losses"]), np.array(saved["nonfinite"]), np.array(saved["streak"]))
-    for s in existing:
-        if s > restored.step:  # newer but unreadable (warned about): kept aside, not deleted
-            # (the error may have been transient), and saved again by this run
-            moved = ckpt.set_aside(s)
-            warnings.warn(f"fit: moved checkpoint {s} aside to {moved}.", RuntimeWarning,
-                          stacklevel=4)
+    state.run = _trainer.State(saved["params"], saved["opt_state"],
+                               _trainer.Guard(**saved["guard"]))
+    state.losses = np.array(saved["losses"])
+    _check_config(restored.metadata, {"optimizer_probe": probe(state.run.opt_state)},
+                  restored.path)
+    for s in restored.skipped:
+        # newer but corrupt (warned about): kept aside, not deleted, and saved again by this run
+        moved = ckpt.set_aside(s)
+        warnings.warn(f"fit: moved checkpoint {s} aside to {moved}.", RuntimeWarning,
+                      stacklevel=4)
     return restored.step
+
+
+def _executable(trainer, spec, cfg: _Settings, state, key_data, data, shardings):
+    """The compiled computation the run uses, and its mode ("scan" or "step").
+
+    ``"step"`` compiles one optimizer step (called once per step, like a user's loop of a
+    jitted step); ``"scan"`` a loop of up to ``chunk`` steps inside one executable. ``"auto"``
+    takes ``"step"`` when XLA's cost analysis of one step counts at least
+    ``_trainer.STEP_FLOPS`` floating-point operations, else ``"scan"``: a deterministic
+    choice (the same call always runs the same way, so results never depend on timing).
+    """
+    options = cfg.compiler_options
+    t0 = time.perf_counter()
+    step_args = (state, _trainer.initial_order(spec, cfg.restarts), np.bool_(True),
+                 np.int32(0), key_data, data)
+    mode = cfg.mode
+    if mode != "scan":
+        kwargs = _jit_kwargs(shardings, len(step_args))
+        traced = _trainer.trace(trainer.step, step_args, options, kwargs)
+        key = _trainer.cache_key(traced, step_args, options, kwargs)
+        lowered = None
+        if mode == "auto":
+            choice = _trainer.MODE_CHOICES.get(key)
+            if choice is None:
+                lowered = traced.lower()
+                choice = "step" if _trainer.flops(lowered) >= _trainer.STEP_FLOPS else "scan"
+                _trainer.MODE_CHOICES[key] = choice
+            mode = choice
+        if mode == "step":
+            got = _trainer.compile_traced(traced, key, lowered)
+            return got.call, "step", got.cached, time.perf_counter() - t0
+    run_args = (state, np.int32(0), np.int32(0), key_data, data)
+    kwargs = _jit_kwargs(shardings, len(run_args))
+    traced = _trainer.trace(trainer.run, run_args, options, kwargs)
+    got = _trainer.compile_traced(traced, _trainer.cache_key(traced, run_args, options, kwargs))
+    return got.call, "scan", got.cached, time.perf_counter() - t0
+
+
+def _run_chunk(exe, mode: str, state, order, t: int, end: int, stop: int, fresh: bool,
+               key_data, data):
+    """Steps ``t .. end - 1``: ``(state, order, losses, finite)``, the last two on the host."""
+    if mode == "scan":
+        out = exe(state, np.int32(t), np.int32(stop), key_data, data)
+        losses, finite = np.asarray(out.losses), np.asarray(out.finite)  # waits for it
+        return out.state, order, losses[..., :end - t], finite[..., :end - t]
+    step_losses, step_finite = [], []
+    for s in range(t, end):
+        state, order, loss, ok = exe(state, order, np.bool_(fresh and s == t), np.int32(s),
+                                     key_data, data)
+        step_losses.append(loss)
+        step_finite.append(ok)
+    return (state, order, np.stack([np.asarray(x) for x in step_losses], axis=-1),
+            np.stack([np.asarray(x) for x in step_finite], axis=-1))
 
 
 def fit(
@@ -451,23 +560,50 @@ def fit(
     max_loss: float | None = None,
     on_chunk: Callable[[int, np.ndarray], None] | None = None,
     compiler_options: dict[str, Any] | None = None,
+    max_nonfinite: int = 500,
+    mode: str = "auto",
+    run_config: dict[str, Any] | None = None,
 ) -> FitResult:
     """Minimises ``loss_fn(params, batch)`` with ``optimizer`` for ``steps`` steps.
 
-    Steps run inside ``lax.scan`` in chunks of ``chunk_size`` (one compiled call per chunk, no
-    host round-trip per step); ``restarts`` independent runs share the compiled call via
-    ``jax.vmap``. The compiled chunk is cached: calling ``fit`` again with the same
-    ``loss_fn`` and ``optimizer`` objects, settings and array shapes compiles nothing
-    (``compile_s`` ~0), as with ``jax.jit``. A step whose loss or gradients are not finite
-    leaves params and optimizer state unchanged and is counted; as many consecutive non-finite
-    steps as one chunk holds (counted across chunk boundaries, so how the run is cut does not
-    matter) raise ``NonFiniteError`` naming the step, and a run that ends inside a shorter
-    streak warns (``RuntimeWarning``) naming its steps. Minibatches go through the data in
-    shuffled epochs of ``n // batch_size`` steps, epoch ``e`` in the order
-    ``permutation(fold_in(key, e), n)``, so the same key and data give bit-identical results,
-    however the run is chunked, checkpointed or resumed. Optimizers that take optax's extra
-    update arguments (``optax.lbfgs()``, ``optax.contrib.reduce_on_plateau()``) get them:
-    ``value`` (the step's loss), ``grad`` and ``value_fn`` (the loss on the step's batch).
+    Steps run in one of two ways (``mode``): ``"scan"`` runs up to ``chunk_size`` steps inside
+    one compiled call (a loop in the executable, no host round-trip per step); ``"step"``
+    compiles one step and calls it once per step, as a user's loop of a jitted step does.
+    ``"auto"`` (the default) picks ``"step"`` when XLA's cost analysis counts at least
+    ``jaxconv._trainer.STEP_FLOPS`` (2e6) floating-point operations per step, where
+    XLA:CPU runs the same convolutions, dots and fusions measurably slower inside a loop than
+    as an executable of their own and a call's dispatch costs little, and ``"scan"`` for
+    lighter steps, where dispatch would dominate (``FitResult.mode`` says which ran; the
+    choice depends only on the computation, never on timing). ``restarts`` independent runs
+    share the compiled call via ``jax.vmap``.
+
+    Compiled executables are cached on what they compute, as ``jax.jit`` caches on the
+    traced function and jax's trace context: every call traces ``loss_fn`` and the
+    optimizer's update, and reuses an executable only when the traced computation (its
+    primitives, literal values and the arrays it closes over), the argument shapes, dtypes
+    and shardings, the compiler options and jax's trace context (``jax.enable_x64``, default
+    matmul precision...) are all the same. So a changed global or closure variable that the
+    loss reads, or a redefined model, is never answered from an older executable, while a
+    notebook cell that redefines an identical loss and optimizer compiles nothing.
+    ``jaxconv.clear_caches()`` drops the cache (it holds at most 16 executables, and no
+    reference to ``loss_fn`` or the optimizer).
+
+    Non-finite steps: a step is applied only if its loss, gradients, new params and new
+    optimizer state are all finite; otherwise params and optimizer state stay as they were
+    and the step is counted (``nonfinite_steps``). After ``max_nonfinite`` consecutive
+    skipped steps a run stops: without restarts ``fit`` raises ``NonFiniteError`` naming the
+    steps; with restarts only that restart stops (``FitResult.stopped`` gives the step, and
+    a ``RuntimeWarning`` names it) while the others finish, and ``fit`` raises only when every
+    restart stopped. The counters live with the state on the device (per restart, saved in
+    checkpoints), so neither ``chunk_size`` nor ``checkpoint_every`` changes the outcome. A
+    run that ends inside a shorter streak warns (``RuntimeWarning``) naming its steps.
+
+    Minibatches go through the data in shuffled epochs of ``n // batch_size`` steps, epoch
+    ``e`` in the order ``permutation(fold_in(key, e), n)``, so the same key and data give
+    bit-identical results, however the run is chunked, checkpointed or resumed. Optimizers
+    that take optax's extra update arguments (``optax.lbfgs()``,
+    ``optax.contrib.reduce_on_plateau()``) get them: ``value`` (the step's loss), ``grad``
+    and ``value_fn`` (the loss on the step's batch).
 
     ``loss_fn`` is traced once on abstract values before anything is compiled: shape and dtype
     mistakes between data, model and targets raise ``ValueError``/``TypeError`` there. To also
@@ -522,8 +658,7 @@ def fit(
         end. Needs ``checkpoint_dir``.
       keep: how many of the newest checkpoints to keep.
       resume: continue from the newest valid checkpoint in ``checkpoint_dir``; a checkpoint
-        written with different steps, chunking, batch_size, restarts, key, data (shapes or
-        values) or optimizer hyperparameters raises ``ValueError`` saying what differs.
+        written by a different run (see above) raises ``ValueError`` saying what differs.
       max_loss: stop with ``DivergenceError`` (naming the step and loss) as soon as a finite
         loss exceeds this; the last checkpoint, written before, stays intact.
       on_chunk: called as ``on_chunk(step, losses)`` after each chunk (and after its
@@ -531,13 +666,20 @@ def fit(
         ([k] or [R, k]).
       compiler_options: XLA compiler options for the compiled chunk; None for
         ``jaxconv.compiler_options()``.
+      max_nonfinite: consecutive non-finite steps after which a run (each restart on its
+        own) stops.
+      mode: ``"auto"``, ``"scan"`` or ``"step"``: how steps are run (see above).
+      run_config: a JSON-serialisable dict describing the run (e.g. the hyperparameters you
+        built the optimizer from), saved with every checkpoint (orbax custom metadata) and
+        required to be equal on resume.
 
     Returns:
       A ``FitResult`` with params, optimizer state, the [steps] (or [R, steps]) loss history,
       timings and the count of skipped non-finite steps.
 
     Raises:
-      NonFiniteError: a chunk's worth of consecutive steps were non-finite.
+      NonFiniteError: ``max_nonfinite`` consecutive steps were non-finite (in every
+        restart, with restarts).
       DivergenceError: a loss exceeded ``max_loss``.
 
     Example:
@@ -554,7 +696,8 @@ def fit(
                     check_data=check_data, mesh=mesh, data_axis=data_axis,
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, keep=keep,
                     resume=resume, max_loss=max_loss, on_chunk=on_chunk,
-                    compiler_options=compiler_options)
+                    compiler_options=compiler_options, max_nonfinite=max_nonfinite, mode=mode,
+                    run_config=run_config)
     key = _typed_key(jax.random.key(0) if key is None else key)
     if cfg.check_data and not cfg.local_slices:
         _check_finite_data(data)
@@ -563,20 +706,20 @@ def fit(
 
     host_key_data = np.asarray(jax.random.key_data(key))
     keys = key if cfg.restarts is None else jax.random.split(key, cfg.restarts)
-    params, key_data, data, jit_kwargs, batch_sharding = _place(
+    params, key_data, data, shardings = _place(
         params, np.asarray(jax.random.key_data(keys)), data, cfg)
     if cfg.check_data and cfg.local_slices:  # on the global arrays: global indices
         _check_finite_data(data)
-    spec = _trainer.Spec(loss_fn, optimizer, cfg.chunk, cfg.batch_size, cfg.num_examples,
-                         cfg.restarts, jax.random.key_impl(key), batch_sharding,
-                         cfg.compiler_options)
-    init = _trainer.make_trainer(spec).init
-    if cfg.mesh is not None:
-        init = jax.jit(init, out_shardings=jit_kwargs["out_shardings"])
+    spec = _trainer.Spec(cfg.chunk, cfg.batch_size, cfg.num_examples, cfg.restarts,
+                         jax.random.key_impl(key), cfg.max_nonfinite, loss_dtype,
+                         None if shardings is None else shardings[1])
+    trainer = _trainer.make_trainer(loss_fn, optimizer, spec)
+    init = trainer.init
+    if shardings is not None:
+        init = jax.jit(init, out_shardings=shardings[0])
     lead = () if cfg.restarts is None else (cfg.restarts,)
-    state = _hooks.RunState(params, init(params),
-                            np.full((*lead, cfg.steps), np.nan, np.dtype(loss_dtype)),
-                            np.zeros(lead, np.int64), np.zeros(lead, np.int64))
+    state = _hooks.RunState(init(params),
+                            np.full((*lead, cfg.steps), np.nan, np.dtype(loss_dtype)))
 
     ckpt = None
     hooks: list[_hooks.Hook] | None = None
@@ -587,19 +730,23 @@ def fit(
     try:
         start = 0
         if ckpt is not None:
-            config = _run_config(cfg, key, batch, data, optimizer)
             if ckpt.steps() and not cfg.resume:
                 raise ValueError(
                     f"fit: checkpoint_dir {ckpt.directory} already holds checkpoints (steps "
                     f"{ckpt.steps()}); pass resume=True to continue from the newest, or use an "
                     "empty directory."
                 )
-            start = _resume(ckpt, state, host_key_data, config)
-        guard = _hooks.NonFiniteGuard(state, limit=cfg.chunk, restarts=cfg.restarts)
+            loss_probe = _trainer.loss_probe(loss_fn, params, data, cfg.batch_size,
+                                             cfg.restarts)
+            config = _run_config(cfg, key, batch, data, params, loss_probe)
+            probe = _trainer.optimizer_probe(optimizer, params, cfg.restarts)
+            start = _resume(ckpt, state, host_key_data, config, probe)
+        guard = _hooks.NonFiniteGuard(state, limit=cfg.max_nonfinite, restarts=cfg.restarts)
         hooks = [guard]
         saver = None
         if ckpt is not None:
-            saver = _hooks.Checkpoints(ckpt, state, key_data=host_key_data, config=config)
+            saver = _hooks.Checkpoints(ckpt, state, key_data=host_key_data, config=config,
+                                       probe=probe)
         if cfg.max_loss is not None:
             hooks.append(_hooks.DivergenceGuard(cfg.max_loss, restarts=cfg.restarts,
                                                 checkpoints=saver))
@@ -610,26 +757,23 @@ def fit(
         if on_chunk is not None:
             hooks.append(_hooks.Callback(on_chunk))
 
-        compile_s, wall_s, t = 0.0, 0.0, start
+        compile_s, wall_s, t, ran_mode = 0.0, 0.0, start, cfg.mode
         if start < cfg.steps:
-            compiled, compile_s = _trainer.compiled_run(
-                spec, (state.params, state.opt_state, jnp.int32(0), jnp.int32(0), key_data,
-                       data), jit_kwargs)
+            exe, ran_mode, _, compile_s = _executable(trainer, spec, cfg, state.run, key_data,
+                                                      data, shardings)
+            order = _trainer.initial_order(spec, cfg.restarts)
         while t < cfg.steps:
             stop = cfg.boundary(t)
+            end = min(t + cfg.chunk, stop)
             t0 = time.perf_counter()
-            out = compiled(state.params, state.opt_state, jnp.int32(t), jnp.int32(stop),
-                           key_data, data)
-            losses, finite = np.asarray(out.losses), np.asarray(out.finite)  # waits for it
+            state.run, order, losses, finite = _run_chunk(
+                exe, ran_mode, state.run, order, t, end, stop, t == start, key_data, data)
             wall_s += time.perf_counter() - t0
-            done = min(cfg.chunk, stop - t)
-            state.params, state.opt_state = out.params, out.opt_state
-            state.losses[..., t:t + done] = losses[..., :done]
-            chunk = _hooks.Chunk(t, t + done, losses[..., :done], finite[..., :done],
-                                 boundary=t + done == stop)
+            state.losses[..., t:end] = losses
+            chunk = _hooks.Chunk(t, end, losses, finite, boundary=end == stop)
             for hook in hooks:
                 hook.after_chunk(chunk)
-            t += done
+            t = end
         if start < cfg.steps:
             guard.finish(cfg.steps)
     finally:
@@ -638,17 +782,21 @@ def fit(
                 hook.close()
         if ckpt is not None:
             ckpt.close()
-    params, opt_state = state.params, state.opt_state
+    params, opt_state = state.run.params, state.run.opt_state
     if cfg.mesh is not None:  # back on the caller's mesh (fit ran on an all-Auto copy)
         params, opt_state = jax.device_put((params, opt_state), NamedSharding(cfg.mesh, P()))
     ran = cfg.steps - start
+    counts = np.asarray(state.run.guard.skipped).astype(np.int64)
+    stopped = np.asarray(state.run.guard.stopped).astype(np.int64)
     return FitResult(
         params=params,
         opt_state=opt_state,
         losses=state.losses,
         steps=cfg.steps,
-        nonfinite_steps=int(state.nonfinite) if cfg.restarts is None else state.nonfinite,
+        nonfinite_steps=int(counts) if cfg.restarts is None else counts,
         wall_s=wall_s,
         compile_s=compile_s,
         steps_per_s=ran / wall_s if wall_s > 0 else float("inf"),
+        stopped=None if cfg.restarts is None else stopped,
+        mode=ran_mode,
     )

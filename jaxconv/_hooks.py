@@ -8,10 +8,8 @@ progress, call the user back) and holds no math; each is testable alone with num
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import sys
-import types
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -23,8 +21,9 @@ from jaxconv._typing import PyTree
 
 
 class NonFiniteError(FloatingPointError):
-    """Raised when too many consecutive steps (one chunk's worth) had a non-finite loss or
-    gradient; params were kept at their last finite values."""
+    """Raised when ``fit``'s ``max_nonfinite`` consecutive steps had a non-finite loss,
+    gradient or update (in every restart, with restarts); params were kept at their last
+    finite values."""
 
 
 class DivergenceError(FloatingPointError):
@@ -66,27 +65,14 @@ class Hook(Protocol):
 class RunState:
     """The driver's state between chunks: what a checkpoint holds, and what ``fit`` returns."""
 
-    params: PyTree
-    opt_state: PyTree
+    run: Any  # jaxconv._trainer.State: params, optimizer state, the non-finite counters
     losses: np.ndarray  # [steps] or [R, steps], NaN where not run yet
-    nonfinite: np.ndarray  # skipped steps per restart
-    streak: np.ndarray  # consecutive non-finite steps ending the last chunk, per restart
 
     def checkpoint(self, key_data: np.ndarray) -> dict:
         """The pytree a checkpoint holds (also the target it is restored into)."""
-        return {"params": self.params, "opt_state": self.opt_state, "losses": self.losses,
-                "nonfinite": self.nonfinite, "streak": self.streak, "key_data": key_data}
-
-
-def nonfinite_runs(finite: np.ndarray, run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per restart: the longest run of consecutive non-finite steps in a chunk's ``finite``
-    flags ([k] or [R, k]), counting the ``run`` steps that ended the previous chunk, and the
-    run still open at the chunk's end."""
-    longest = run
-    for j in range(finite.shape[-1]):
-        run = np.where(finite[..., j], 0, run + 1)
-        longest = np.maximum(longest, run)
-    return longest, run
+        return {"params": self.run.params, "opt_state": self.run.opt_state,
+                "guard": self.run.guard._asdict(), "losses": self.losses,
+                "key_data": key_data}
 
 
 def _restarts_note(mask: np.ndarray, restarts: int | None) -> str:
@@ -94,31 +80,44 @@ def _restarts_note(mask: np.ndarray, restarts: int | None) -> str:
 
 
 class NonFiniteGuard:
-    """Counts skipped steps; raises ``NonFiniteError`` once ``limit`` consecutive steps were
-    non-finite (counted across chunks, so chunking does not matter), and warns at the end of
-    a run still inside a shorter streak (its params stopped at the streak's first step)."""
+    """Reports the trainer's non-finite counters (``_trainer.Guard``, counted on the device
+    step by step, so chunking does not matter): raises ``NonFiniteError`` when a run without
+    restarts (or every restart) has stopped after ``limit`` consecutive non-finite steps, and
+    at the end warns about stopped restarts and about runs still inside a shorter streak."""
 
     def __init__(self, state: RunState, *, limit: int, restarts: int | None):
         self.state, self.limit, self.restarts = state, limit, restarts
 
+    def _stopped(self) -> np.ndarray:
+        return np.asarray(self.state.run.guard.stopped)
+
     def after_chunk(self, chunk: Chunk) -> None:
-        st = self.state
-        st.nonfinite = st.nonfinite + (~chunk.finite).sum(axis=-1)
-        longest, st.streak = nonfinite_runs(chunk.finite, st.streak)
-        stuck = longest >= self.limit
-        if np.any(stuck):
+        stopped = self._stopped()
+        if np.all(stopped >= 0):
+            last = int(stopped.max())
             raise NonFiniteError(
-                f"fit: {int(longest.max())} consecutive steps up to step {chunk.end - 1}"
-                f"{_restarts_note(stuck, self.restarts)} had a non-finite loss or gradient "
-                f"(the limit is {self.limit}, one chunk); params were kept at their last finite "
-                "values. Lower the learning rate, clip gradients (optax.clip_by_global_norm) or "
-                "check the loss and data."
+                f"fit: {self.limit} consecutive steps up to step {last}"
+                f"{_restarts_note(stopped >= 0, self.restarts)} had a non-finite loss, "
+                f"gradient or update (the limit is max_nonfinite={self.limit}); params were "
+                f"kept at their values before step {last - self.limit + 1}. Lower the learning "
+                "rate, clip gradients (optax.clip_by_global_norm) or check the loss and data."
             )
 
     def finish(self, end: int) -> None:
-        open_ = self.state.streak > 0
+        stopped = self._stopped()
+        if np.any(stopped >= 0):
+            which = np.flatnonzero(stopped >= 0)
+            steps = [int(stopped[i]) - self.limit + 1 for i in which[:8]]
+            warnings.warn(
+                f"fit: restart(s) {which[:8].tolist()} stopped after {self.limit} consecutive "
+                f"non-finite steps starting at step(s) {steps}; their params are those before "
+                "that step (FitResult.stopped). The other restarts ran to the end.",
+                RuntimeWarning, stacklevel=3,
+            )
+        streak = np.asarray(self.state.run.guard.streak)
+        open_ = (streak > 0) & (stopped < 0)
         if np.any(open_):
-            n = int(self.state.streak.max())
+            n = int(streak[open_].max())
             warnings.warn(
                 f"fit: the run ended inside a streak of {n} non-finite steps (steps "
                 f"{end - n}..{end - 1}{_restarts_note(open_, self.restarts)}); params are those "
@@ -131,13 +130,16 @@ class NonFiniteGuard:
 class Checkpoints:
     """Saves a checkpoint whenever a chunk ends on a checkpoint boundary."""
 
-    def __init__(self, ckpt, state: RunState, *, key_data: np.ndarray, config: dict):
+    def __init__(self, ckpt, state: RunState, *, key_data: np.ndarray, config: dict,
+                 probe: Callable[[Any], list]):
         self.ckpt, self.state, self.key_data, self.config = ckpt, state, key_data, config
+        self.probe = probe
 
     def after_chunk(self, chunk: Chunk) -> None:
         if chunk.boundary:
             self.ckpt.save(chunk.end, self.state.checkpoint(self.key_data),
-                           metadata={"config": self.config, "step": chunk.end})
+                           metadata={"config": self.config, "step": chunk.end,
+                                     "optimizer_probe": self.probe(self.state.run.opt_state)})
 
     def drop_from(self, step: int) -> int | None:
         """Deletes the checkpoints at ``step`` and later; returns the newest one left."""
@@ -267,55 +269,41 @@ def data_digest(data: PyTree) -> str:
     return _combine_processes(h.digest())
 
 
-def _describe(obj: Any, depth: int, seen: set) -> Any:
-    """A JSON-able description of an optax transformation's hyperparameters: the numbers,
-    strings and arrays its functions close over, recursively (schedules included)."""
-    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
-        return repr(obj)
-    if isinstance(obj, np.generic):
-        return f"{obj.dtype}:{obj.item()!r}"
-    if isinstance(obj, np.ndarray | jax.Array):
-        if jax.dtypes.issubdtype(obj.dtype, jax.dtypes.prng_key):
-            obj = jax.random.key_data(obj)
-        what, raw = _array_bytes(obj)
-        return f"{what}:{hashlib.blake2b(raw, digest_size=8).hexdigest()}"
-    if depth > 16 or id(obj) in seen:
-        return type(obj).__qualname__
-    seen = seen | {id(obj)}
-    if isinstance(obj, tuple | list):
-        return [type(obj).__qualname__, [_describe(v, depth + 1, seen) for v in obj]]
-    if isinstance(obj, dict):
-        return {str(k): _describe(v, depth + 1, seen) for k, v in sorted(obj.items(), key=str)}
-    if isinstance(obj, functools.partial):
-        return ["partial", _describe(obj.func, depth + 1, seen),
-                _describe(obj.args, depth + 1, seen), _describe(obj.keywords, depth + 1, seen)]
-    if isinstance(obj, types.FunctionType):
-        cells = [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
-        return [f"{obj.__module__}.{obj.__qualname__}",
-                _describe(obj.__defaults__, depth + 1, seen),
-                _describe(obj.__kwdefaults__, depth + 1, seen),
-                _describe(cells, depth + 1, seen)]
-    if isinstance(obj, types.MethodType):
-        return [_describe(obj.__func__, depth + 1, seen), _describe(obj.__self__, depth + 1, seen)]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return [type(obj).__qualname__,
-                {f.name: _describe(getattr(obj, f.name), depth + 1, seen)
-                 for f in dataclasses.fields(obj)}]
-    return type(obj).__qualname__
-
-
-def _filled(cell) -> bool:
-    try:
-        _ = cell.cell_contents
-    except ValueError:  # an empty cell (a closure variable not assigned yet)
-        return False
-    return True
-
-
-def optimizer_digest(optimizer) -> str:
-    """A digest of the optimizer's hyperparameters (see ``_describe``): the same for two
-    ``optax.adam(1e-3)`` built separately, different for ``optax.adam(1e-2)``."""
+def check_run_config(run_config: Any) -> dict:
+    """``fit``'s ``run_config``: a dict that JSON round-trips unchanged (it is stored with
+    every checkpoint and compared on resume)."""
     import json
 
-    text = json.dumps(_describe(optimizer, 0, set()), sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    if not isinstance(run_config, dict):
+        raise TypeError(
+            f"fit: run_config must be a dict (JSON-serialisable), got {type(run_config).__name__}."
+        )
+    try:
+        back = json.loads(json.dumps(run_config))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"fit: run_config must be JSON-serialisable: {e}") from e
+    if back != run_config:
+        raise ValueError(
+            "fit: run_config must round-trip through JSON unchanged (string keys, lists not "
+            f"tuples, finite numbers); got {run_config!r}, which reads back as {back!r}."
+        )
+    return back
+
+
+def probes_match(saved: Any, now: Any, rtol: float = 1e-5) -> bool:
+    """Whether two probes (lists of floats: see ``_trainer.loss_probe``/``optimizer_probe``)
+    agree: equal length, the same non-finite entries, and every value within ``rtol`` of
+    itself (or of ``rtol`` x 0.1 of the probe's largest magnitude, for values that cancel to
+    near zero). So equal values computed from hyperparameters of different Python or numpy
+    types match, and a changed hyperparameter does not."""
+    if saved is None or now is None:
+        return saved is now
+    a, b = np.asarray(saved, np.float64), np.asarray(now, np.float64)
+    if a.shape != b.shape:
+        return False
+    if not (np.all(np.isfinite(a) == np.isfinite(b)) and np.all(a[~np.isfinite(a)]
+                                                                 == b[~np.isfinite(b)])):
+        return False
+    ok = np.isfinite(a)
+    scale = max(float(np.abs(a[ok]).max(initial=0.0)), float(np.abs(b[ok]).max(initial=0.0)))
+    return bool(np.allclose(a[ok], b[ok], rtol=rtol, atol=0.1 * rtol * scale))

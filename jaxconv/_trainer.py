@@ -1,5 +1,6 @@
-"""The pure part of ``fit``: a guarded optimizer step, chunks of steps in one ``lax.scan``,
-restarts by ``vmap``, compiled once per configuration and cached.
+"""The pure part of ``fit``: a guarded optimizer step, run many steps per compiled call (a loop
+inside the executable) or one step per compiled call, restarts by ``vmap``; and the cache of
+compiled executables, keyed on what they compute.
 
 Everything here is a jittable function of arrays or a cache of compiled executables; the
 host-side loop (progress, guards, checkpoints, callbacks) is ``jaxconv._fitting``'s.
@@ -7,93 +8,128 @@ host-side loop (progress, guards, checkpoints, callbacks) is ``jaxconv._fitting`
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import functools
+import hashlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
-from jaxconv._compile import compiler_options as default_compiler_options
 from jaxconv._typing import Array, PyTree
 from jaxconv.lowering._base import compiling_with
 
+# ``mode="auto"`` runs one compiled call per step when a step costs at least this many
+# floating-point operations (XLA's own cost analysis of the step, gradients included), and a
+# loop of steps inside one executable below it. Measured on a 2-core x86-64 CPU
+# (benchmarks/NOTES.md, "fit's execution mode"): inside XLA:CPU's while loop, convolutions,
+# dots and fused elementwise code of a heavy step ran 1.1-4.8x slower than the same step as
+# its own executable, while a step call costs ~20-60 us of dispatch; at 2e6 flops a step takes
+# ~0.1 ms or more, so dispatch is then a few percent at most.
+STEP_FLOPS = 2e6
 
-class ChunkOut(NamedTuple):
-    """What one compiled chunk returns: the new state and each step's loss and finiteness."""
+MODES = ("auto", "scan", "step")
+
+
+class Guard(NamedTuple):
+    """The non-finite policy's counters, per restart, carried on the device with the state.
+
+    Attributes:
+      streak: consecutive non-finite steps ending at the last step run.
+      skipped: steps skipped because they were not finite.
+      stopped: the step at which ``streak`` reached the limit (the restart is stopped from
+        then on: its params and optimizer state stay those before the streak), or -1.
+    """
+
+    streak: Array
+    skipped: Array
+    stopped: Array
+
+
+class State(NamedTuple):
+    """What a run carries from step to step (and what a checkpoint holds of it)."""
 
     params: PyTree
     opt_state: PyTree
-    losses: Array  # [chunk] or [restarts, chunk]
+    guard: Guard
+
+
+class ChunkOut(NamedTuple):
+    """What one compiled call returns: the new state and each step's loss and finiteness."""
+
+    state: State
+    losses: Array  # [chunk] or [restarts, chunk]; NaN for steps not run
     finite: Array  # bool, same shape
-
-
-class Trainer(NamedTuple):
-    """A pure trainer in the spirit of optax's ``GradientTransformation``.
-
-    Attributes:
-      init: ``params -> opt_state`` (vmapped over restarts when there are restarts).
-      run: ``(params, opt_state, start, stop, key_data, data) -> ChunkOut``: ``chunk`` steps
-        from step ``start``; steps at or past ``stop`` leave the state unchanged.
-    """
-
-    init: Callable[[PyTree], PyTree]
-    run: Callable[..., ChunkOut]
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """Everything a compiled chunk depends on besides the shapes of its arguments."""
+    """``fit``'s settings that shape the compiled computation (the loss function and the
+    optimizer are traced into it, see ``compiled``)."""
 
-    loss_fn: Callable
-    optimizer: optax.GradientTransformation
     chunk: int
     batch_size: int | None
     num_examples: int | None
     restarts: int | None
     key_impl: Any
+    max_nonfinite: int
+    loss_dtype: Any = jnp.float32
     batch_sharding: NamedSharding | None = None
-    compiler_options: tuple[tuple[str, Any], ...] = ()
 
 
 def _tree_where(cond, new, old):
     return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
 
 
-def _all_finite(tree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+def _all_finite(*trees) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)
               if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def make_step(loss_fn, optimizer, *, batch_size, num_examples, batch_sharding=None):
-    """One guarded optimizer step and the example order it starts a chunk from.
+def new_guard() -> Guard:
+    """The counters of a run that has not started (one restart)."""
+    zero = jnp.zeros((), jnp.int32)
+    return Guard(zero, zero, zero - 1)
+
+
+def make_step(loss_fn, optimizer, spec: Spec):
+    """One guarded optimizer step and the example order it starts from.
 
     Minibatches go through the examples in epochs of ``n // batch_size`` steps (the last
     ``n % batch_size`` of each shuffle sit the epoch out, as with torch's ``drop_last``); epoch
     ``e`` uses the order ``permutation(fold_in(key, e), n)``. So a step's batch depends only
-    on the key and the step number, and one permutation per epoch (carried through the scan,
+    on the key and the step number, and one permutation per epoch (carried from step to step,
     redrawn when an epoch starts) replaces a sort of all ``n`` examples per step.
 
     The optimizer gets optax's extra arguments (``value``, ``grad``, ``value_fn``), so
     ``optax.lbfgs()`` and ``optax.contrib.reduce_on_plateau()`` work as optax documents them.
 
+    A step is applied only if the loss, the gradients, the new params and the new optimizer
+    state are all finite (what is applied is checked, not only what goes in); a skipped step
+    leaves params and optimizer state unchanged and counts in the ``Guard``. After
+    ``spec.max_nonfinite`` consecutive skipped steps the run (each restart on its own) stops:
+    later steps change nothing.
+
     Returns ``(order_at, step)``: ``order_at(key, t)`` is the order of the epoch of step ``t``;
-    ``step((params, opt_state, order), t, key, stop, data)`` leaves params and optimizer state
-    unchanged when the step is non-finite or ``t >= stop``.
+    ``step((state, order), t, key, stop, data) -> ((state, order), (loss, finite))`` changes
+    nothing when ``t >= stop``.
     """
-    full_batch = batch_size is None
-    per_epoch = 1 if full_batch else num_examples // batch_size
+    full_batch = spec.batch_size is None
+    batch_size, n = spec.batch_size or 0, spec.num_examples or 0
+    per_epoch = 1 if full_batch else n // batch_size
     optimizer = optax.with_extra_args_support(optimizer)
 
     def order_at(key, t):
         if full_batch:
             return jnp.zeros((0,), jnp.int32)
-        return jax.random.permutation(jax.random.fold_in(key, t // per_epoch), num_examples)
+        return jax.random.permutation(jax.random.fold_in(key, t // per_epoch), n)
 
     def sample(order, t, data):
         if full_batch or data is None:
@@ -101,99 +137,275 @@ def make_step(loss_fn, optimizer, *, batch_size, num_examples, batch_sharding=No
         else:
             idx = jax.lax.dynamic_slice_in_dim(order, (t % per_epoch) * batch_size, batch_size)
             batch = jax.tree.map(lambda x: x[idx], data)
-        if batch_sharding is not None:
+        if spec.batch_sharding is not None:
             batch = jax.tree.map(
-                lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), batch
+                lambda x: jax.lax.with_sharding_constraint(x, spec.batch_sharding), batch
             )
         return batch
 
     def step(carry, t, key, stop, data):
-        params, opt_state, order = carry
+        (params, opt_state, guard), order = carry
         if not full_batch:  # t is not batched over restarts: this stays a cond under vmap
             order = jax.lax.cond(t % per_epoch == 0, lambda: order_at(key, t), lambda: order)
         batch = sample(order, t, data)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
         updates, new_state = optimizer.update(
             grads, opt_state, params, value=loss, grad=grads,
             value_fn=lambda p: loss_fn(p, batch),
         )
         new_params = optax.apply_updates(params, updates)
-        keep = finite & (t < stop)
+        finite = jnp.isfinite(loss) & _all_finite(grads, new_params, new_state)
+        active = (t < stop) & (guard.stopped < 0)
+        keep = finite & active
         params = _tree_where(keep, new_params, params)
         opt_state = _tree_where(keep, new_state, opt_state)
-        return (params, opt_state, order), (loss, finite)
+        bad = active & ~finite
+        streak = jnp.where(active, jnp.where(finite, 0, guard.streak + 1), guard.streak)
+        stopped = jnp.where(bad & (streak >= spec.max_nonfinite), t, guard.stopped)
+        guard = Guard(streak, guard.skipped + bad.astype(jnp.int32), stopped)
+        loss = jnp.where(active, loss, jnp.nan)
+        return (State(params, opt_state, guard), order), (loss, finite | ~active)
 
     return order_at, step
 
 
-def make_trainer(spec: Spec) -> Trainer:
-    """The pure ``Trainer`` for ``spec`` (not compiled: see ``compiled_run``)."""
-    order_at, step = make_step(spec.loss_fn, spec.optimizer, batch_size=spec.batch_size,
-                               num_examples=spec.num_examples,
-                               batch_sharding=spec.batch_sharding)
+class Trainer(NamedTuple):
+    """A pure trainer in the spirit of optax's ``GradientTransformation``.
 
-    def run_one(params, opt_state, start, stop, key_data, data):
+    Attributes:
+      init: ``params -> State`` (vmapped over restarts when there are restarts).
+      run: ``(state, start, stop, key_data, data) -> ChunkOut``: steps ``start ..
+        min(start + chunk, stop) - 1`` inside one executable (a while loop: steps past
+        ``stop`` are not run).
+      step: ``(state, order, fresh, t, key_data, data) -> (state, order, loss, finite)``: one
+        step; ``order`` is the example order carried between calls, redrawn when ``fresh``.
+    """
+
+    init: Callable[[PyTree], State]
+    run: Callable[..., ChunkOut]
+    step: Callable[..., tuple]
+
+
+def make_trainer(loss_fn, optimizer, spec: Spec) -> Trainer:
+    """The pure ``Trainer`` for ``loss_fn``, ``optimizer`` and ``spec`` (not compiled)."""
+    order_at, step = make_step(loss_fn, optimizer, spec)
+
+    def init_one(params):
+        return State(params, optimizer.init(params), new_guard())
+
+    def run_one(state, start, stop, key_data, data):
         key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
-        ts = start + jnp.arange(spec.chunk)
-        (params, opt_state, _), (loss, finite) = jax.lax.scan(
-            lambda c, t: step(c, t, key, stop, data), (params, opt_state, order_at(key, start)),
-            ts,
-        )
-        return ChunkOut(params, opt_state, loss, finite)
+        n = jnp.clip(stop - start, 0, spec.chunk)
+        nan = jnp.full((spec.chunk,), jnp.nan, spec.loss_dtype)
+        init = ((state, order_at(key, start)), nan, jnp.ones((spec.chunk,), bool))
+
+        def body(i, carry):
+            inner, losses, finite = carry
+            inner, (loss, ok) = step(inner, start + i, key, stop, data)
+            return inner, losses.at[i].set(loss), finite.at[i].set(ok)
+
+        (state, _), losses, finite = jax.lax.fori_loop(0, n, body, init)
+        return ChunkOut(state, losses, finite)
+
+    def step_one(state, order, fresh, t, key_data, data):
+        key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
+        if spec.batch_size is not None:
+            order = jax.lax.cond(fresh, lambda: order_at(key, t), lambda: order)
+        (state, order), (loss, finite) = step((state, order), t, key, t + 1, data)
+        return state, order, loss, finite
 
     if spec.restarts is None:
-        return Trainer(spec.optimizer.init, run_one)
-    return Trainer(jax.vmap(spec.optimizer.init),
-                   jax.vmap(run_one, in_axes=(0, 0, None, None, 0, None)))
+        return Trainer(init_one, run_one, step_one)
+    return Trainer(jax.vmap(init_one),
+                   jax.vmap(run_one, in_axes=(0, None, None, 0, None)),
+                   jax.vmap(step_one, in_axes=(0, 0, None, None, 0, None)))
 
 
-def _signature(tree) -> tuple:
-    """A hashable description of a pytree of arrays: structure, shapes, dtypes, shardings."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple(
-        (tuple(x.shape), x.dtype, getattr(x, "sharding", None)) for x in leaves
-    )
+def initial_order(spec: Spec, restarts: int | None):
+    """A placeholder example order for the first ``step`` call (``fresh`` redraws it)."""
+    n = 0 if spec.batch_size is None else spec.num_examples
+    return jnp.zeros((n,) if restarts is None else (restarts, n), jnp.int32)
 
 
-def _abstract(signature):
-    treedef, leaves = signature
-    return jax.tree.unflatten(
-        treedef, [jax.ShapeDtypeStruct(s, d, sharding=sh) for s, d, sh in leaves]
-    )
+# ---- compiled executables, cached on what they compute ----
+
+def _fingerprint(closed_jaxpr) -> str:
+    """A digest of a traced computation: its printed jaxpr (every primitive, its parameters,
+    shapes, dtypes and literal values, sub-computations included) and the values of its
+    constants (the arrays it closes over)."""
+    h = hashlib.blake2b(str(closed_jaxpr.jaxpr).encode(), digest_size=20)
+    for c in closed_jaxpr.consts:
+        a = np.asarray(jax.random.key_data(c) if jax.dtypes.issubdtype(
+            getattr(c, "dtype", np.float32), jax.dtypes.prng_key) else c)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=16)
-def _compile(spec: Spec, signature, jit_kwargs: tuple) -> jax.stages.Compiled:
-    options = dict(spec.compiler_options)
-    with compiling_with(options):  # the planner picks for these options (see lowering)
-        lowered = jax.jit(make_trainer(spec).run, compiler_options=options or None,
-                          **dict(jit_kwargs)).lower(*_abstract(signature))
-    return lowered.compile()
+def _trace_context():
+    """jax's own trace context (x64, default precision, rank and dtype promotion...): what
+    ``jax.jit`` keys its caches on besides the function."""
+    from jax._src import config
+
+    return config.trace_context()
 
 
-def compiled_run(spec: Spec, args: tuple, jit_kwargs: dict) -> tuple[Callable, float]:
-    """The compiled chunk for ``spec`` and these arguments, and the seconds spent compiling it.
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_SIZE = 16
+_LOCK = threading.Lock()
+# mode="auto"'s choice per traced step (cache_key): lowering for the cost analysis is skipped
+# when the same step was seen before
+MODE_CHOICES: dict = {}
 
-    Executables are cached on the spec (the loss function and optimizer objects themselves,
-    the settings, compiler options) and the arguments' shapes, dtypes and shardings, as
-    ``jax.jit`` caches its own: calling ``fit`` again with the same loss function, optimizer
-    and shapes compiles nothing (0 seconds). A spec that cannot be hashed (an unhashable
-    callable) is compiled afresh each time.
+
+def clear_caches() -> None:
+    """Drops every executable ``jaxconv.fit`` compiled and every ``mode`` choice it made.
+
+    ``fit`` keys its cache on the computation it traced (see ``fit``), so clearing it never
+    changes a result, only frees memory and makes the next call compile again. jax's own
+    caches are ``jax.clear_caches()``'s.
+
+    Returns:
+      None.
     """
+    with _LOCK:
+        _CACHE.clear()
+        MODE_CHOICES.clear()
+
+
+class Compiled(NamedTuple):
+    """A compiled executable and how it was obtained."""
+
+    call: Callable
+    compile_s: float  # seconds spent looking it up and compiling it (~0 when cached)
+    cached: bool
+
+
+def cache_key(traced, args: tuple, options: dict, jit_kwargs: dict) -> tuple:
+    """What determines the executable of ``traced`` (a ``jax.stages.Traced`` of ``args``):
+    the traced computation itself, its arguments' shapes, dtypes, shardings and donation, the
+    jit shardings, the compiler options and jax's trace context."""
+    shardings = tuple(str(getattr(x, "sharding", None)) for x in jax.tree.leaves(args))
+    return (_fingerprint(traced.jaxpr), str(traced.in_avals), str(traced.args_info),
+            shardings, repr(sorted(jit_kwargs.items())), tuple(sorted(options.items())),
+            _trace_context())
+
+
+def compile_traced(traced, key: tuple, lowered=None) -> Compiled:
+    """The executable of ``traced``, from the cache when an identical computation (the same
+    ``cache_key``) was compiled before; ``lowered`` is ``traced.lower()`` if already done."""
     t0 = time.perf_counter()
-    signature = _signature(args)
-    key = tuple(sorted(jit_kwargs.items()))
-    try:
-        hash((spec, signature, key))
-    except TypeError:
-        compiled = _compile.__wrapped__(spec, signature, key)
-    else:
-        compiled = _compile(spec, signature, key)
-    return compiled, time.perf_counter() - t0
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+    if hit is not None:
+        return Compiled(hit, time.perf_counter() - t0, True)
+    compiled = (traced.lower() if lowered is None else lowered).compile()
+    with _LOCK:
+        _CACHE[key] = compiled
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return Compiled(compiled, time.perf_counter() - t0, False)
 
 
-def spec_options(options: dict | None) -> tuple[tuple[str, Any], ...]:
-    """``fit``'s ``compiler_options`` as the hashable tuple a ``Spec`` holds."""
-    options = default_compiler_options() if options is None else options
-    return tuple(sorted(options.items()))
+def trace(fn, args: tuple, options: dict, jit_kwargs: dict, donate: tuple = ()):
+    """``jax.jit(fn, ...).trace(*args)`` for an executable compiled with ``options``: the
+    planner of jaxconv's convolutions chooses for those options while ``fn`` is traced."""
+    with compiling_with(options):
+        return jax.jit(fn, compiler_options=options or None, donate_argnums=donate,
+                       **jit_kwargs).trace(*args)
+
+
+def flops(lowered) -> float:
+    """Floating-point operations of a lowered computation by XLA's cost analysis (0 if the
+    backend gives none)."""
+    analysis = lowered.cost_analysis()
+    if isinstance(analysis, list | tuple):  # older jax: one dict per computation
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
+# ---- what a run computes, as a few numbers (the identity a checkpoint is resumed by) ----
+
+_PROBE_STEPS = 4  # optimizer updates probed: MultiSteps-style accumulation up to 4 included
+_PROBE_DIRECTIONS = 3
+
+
+def _directions(tree, salt: int) -> list:
+    """Fixed pseudo-random trees like ``tree`` (float32), the same in every process and run."""
+    leaves, treedef = jax.tree.flatten(tree)
+    out = []
+    for j in range(_PROBE_DIRECTIONS):
+        key = jax.random.fold_in(jax.random.key(salt), j)
+        out.append(jax.tree.unflatten(treedef, [
+            jax.random.normal(jax.random.fold_in(key, i), jnp.shape(x), jnp.float32)
+            for i, x in enumerate(leaves)]))
+    return out
+
+
+def _project(tree, directions) -> Array:
+    """``tree``'s inner products with ``directions`` and its norm, in float32."""
+    def dot(a, b):
+        return sum((jnp.vdot(x.astype(jnp.float32), y).real
+                    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)),
+                   jnp.zeros((), jnp.float32))
+    return jnp.stack([*(dot(tree, d) for d in directions), jnp.sqrt(dot(tree, tree))])
+
+
+def _first(tree, restarts):
+    return tree if restarts is None else jax.tree.map(lambda x: x[0], tree)
+
+
+def loss_probe(loss_fn, params, data, batch_size, restarts) -> list[float]:
+    """What ``loss_fn`` computes at ``params`` (restart 0's) on the first ``batch_size``
+    examples of ``data`` (all of them for full batch): the loss, and its gradient's inner
+    products with fixed directions and its norm."""
+    params = _first(params, restarts)
+
+    @jax.jit
+    def probe(params, data):
+        batch = data if batch_size is None or data is None else jax.tree.map(
+            lambda x: x[:batch_size], data)
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        return jnp.concatenate([loss.astype(jnp.float32)[None],
+                                _project(grads, _directions(params, 1))])
+
+    return [float(v) for v in np.asarray(probe(params, data))]
+
+
+def optimizer_probe(optimizer, params, restarts) -> Callable[[PyTree], list[float]]:
+    """``probe(opt_state)``: what ``optimizer`` does from ``opt_state`` (restart 0's): the
+    updates of ``_PROBE_STEPS`` steps on a fixed probe problem (a quadratic around fixed
+    pseudo-random params, its gradient, value and ``value_fn`` given as optax's extra
+    arguments), each as its inner products with fixed directions and its norm. Two optimizers
+    with equal hyperparameters, however built, give equal probes; a changed learning rate,
+    schedule value or other hyperparameter changes them."""
+    opt = optax.with_extra_args_support(optimizer)
+
+    @jax.jit
+    def probe(opt_state, params):
+        centre = _directions(params, 2)[0]
+        dirs = _directions(params, 3)
+
+        def objective(p):
+            return 0.5 * sum(jnp.sum((x - c.astype(x.dtype)) ** 2).real.astype(jnp.float32)
+                             for x, c in zip(jax.tree.leaves(p), jax.tree.leaves(centre),
+                                             strict=True))
+
+        rows = []
+        for _ in range(_PROBE_STEPS):
+            value, grads = jax.value_and_grad(objective)(params)
+            updates, opt_state = opt.update(grads, opt_state, params, value=value, grad=grads,
+                                            value_fn=objective)
+            params = optax.apply_updates(params, updates)
+            rows.append(_project(updates, dirs))
+        return jnp.stack(rows)
+
+    start = jax.tree.map(lambda x: jnp.zeros(x.shape[restarts is not None:], x.dtype), params)
+
+    def run(opt_state):
+        opt_state = _first(opt_state, restarts)
+        return [float(v) for v in np.asarray(probe(opt_state, start)).ravel()]
+
+    return run

@@ -241,10 +241,14 @@ def test_new_argument_errors(kwargs, exc, match):
         fit(_loss, P0, optax.sgd(0.1), _linear(), steps=2, progress=False, **kwargs)
 
 
-def test_a_user_exception_keeps_its_type():
-    def loss(p, b):
-        return p["missing"]
-
-    with pytest.raises(KeyError, match="missing") as info:
+@pytest.mark.parametrize(
+    ("loss", "exc", "match"),
+    [(lambda p, b: p["missing"], KeyError, "missing"),
+     (lambda p, b: b[5], IndexError, "index"),
+     (lambda p, b: b[0] @ p["w"], ValueError, "scalar")],
+    ids=["KeyError", "IndexError", "ValueError"])
+def test_a_user_exception_keeps_its_type(loss, exc, match):
+    with pytest.raises(exc, match=match) as info:
         fit(loss, P0, optax.sgd(0.1), _linear(), steps=2, progress=False)
-    assert any("while tracing loss_fn" in n for n in info.value.__notes__)
+    if exc is not ValueError:
+        assert any("while tracing loss_fn" in n for n in info.value.__notes__)

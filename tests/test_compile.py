@@ -44,6 +44,14 @@ def test_an_option_this_jaxlib_lacks_is_left_out(monkeypatch):
     assert jaxconv.compiler_options(ynnpack=False) == {}
 
 
+def test_a_refused_value_keeps_the_defaults_with_a_warning(monkeypatch):
+    # the option exists but this jaxlib refuses its fusion kinds: no silent fallback to ""
+    accepted = {_compile._YNN_WITHOUT_CONVOLUTIONS: False, "": True}
+    monkeypatch.setattr(_compile, "_accepted", lambda backend, name, value: accepted[value])
+    with pytest.warns(RuntimeWarning, match="refuses .*keeping XLA's default options"):
+        assert jaxconv.compiler_options(ynnpack=False) == {}
+
+
 def test_off_cpu_there_is_nothing_to_set():
     assert jaxconv.compiler_options(ynnpack=False, backend="gpu") == {}
 

@@ -496,8 +496,8 @@ def _executable(trainer, spec, cfg: _Settings, state, key_data, data, shardings)
     """
     options = cfg.compiler_options
     t0 = time.perf_counter()
-    step_args = (state, _trainer.initial_order(spec, cfg.restarts), np.bool_(True),
-                 np.int32(0), key_data, data)
+    step_args = (state, _trainer.initial_order(spec, cfg.restarts), jnp.int32(0), key_data,
+                 data)
     mode = cfg.mode
     if mode != "scan":
         kwargs = _jit_kwargs(shardings, len(step_args))
@@ -521,21 +521,25 @@ def _executable(trainer, spec, cfg: _Settings, state, key_data, data, shardings)
     return got.call, "scan", got.cached, time.perf_counter() - t0
 
 
-def _run_chunk(exe, mode: str, state, order, t: int, end: int, stop: int, fresh: bool,
-               key_data, data):
+def _run_chunk(exe, mode: str, state, order, t: int, end: int, stop: int, key_data, data):
     """Steps ``t .. end - 1``: ``(state, order, losses, finite)``, the last two on the host."""
     if mode == "scan":
         out = exe(state, np.int32(t), np.int32(stop), key_data, data)
         losses, finite = np.asarray(out.losses), np.asarray(out.finite)  # waits for it
         return out.state, order, losses[..., :end - t], finite[..., :end - t]
     step_losses, step_finite = [], []
-    for s in range(t, end):
-        state, order, loss, ok = exe(state, order, np.bool_(fresh and s == t), np.int32(s),
-                                     key_data, data)
+    counter = jnp.int32(t)  # stays on the device: no host transfer per step
+    for _ in range(t, end):
+        state, order, counter, loss, ok = exe(state, order, counter, key_data, data)
         step_losses.append(loss)
         step_finite.append(ok)
-    return (state, order, np.stack([np.asarray(x) for x in step_losses], axis=-1),
-            np.stack([np.asarray(x) for x in step_finite], axis=-1))
+    losses, finite = jax.device_get(_stack(step_losses, step_finite))
+    return state, order, losses, finite
+
+
+@jax.jit
+def _stack(losses, finite):
+    return jnp.stack(losses, axis=-1), jnp.stack(finite, axis=-1)
 
 
 def fit(
@@ -570,7 +574,7 @@ def fit(
     one compiled call (a loop in the executable, no host round-trip per step); ``"step"``
     compiles one step and calls it once per step, as a user's loop of a jitted step does.
     ``"auto"`` (the default) picks ``"step"`` when XLA's cost analysis counts at least
-    ``jaxconv._trainer.STEP_FLOPS`` (2e6) floating-point operations per step, where
+    ``jaxconv._trainer.STEP_FLOPS`` (2e7) floating-point operations per step, where
     XLA:CPU runs the same convolutions, dots and fusions measurably slower inside a loop than
     as an executable of their own and a call's dispatch costs little, and ``"scan"`` for
     lighter steps, where dispatch would dominate (``FitResult.mode`` says which ran; the
@@ -767,7 +771,7 @@ def fit(
             end = min(t + cfg.chunk, stop)
             t0 = time.perf_counter()
             state.run, order, losses, finite = _run_chunk(
-                exe, ran_mode, state.run, order, t, end, stop, t == start, key_data, data)
+                exe, ran_mode, state.run, order, t, end, stop, key_data, data)
             wall_s += time.perf_counter() - t0
             state.losses[..., t:end] = losses
             chunk = _hooks.Chunk(t, end, losses, finite, boundary=end == stop)

@@ -27,12 +27,14 @@ from jaxconv.lowering._base import compiling_with
 
 # ``mode="auto"`` runs one compiled call per step when a step costs at least this many
 # floating-point operations (XLA's own cost analysis of the step, gradients included), and a
-# loop of steps inside one executable below it. Measured on a 2-core x86-64 CPU
-# (benchmarks/NOTES.md, "fit's execution mode"): inside XLA:CPU's while loop, convolutions,
-# dots and fused elementwise code of a heavy step ran 1.1-4.8x slower than the same step as
-# its own executable, while a step call costs ~20-60 us of dispatch; at 2e6 flops a step takes
-# ~0.1 ms or more, so dispatch is then a few percent at most.
-STEP_FLOPS = 2e6
+# loop of steps inside one executable below it. Measured on a 2-core x86-64 CPU, loaded
+# (benchmarks/NOTES.md, "fit's execution mode"): LeNet-5's step (~6e7 flops) took 66 ms
+# inside XLA:CPU's while loop and 23 ms as one call per step (a plain loop of a jitted step:
+# 32 ms), while a call of fit's step executable costs ~100-200 us of dispatch (a tiny model:
+# 198 us per step called one by one, 6 us inside the loop). At 2e7 flops a step takes about
+# a millisecond, so dispatch is then at most ~10-20% and the loop's slowdown is what is
+# avoided.
+STEP_FLOPS = 2e7
 
 MODES = ("auto", "scan", "step")
 
@@ -143,9 +145,9 @@ def make_step(loss_fn, optimizer, spec: Spec):
             )
         return batch
 
-    def step(carry, t, key, stop, data):
+    def step(carry, t, key, stop, data, redraw=True):
         (params, opt_state, guard), order = carry
-        if not full_batch:  # t is not batched over restarts: this stays a cond under vmap
+        if redraw and not full_batch:  # t is not batched over restarts: a cond under vmap
             order = jax.lax.cond(t % per_epoch == 0, lambda: order_at(key, t), lambda: order)
         batch = sample(order, t, data)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
@@ -177,8 +179,9 @@ class Trainer(NamedTuple):
       run: ``(state, start, stop, key_data, data) -> ChunkOut``: steps ``start ..
         min(start + chunk, stop) - 1`` inside one executable (a while loop: steps past
         ``stop`` are not run).
-      step: ``(state, order, fresh, t, key_data, data) -> (state, order, loss, finite)``: one
-        step; ``order`` is the example order carried between calls, redrawn when ``fresh``.
+      step: ``(state, order, t, key_data, data) -> (state, order, t + 1, loss, finite)``:
+        one step; ``order`` is ``(epoch, permutation)``, carried between calls (on the device,
+        as ``t`` is) and redrawn when step ``t`` belongs to another epoch.
     """
 
     init: Callable[[PyTree], State]
@@ -207,24 +210,31 @@ def make_trainer(loss_fn, optimizer, spec: Spec) -> Trainer:
         (state, _), losses, finite = jax.lax.fori_loop(0, n, body, init)
         return ChunkOut(state, losses, finite)
 
-    def step_one(state, order, fresh, t, key_data, data):
+    def step_one(state, order, t, key_data, data):
+        # order = (the epoch its permutation belongs to, the permutation): redrawn when step
+        # t starts another epoch or the carried one is not t's (the first call of a run)
         key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
+        epoch, perm = order
         if spec.batch_size is not None:
-            order = jax.lax.cond(fresh, lambda: order_at(key, t), lambda: order)
-        (state, order), (loss, finite) = step((state, order), t, key, t + 1, data)
-        return state, order, loss, finite
+            now = t // (spec.num_examples // spec.batch_size)
+            perm = jax.lax.cond(now != epoch, lambda: order_at(key, t), lambda: perm)
+            epoch = now
+        (state, _), (loss, finite) = step((state, perm), t, key, t + 1, data, redraw=False)
+        return state, (epoch, perm), t + 1, loss, finite
 
     if spec.restarts is None:
         return Trainer(init_one, run_one, step_one)
     return Trainer(jax.vmap(init_one),
                    jax.vmap(run_one, in_axes=(0, None, None, 0, None)),
-                   jax.vmap(step_one, in_axes=(0, 0, None, None, 0, None)))
+                   jax.vmap(step_one, in_axes=(0, (None, 0), None, 0, None),
+                            out_axes=(0, (None, 0), None, 0, 0)))
 
 
 def initial_order(spec: Spec, restarts: int | None):
-    """A placeholder example order for the first ``step`` call (``fresh`` redraws it)."""
+    """The example order a run's first ``step`` call starts from: a placeholder of epoch -1,
+    which that call redraws."""
     n = 0 if spec.batch_size is None else spec.num_examples
-    return jnp.zeros((n,) if restarts is None else (restarts, n), jnp.int32)
+    return (jnp.int32(-1), jnp.zeros((n,) if restarts is None else (restarts, n), jnp.int32))
 
 
 # ---- compiled executables, cached on what they compute ----

@@ -129,10 +129,13 @@ def cmd_sharding(args):
     seen.clear()
     out = jaxconv.fit(loss, P0, optax.adam(0.05), data, mesh=mesh, **common)
     report["batch_sharding_in_step"] = seen[-1] if seen else None
+    stepped = jaxconv.fit(loss, P0, optax.adam(0.05), data, mesh=mesh, mode="step", **common)
     report["sharded_vs_single"] = {
         "params": max_diff(out.params, ref.params),
         "losses": float(np.max(np.abs(out.losses - ref.losses))),
         "ref_final_loss": float(ref.losses[-1]),
+        "step_mode_params": max_diff(stepped.params, ref.params),
+        "step_mode": stepped.mode,
     }
     w = out.params["w"]
     report["params_sharding"] = {

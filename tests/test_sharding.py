@@ -48,6 +48,8 @@ def test_sharded_and_single_device_runs_agree(report):
     diff = report["sharded_vs_single"]
     assert diff["params"] < 1e-5 and diff["losses"] < 1e-5
     assert diff["ref_final_loss"] < 1.0  # the run actually trained
+    # one compiled call per step, on the mesh, gives the same run
+    assert diff["step_mode"] == "step" and diff["step_mode_params"] < 1e-5
 
 
 @slow

@@ -250,7 +250,9 @@ def test_resume_with_a_different_config_raises(finished, tmp_path, kwargs, match
 @pytest.mark.slow
 def test_resume_with_a_different_optimizer_raises(finished, tmp_path, optimizer):
     d = _copy(finished, tmp_path)
-    with pytest.raises(ValueError, match=r"cannot resume .*the optimizer computes other updates"):
+    # sgd's state has another structure than adam's: the restore itself names that
+    match = r"cannot resume .*the optimizer computes other updates|holds a different tree"
+    with pytest.raises(ValueError, match=match):
         jaxconv.fit(_loss, P0, optimizer, _problem(), checkpoint_dir=d, resume=True, **RUN)
 
 

@@ -522,12 +522,13 @@ def test_targets_that_would_broadcast_raise_under_rank_promotion_raise():
 
 
 @pytest.mark.slow
-def test_errors_of_other_types_in_the_loss_become_value_errors():
+def test_errors_of_other_types_in_the_loss_keep_their_type():
+    # issue 18: a user's exception is not retyped; a note says where it arose
     model, params, x, y = _model_problem()
     loss = lambda p, b: jnp.mean((model.apply(p["conv_9"], b[0]) - b[1]) ** 2)
-    with pytest.raises(ValueError, match=r"loss_fn\(params, batch\) failed while being traced "
-                                         r".*KeyError: 'conv_9'"):
+    with pytest.raises(KeyError, match="conv_9") as info:
         jaxconv.fit(loss, params, optax.adam(0.1), (x, y), steps=2, progress=False)
+    assert any("while tracing loss_fn(params, batch)" in n for n in info.value.__notes__)
 
 
 @pytest.mark.slow

@@ -512,34 +512,31 @@ def _executable(trainer, spec, cfg: _Settings, state, key_data, data, shardings)
                 _trainer.MODE_CHOICES[key] = choice
             mode = choice
         if mode == "step":
-            got = _trainer.compile_traced(traced, key, lowered)
-            return got.call, "step", got.cached, time.perf_counter() - t0
+            exe = _trainer.compile_traced(traced, key, lowered)
+            return exe, "step", time.perf_counter() - t0
     run_args = (state, np.int32(0), np.int32(0), key_data, data)
     kwargs = _jit_kwargs(shardings, len(run_args))
     traced = _trainer.trace(trainer.run, run_args, options, kwargs)
-    got = _trainer.compile_traced(traced, _trainer.cache_key(traced, run_args, options, kwargs))
-    return got.call, "scan", got.cached, time.perf_counter() - t0
+    exe = _trainer.compile_traced(traced, _trainer.cache_key(traced, run_args, options, kwargs))
+    return exe, "scan", time.perf_counter() - t0
 
 
 def _run_chunk(exe, mode: str, state, order, t: int, end: int, stop: int, key_data, data):
-    """Steps ``t .. end - 1``: ``(state, order, losses, finite)``, the last two on the host."""
+    """Steps ``t .. end - 1``: ``(state, order, losses)``, the losses on the host."""
     if mode == "scan":
         out = exe(state, np.int32(t), np.int32(stop), key_data, data)
-        losses, finite = np.asarray(out.losses), np.asarray(out.finite)  # waits for it
-        return out.state, order, losses[..., :end - t], finite[..., :end - t]
-    step_losses, step_finite = [], []
+        return out.state, order, np.asarray(out.losses)[..., :end - t]  # waits for it
+    step_losses = []
     counter = jnp.int32(t)  # stays on the device: no host transfer per step
     for _ in range(t, end):
-        state, order, counter, loss, ok = exe(state, order, counter, key_data, data)
+        state, order, counter, loss = exe(state, order, counter, key_data, data)
         step_losses.append(loss)
-        step_finite.append(ok)
-    losses, finite = jax.device_get(_stack(step_losses, step_finite))
-    return state, order, losses, finite
+    return state, order, np.asarray(_stack(step_losses))
 
 
 @jax.jit
-def _stack(losses, finite):
-    return jnp.stack(losses, axis=-1), jnp.stack(finite, axis=-1)
+def _stack(losses):
+    return jnp.stack(losses, axis=-1)
 
 
 def fit(
@@ -763,18 +760,18 @@ def fit(
 
         compile_s, wall_s, t, ran_mode = 0.0, 0.0, start, cfg.mode
         if start < cfg.steps:
-            exe, ran_mode, _, compile_s = _executable(trainer, spec, cfg, state.run, key_data,
+            exe, ran_mode, compile_s = _executable(trainer, spec, cfg, state.run, key_data,
                                                       data, shardings)
             order = _trainer.initial_order(spec, cfg.restarts)
         while t < cfg.steps:
             stop = cfg.boundary(t)
             end = min(t + cfg.chunk, stop)
             t0 = time.perf_counter()
-            state.run, order, losses, finite = _run_chunk(
+            state.run, order, losses = _run_chunk(
                 exe, ran_mode, state.run, order, t, end, stop, key_data, data)
             wall_s += time.perf_counter() - t0
             state.losses[..., t:end] = losses
-            chunk = _hooks.Chunk(t, end, losses, finite, boundary=end == stop)
+            chunk = _hooks.Chunk(t, end, losses, boundary=end == stop)
             for hook in hooks:
                 hook.after_chunk(chunk)
             t = end

@@ -51,7 +51,6 @@ class Chunk(NamedTuple):
     start: int
     end: int
     losses: np.ndarray  # [end - start] or [R, end - start]
-    finite: np.ndarray  # bool, same shape
     boundary: bool  # a checkpoint falls at ``end``
 
 

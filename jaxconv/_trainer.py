@@ -12,7 +12,6 @@ import collections
 import dataclasses
 import hashlib
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -63,11 +62,10 @@ class State(NamedTuple):
 
 
 class ChunkOut(NamedTuple):
-    """What one compiled call returns: the new state and each step's loss and finiteness."""
+    """What one compiled call returns: the new state and each step's loss."""
 
     state: State
     losses: Array  # [chunk] or [restarts, chunk]; NaN for steps not run
-    finite: Array  # bool, same shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +118,7 @@ def make_step(loss_fn, optimizer, spec: Spec):
     later steps change nothing.
 
     Returns ``(order_at, step)``: ``order_at(key, t)`` is the order of the epoch of step ``t``;
-    ``step((state, order), t, key, stop, data) -> ((state, order), (loss, finite))`` changes
+    ``step((state, order), t, key, stop, data) -> ((state, order), loss)`` changes
     nothing when ``t >= stop``.
     """
     full_batch = spec.batch_size is None
@@ -166,7 +164,7 @@ def make_step(loss_fn, optimizer, spec: Spec):
         stopped = jnp.where(bad & (streak >= spec.max_nonfinite), t, guard.stopped)
         guard = Guard(streak, guard.skipped + bad.astype(jnp.int32), stopped)
         loss = jnp.where(active, loss, jnp.nan)
-        return (State(params, opt_state, guard), order), (loss, finite | ~active)
+        return (State(params, opt_state, guard), order), loss
 
     return order_at, step
 
@@ -179,7 +177,7 @@ class Trainer(NamedTuple):
       run: ``(state, start, stop, key_data, data) -> ChunkOut``: steps ``start ..
         min(start + chunk, stop) - 1`` inside one executable (a while loop: steps past
         ``stop`` are not run).
-      step: ``(state, order, t, key_data, data) -> (state, order, t + 1, loss, finite)``:
+      step: ``(state, order, t, key_data, data) -> (state, order, t + 1, loss)``:
         one step; ``order`` is ``(epoch, permutation)``, carried between calls (on the device,
         as ``t`` is) and redrawn when step ``t`` belongs to another epoch.
     """
@@ -200,15 +198,15 @@ def make_trainer(loss_fn, optimizer, spec: Spec) -> Trainer:
         key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
         n = jnp.clip(stop - start, 0, spec.chunk)
         nan = jnp.full((spec.chunk,), jnp.nan, spec.loss_dtype)
-        init = ((state, order_at(key, start)), nan, jnp.ones((spec.chunk,), bool))
+        init = ((state, order_at(key, start)), nan)
 
         def body(i, carry):
-            inner, losses, finite = carry
-            inner, (loss, ok) = step(inner, start + i, key, stop, data)
-            return inner, losses.at[i].set(loss), finite.at[i].set(ok)
+            inner, losses = carry
+            inner, loss = step(inner, start + i, key, stop, data)
+            return inner, losses.at[i].set(loss)
 
-        (state, _), losses, finite = jax.lax.fori_loop(0, n, body, init)
-        return ChunkOut(state, losses, finite)
+        (state, _), losses = jax.lax.fori_loop(0, n, body, init)
+        return ChunkOut(state, losses)
 
     def step_one(state, order, t, key_data, data):
         # order = (the epoch its permutation belongs to, the permutation): redrawn when step
@@ -219,15 +217,15 @@ def make_trainer(loss_fn, optimizer, spec: Spec) -> Trainer:
             now = t // (spec.num_examples // spec.batch_size)
             perm = jax.lax.cond(now != epoch, lambda: order_at(key, t), lambda: perm)
             epoch = now
-        (state, _), (loss, finite) = step((state, perm), t, key, t + 1, data, redraw=False)
-        return state, (epoch, perm), t + 1, loss, finite
+        (state, _), loss = step((state, perm), t, key, t + 1, data, redraw=False)
+        return state, (epoch, perm), t + 1, loss
 
     if spec.restarts is None:
         return Trainer(init_one, run_one, step_one)
     return Trainer(jax.vmap(init_one),
                    jax.vmap(run_one, in_axes=(0, None, None, 0, None)),
                    jax.vmap(step_one, in_axes=(0, (None, 0), None, 0, None),
-                            out_axes=(0, (None, 0), None, 0, 0)))
+                            out_axes=(0, (None, 0), None, 0)))
 
 
 def initial_order(spec: Spec, restarts: int | None):
@@ -283,14 +281,6 @@ def clear_caches() -> None:
         MODE_CHOICES.clear()
 
 
-class Compiled(NamedTuple):
-    """A compiled executable and how it was obtained."""
-
-    call: Callable
-    compile_s: float  # seconds spent looking it up and compiling it (~0 when cached)
-    cached: bool
-
-
 def cache_key(traced, args: tuple, options: dict, jit_kwargs: dict) -> tuple:
     """What determines the executable of ``traced`` (a ``jax.stages.Traced`` of ``args``):
     the traced computation itself, its arguments' shapes, dtypes, shardings and donation, the
@@ -301,22 +291,21 @@ def cache_key(traced, args: tuple, options: dict, jit_kwargs: dict) -> tuple:
             _trace_context())
 
 
-def compile_traced(traced, key: tuple, lowered=None) -> Compiled:
+def compile_traced(traced, key: tuple, lowered=None) -> jax.stages.Compiled:
     """The executable of ``traced``, from the cache when an identical computation (the same
     ``cache_key``) was compiled before; ``lowered`` is ``traced.lower()`` if already done."""
-    t0 = time.perf_counter()
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
     if hit is not None:
-        return Compiled(hit, time.perf_counter() - t0, True)
+        return hit
     compiled = (traced.lower() if lowered is None else lowered).compile()
     with _LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-    return Compiled(compiled, time.perf_counter() - t0, False)
+    return compiled
 
 
 def trace(fn, args: tuple, options: dict, jit_kwargs: dict, donate: tuple = ()):

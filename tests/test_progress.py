@@ -10,7 +10,7 @@ from jaxconv import _hooks
 
 def _chunk(start, end, loss=1.0):
     losses = np.full(end - start, loss, np.float32)
-    return _hooks.Chunk(start, end, losses, np.isfinite(losses), boundary=False)
+    return _hooks.Chunk(start, end, losses, boundary=False)
 
 
 def _last_line(text):

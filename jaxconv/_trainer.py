@@ -26,13 +26,13 @@ from jaxconv.lowering._base import compiling_with
 
 # ``mode="auto"`` runs one compiled call per step when a step costs at least this many
 # floating-point operations (XLA's own cost analysis of the step, gradients included), and a
-# loop of steps inside one executable below it. Measured on a 2-core x86-64 CPU, loaded
-# (benchmarks/NOTES.md, "fit's execution mode"): LeNet-5's step (~6e7 flops) took 23.8 ms
-# inside XLA:CPU's while loop and 7.2 ms as one call per step (a plain loop of a jitted step:
-# 11.0 ms; load 1.3), while a call of fit's step executable costs ~100-200 us of dispatch (a tiny model:
-# 198 us per step called one by one, 6 us inside the loop). At 2e7 flops a step takes about
-# a millisecond, so dispatch is then at most ~10-20% and the loop's slowdown is what is
-# avoided.
+# loop of steps inside one executable below it. Measured on a 2-core x86-64 CPU
+# (benchmarks/NOTES.md, "fit's execution mode"): LeNet-5's step (over this threshold: auto
+# picks "step") took 23.8 ms inside XLA:CPU's while loop and 7.2 ms as one call per step (a
+# plain loop of a jitted step: 11.0 ms; load 1.3), while a call of fit's step executable
+# costs ~100-200 us of dispatch (a tiny model, loaded: 198 us per step called one by one,
+# 6 us inside the loop). At 2e7 flops a step takes about a millisecond, so dispatch is then
+# at most ~10-20% and the loop's slowdown is what is avoided.
 STEP_FLOPS = 2e7
 
 MODES = ("auto", "scan", "step")

@@ -192,7 +192,7 @@ class _Settings:
     local_slices: bool  # several processes, each passing its own slice of the examples
     compiler_options: dict
     max_nonfinite: int
-    mode: str  # "auto", "scan" or "step"
+    mode: str  # "scan" or "step"
     run_config: dict | None
 
     def boundary(self, t: int) -> int:
@@ -486,39 +486,22 @@ def _resume(ckpt, state: _hooks.RunState, key_data, config, probe) -> int:
 
 
 def _executable(trainer, spec, cfg: _Settings, state, key_data, data, shardings):
-    """The compiled computation the run uses, and its mode ("scan" or "step").
-
-    ``"step"`` compiles one optimizer step (called once per step, like a user's loop of a
-    jitted step); ``"scan"`` a loop of up to ``chunk`` steps inside one executable. ``"auto"``
-    takes ``"step"`` when XLA's cost analysis of one step counts at least
-    ``_trainer.STEP_FLOPS`` floating-point operations, else ``"scan"``: a deterministic
-    choice (the same call always runs the same way, so results never depend on timing).
-    """
+    """The compiled computation of the run's ``mode`` (``"scan"``: a loop of up to ``chunk``
+    steps in one executable; ``"step"``: one optimizer step, called once per step), lowered
+    with every convolution in XLA:CPU's canonical form (``jaxconv._canonical``)."""
     options = cfg.compiler_options
     t0 = time.perf_counter()
-    step_args = (state, _trainer.initial_order(spec, cfg.restarts), jnp.int32(0), key_data,
-                 data)
-    mode = cfg.mode
-    if mode != "scan":
-        kwargs = _jit_kwargs(shardings, len(step_args))
-        traced = _trainer.trace(trainer.step, step_args, options, kwargs)
-        key = _trainer.cache_key(traced, step_args, options, kwargs)
-        lowered = None
-        if mode == "auto":
-            choice = _trainer.MODE_CHOICES.get(key)
-            if choice is None:
-                lowered = traced.lower()
-                choice = "step" if _trainer.flops(lowered) >= _trainer.STEP_FLOPS else "scan"
-                _trainer.MODE_CHOICES[key] = choice
-            mode = choice
-        if mode == "step":
-            exe = _trainer.compile_traced(traced, key, lowered)
-            return exe, "step", time.perf_counter() - t0
-    run_args = (state, np.int32(0), np.int32(0), key_data, data)
-    kwargs = _jit_kwargs(shardings, len(run_args))
-    traced = _trainer.trace(trainer.run, run_args, options, kwargs)
-    exe = _trainer.compile_traced(traced, _trainer.cache_key(traced, run_args, options, kwargs))
-    return exe, "scan", time.perf_counter() - t0
+    platform = next(iter(jax.tree.leaves(key_data)[0].sharding.device_set)).platform
+    if cfg.mode == "step":
+        fn, args = trainer.step, (state, _trainer.initial_order(spec, cfg.restarts),
+                                  jnp.int32(0), key_data, data)
+    else:
+        fn, args = trainer.run, (state, np.int32(0), np.int32(0), key_data, data)
+    kwargs = _jit_kwargs(shardings, len(args))
+    traced = _trainer.trace(fn, args, options, kwargs)
+    exe = _trainer.compile_traced(traced, _trainer.cache_key(traced, args, options, kwargs),
+                                  platform)
+    return exe, time.perf_counter() - t0
 
 
 def _run_chunk(exe, mode: str, state, order, t: int, end: int, stop: int, key_data, data):
@@ -562,21 +545,19 @@ def fit(
     on_chunk: Callable[[int, np.ndarray], None] | None = None,
     compiler_options: dict[str, Any] | None = None,
     max_nonfinite: int = 500,
-    mode: str = "auto",
+    mode: str = "scan",
     run_config: dict[str, Any] | None = None,
 ) -> FitResult:
     """Minimises ``loss_fn(params, batch)`` with ``optimizer`` for ``steps`` steps.
 
-    Steps run in one of two ways (``mode``): ``"scan"`` runs up to ``chunk_size`` steps inside
-    one compiled call (a loop in the executable, no host round-trip per step); ``"step"``
-    compiles one step and calls it once per step, as a user's loop of a jitted step does.
-    ``"auto"`` (the default) picks ``"step"`` when XLA's cost analysis counts at least
-    ``jaxconv._trainer.STEP_FLOPS`` (2e7) floating-point operations per step, where
-    XLA:CPU runs the same convolutions, dots and fusions measurably slower inside a loop than
-    as an executable of their own and a call's dispatch costs little, and ``"scan"`` for
-    lighter steps, where dispatch would dominate (``FitResult.mode`` says which ran; the
-    choice depends only on the computation, never on timing). ``restarts`` independent runs
-    share the compiled call via ``jax.vmap``.
+    Steps run in one of two ways (``mode``): ``"scan"`` (the default) runs up to
+    ``chunk_size`` steps inside one compiled call (a loop in the executable, no host
+    round-trip per step); ``"step"`` compiles one step and calls it once per step, as a user's
+    loop of a jitted step does. Both are lowered with every convolution in the form XLA:CPU's
+    fast kernels take, loop bodies included (XLA itself canonicalises convolutions only
+    outside loops; see benchmarks/NOTES.md), so the loop is not slower than separate calls
+    and saves their dispatch. ``restarts`` independent runs share the compiled call via
+    ``jax.vmap``.
 
     Compiled executables are cached on what they compute, as ``jax.jit`` caches on the
     traced function and jax's trace context: every call traces ``loss_fn`` and the
@@ -669,7 +650,7 @@ def fit(
         ``jaxconv.compiler_options()``.
       max_nonfinite: consecutive non-finite steps after which a run (each restart on its
         own) stops.
-      mode: ``"auto"``, ``"scan"`` or ``"step"``: how steps are run (see above).
+      mode: ``"scan"`` or ``"step"``: how steps are run (see above).
       run_config: a JSON-serialisable dict describing the run (e.g. the hyperparameters you
         built the optimizer from), saved with every checkpoint (orbax custom metadata) and
         required to be equal on resume.
@@ -758,9 +739,9 @@ def fit(
         if on_chunk is not None:
             hooks.append(_hooks.Callback(on_chunk))
 
-        compile_s, wall_s, t, ran_mode = 0.0, 0.0, start, cfg.mode
+        compile_s, wall_s, t = 0.0, 0.0, start
         if start < cfg.steps:
-            exe, ran_mode, compile_s = _executable(trainer, spec, cfg, state.run, key_data,
+            exe, compile_s = _executable(trainer, spec, cfg, state.run, key_data,
                                                       data, shardings)
             order = _trainer.initial_order(spec, cfg.restarts)
         while t < cfg.steps:
@@ -768,7 +749,7 @@ def fit(
             end = min(t + cfg.chunk, stop)
             t0 = time.perf_counter()
             state.run, order, losses = _run_chunk(
-                exe, ran_mode, state.run, order, t, end, stop, key_data, data)
+                exe, cfg.mode, state.run, order, t, end, stop, key_data, data)
             wall_s += time.perf_counter() - t0
             state.losses[..., t:end] = losses
             chunk = _hooks.Chunk(t, end, losses, boundary=end == stop)
@@ -799,5 +780,5 @@ def fit(
         compile_s=compile_s,
         steps_per_s=ran / wall_s if wall_s > 0 else float("inf"),
         stopped=None if cfg.restarts is None else stopped,
-        mode=ran_mode,
+        mode=cfg.mode,
     )

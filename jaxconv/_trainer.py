@@ -21,21 +21,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
+from jaxconv import _canonical
 from jaxconv._typing import Array, PyTree
 from jaxconv.lowering._base import compiling_with
 
-# ``mode="auto"`` runs one compiled call per step when a step costs at least this many
-# floating-point operations (XLA's own cost analysis of the step, gradients included), and a
-# loop of steps inside one executable below it. Measured on a 2-core x86-64 CPU
-# (benchmarks/NOTES.md, "fit's execution mode"): LeNet-5's step (over this threshold: auto
-# picks "step") took 23.8 ms inside XLA:CPU's while loop and 7.2 ms as one call per step (a
-# plain loop of a jitted step: 11.0 ms; load 1.3), while a call of fit's step executable
-# costs ~100-200 us of dispatch (a tiny model, loaded: 198 us per step called one by one,
-# 6 us inside the loop). At 2e7 flops a step takes about a millisecond, so dispatch is then
-# at most ~10-20% and the loop's slowdown is what is avoided.
-STEP_FLOPS = 2e7
-
-MODES = ("auto", "scan", "step")
+MODES = ("scan", "step")
 
 
 class Guard(NamedTuple):
@@ -261,13 +251,10 @@ def _trace_context():
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 16
 _LOCK = threading.Lock()
-# mode="auto"'s choice per traced step (cache_key): lowering for the cost analysis is skipped
-# when the same step was seen before
-MODE_CHOICES: dict = {}
 
 
 def clear_caches() -> None:
-    """Drops every executable ``jaxconv.fit`` compiled and every ``mode`` choice it made.
+    """Drops every executable ``jaxconv.fit`` compiled.
 
     ``fit`` keys its cache on the computation it traced (see ``fit``), so clearing it never
     changes a result, only frees memory and makes the next call compile again. jax's own
@@ -278,7 +265,6 @@ def clear_caches() -> None:
     """
     with _LOCK:
         _CACHE.clear()
-        MODE_CHOICES.clear()
 
 
 def cache_key(traced, args: tuple, options: dict, jit_kwargs: dict) -> tuple:
@@ -291,16 +277,23 @@ def cache_key(traced, args: tuple, options: dict, jit_kwargs: dict) -> tuple:
             _trace_context())
 
 
-def compile_traced(traced, key: tuple, lowered=None) -> jax.stages.Compiled:
+def lower(traced, platform: str) -> jax.stages.Lowered:
+    """``traced`` lowered for ``platform`` with every convolution in XLA:CPU's canonical form,
+    loop bodies included (``jaxconv._canonical``)."""
+    return _canonical.lower(traced, platform)
+
+
+def compile_traced(traced, key: tuple, platform: str, lowered=None) -> jax.stages.Compiled:
     """The executable of ``traced``, from the cache when an identical computation (the same
-    ``cache_key``) was compiled before; ``lowered`` is ``traced.lower()`` if already done."""
+    ``cache_key``) was compiled before; ``lowered`` is ``lower(traced, platform)`` if already
+    done."""
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
     if hit is not None:
         return hit
-    compiled = (traced.lower() if lowered is None else lowered).compile()
+    compiled = (lower(traced, platform) if lowered is None else lowered).compile()
     with _LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _CACHE_SIZE:
@@ -314,15 +307,6 @@ def trace(fn, args: tuple, options: dict, jit_kwargs: dict, donate: tuple = ()):
     with compiling_with(options):
         return jax.jit(fn, compiler_options=options or None, donate_argnums=donate,
                        **jit_kwargs).trace(*args)
-
-
-def flops(lowered) -> float:
-    """Floating-point operations of a lowered computation by XLA's cost analysis (0 if the
-    backend gives none)."""
-    analysis = lowered.cost_analysis()
-    if isinstance(analysis, list | tuple):  # older jax: one dict per computation
-        analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", 0.0))
 
 
 # ---- what a run computes, as a few numbers (the identity a checkpoint is resumed by) ----

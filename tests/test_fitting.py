@@ -269,7 +269,7 @@ def test_a_repeated_fit_reuses_the_compiled_chunk(key):
     fit(_loss, P0, optax.adam(0.05), (data[0][:8], data[1][:8]), steps=30, progress=False)
     assert len(_trainer._CACHE) == 3
     jaxconv.clear_caches()
-    assert not _trainer._CACHE and not _trainer.MODE_CHOICES
+    assert not _trainer._CACHE
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv.lowering import xla
 from jaxconv.lowering._base import (
     ConvArgs,
     Lowering,
@@ -108,15 +109,16 @@ def _patch_matmul(x, w, stride, dilation, groups, precision):
     return y.reshape(out_ch, x.shape[1], *out_sp)
 
 
-def _lax_conv(x, w, stride, dilation, groups, precision):
-    """lax's conv on the [C, N, *sp] input and [*k, Cg, O] kernel used here."""
-    n = w.ndim - 2
-    io = (1, 0, *range(2, n + 2))
-    dn = lax.ConvDimensionNumbers(io, (n + 1, n, *range(n)), io)
-    return lax.conv_general_dilated(
-        x, w, stride, ((0, 0),) * n, rhs_dilation=dilation, dimension_numbers=dn,
-        feature_group_count=groups, precision=precision,
-    )
+def _lax_conv(x, w_dot, stride, dilation, groups, precision):
+    """lax's conv of the [C, N, *sp] input and [*k, Cg, O] kernel tangent used here, as
+    [O, N, *out], written channels-last so that its transpose, the kernel gradient, is a
+    canonical convolution (XLA:CPU runs any other form with its naive loop inside a loop
+    body: LeNet-5's first layer made fit's steps 3.2x slower, benchmarks/NOTES.md)."""
+    n = w_dot.ndim - 2
+    y = xla.kernel_linear_conv(jnp.moveaxis(x, (0, 1), (n + 1, 0)), w_dot, stride=stride,
+                               pads=((0, 0),) * n, dilation=dilation, groups=groups,
+                               precision=precision)
+    return jnp.moveaxis(y, (0, n + 1), (1, 0))
 
 
 def _w_tangent(x, w_dot, stride, dilation, groups, precision):

@@ -118,6 +118,15 @@ def conv_channels_last(x, w, *, stride, pads, dilation, groups, precision):
     return _conv_cl(x, w, static)
 
 
+def kernel_linear_conv(x, w_dot, *, stride, pads, dilation, groups, precision):
+    """``lax.conv_general_dilated`` of ``x`` [N, *sp, C] and ``w_dot`` [*k, C // groups, O] as
+    a plain linear function of ``w_dot``, written so that its transpose (the kernel gradient)
+    is a canonical convolution (for lowerings whose kernel tangent is a convolution)."""
+    static = (tuple(stride), tuple(tuple(p) for p in pads), tuple(dilation), int(groups),
+              precision)
+    return _w_tangent(x, w_dot, static)
+
+
 def linear_conv(x, w, args):
     """The same convolution as a plain linear function of ``x`` (no custom JVP), written so
     that its transpose, ``conv_transpose``, is a canonical convolution."""

@@ -73,8 +73,8 @@ NNX = ("nnx", "nnx_opts")
 # not stepping, then dominates an architecture's time.
 MAX_MACS = 4e6
 MAX_MACS_3D = MAX_MACS / 8
-# The summary splits the architectures at this many flops per step (XLA's cost analysis): the
-# threshold of fit's per-step mode in the rewrite under way (jaxconv/_trainer.py STEP_FLOPS).
+# The summary splits the architectures at this many flops per step (XLA's cost analysis):
+# light steps, where a loop's per-call dispatch is a visible share of a step, and heavy ones.
 STEP_FLOPS = 2e6
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENV = "JAXCONV_EXPERIMENT_ARGS"
+CACHE_DIR = ".cache/xla"
 
 # the flags `run_script` passes to the file it runs (None: the command line or ENV)
 _ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("argv", default=None)
@@ -160,8 +161,9 @@ def start(
 
     The flags come from ``run_script``'s ``argv``, else, in a notebook, from the environment
     variable ``JAXCONV_EXPERIMENT_ARGS``, else from the command line. Every experiment takes
-    ``--quick``, ``--out DIR`` (default ``results/NAME`` in the checkout), ``--seed N`` and
-    ``--no-figures``.
+    ``--quick``, ``--out DIR`` (default ``results/NAME`` in the checkout), ``--seed N``,
+    ``--no-figures`` and ``--no-compile-cache`` (a command-line run otherwise turns on jax's
+    persistent compilation cache in ``.cache/xla`` of the checkout: ``use_compile_cache``).
 
     Args:
       name: the experiment's name: the default results folder and the summary line.
@@ -180,6 +182,10 @@ def start(
                    help=f"output directory (default: results/{name} in the checkout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="run without jax's persistent compilation cache (a command-line run "
+                   f"otherwise keeps compiled executables in {CACHE_DIR} of the checkout, so "
+                   "a second run compiles less; notebooks and run_script never use it)")
     common = {"steps": "override the number of steps", "restarts": "override the restarts"}
     for option in options:
         if option not in common:
@@ -188,8 +194,26 @@ def start(
     if add_flags is not None:
         add_flags(p)
     args = p.parse_args(_argv())
+    if _ARGV.get() is None and not in_notebook() and not args.no_compile_cache:
+        use_compile_cache(repo_root() / CACHE_DIR)
     os.makedirs(args.out, exist_ok=True)
     return Experiment(name, args, draw=in_notebook() or not args.no_figures)
+
+
+def use_compile_cache(path: str | os.PathLike) -> None:
+    """Turns on jax's persistent compilation cache in ``path`` for this process, for every
+    executable however briefly it compiled (jax's default keeps only those over 1 s). jax
+    keys each entry on the compiled computation, its compile options and the jax/jaxlib
+    versions, so a cached executable is the one a fresh compile would give.
+
+    Args:
+      path: the cache folder (created if missing).
+    """
+    import jax
+
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.fspath(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def run_script(path: str | os.PathLike, argv: Sequence[str]) -> dict[str, Any]:

@@ -741,8 +741,8 @@ def fit(
 
         compile_s, wall_s, t = 0.0, 0.0, start
         if start < cfg.steps:
-            exe, compile_s = _executable(trainer, spec, cfg, state.run, key_data,
-                                                      data, shardings)
+            exe, compile_s = _executable(trainer, spec, cfg, state.run, key_data, data,
+                                         shardings)
             order = _trainer.initial_order(spec, cfg.restarts)
         while t < cfg.steps:
             stop = cfg.boundary(t)

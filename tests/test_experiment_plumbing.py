@@ -88,3 +88,26 @@ def test_experiments_use_the_strict_shared_plumbing(path):
     for banned in ("parse_known_args", "runpy", "def parse_args", "def show(", "def repo_root"):
         assert banned not in text, f"{path.name}: {banned}"
     assert "_experiment import" in text and "EXP.finish(" in text
+
+
+def test_only_a_command_line_run_turns_on_the_compile_cache(script, tmp_path):
+    """The persistent compilation cache is process state: run_script (tests, the docs build)
+    and notebooks never turn it on; a command-line run does unless --no-compile-cache."""
+    import subprocess
+
+    import jax
+
+    _experiment.run_script(script, ["--out", str(tmp_path / "a")])
+    assert jax.config.jax_compilation_cache_dir is None
+    probe = tmp_path / "probe.py"
+    probe.write_text(script.read_text() + "import jax\nprint('CACHE', jax.config."
+                     "jax_compilation_cache_dir)\n")
+    cache = tmp_path / "root"
+    for flags, want in (([], str(cache / ".cache" / "xla")), (["--no-compile-cache"], "None")):
+        code = ("import sys, runpy; from jaxconv import _experiment; import pathlib;"
+                f"_experiment.repo_root = lambda: pathlib.Path({str(cache)!r});"
+                f"sys.argv = ['probe.py', '--out', {str(tmp_path / 'b')!r}, *{flags!r}];"
+                f"runpy.run_path({str(probe)!r}, run_name='__main__')")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout
+        assert f"CACHE {want}" in out

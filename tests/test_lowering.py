@@ -690,3 +690,28 @@ def test_depthwise_gradient_memory_does_not_grow_with_taps():
 
     assert temp_bytes(7, "depthwise") <= 2.5 * temp_bytes(7, "xla")
     assert temp_bytes(7, "depthwise") <= 2 * temp_bytes(3, "depthwise")
+
+
+def test_im2col_chunks_cannot_see_a_vmapped_axis():
+    """A documented limitation (issue 18 item 5): im2col bounds its patch memory by chunking
+    the batch it sees, and ``jax.vmap`` hides its own axis from the traced function, so R
+    vmapped copies (fit's restarts) hold R chunks of patches at once. jax's way to batch
+    differently, ``jax.custom_batching.custom_vmap``/``sequential_vmap``, has no reverse-mode
+    autodiff (``jax.grad`` of it fails to linearize), which im2col's gradients need. If this
+    starts failing, jax has given im2col a way to see the axis: bound it then."""
+    x = jax.ShapeDtypeStruct((8, 16, 32, 32, 16), jnp.float32)
+    w = jax.ShapeDtypeStruct((8, 3, 3, 16, 32), jnp.float32)
+    f = lambda x, w: jnp.sum(jaxconv.conv(x, w, algorithm="im2col") ** 2)
+
+    def temp(g):
+        return jax.jit(g).lower(x, w).compile().memory_analysis().temp_size_in_bytes
+
+    one = temp(lambda x, w: f(x[0], w[0]))
+    assert temp(lambda x, w: jnp.sum(jax.vmap(f)(x, w))) > 4 * one
+
+    @jax.custom_batching.sequential_vmap
+    def g(x):
+        return jnp.sin(x)
+
+    with pytest.raises(ValueError, match="Linearization failed"):
+        jax.grad(lambda x: jnp.sum(jax.vmap(g)(x)))(jnp.ones((2, 3)))

@@ -94,4 +94,4 @@ docs: | $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis .mypy_cache site docs/notebooks
+	rm -rf $(VENV) results .pytest_cache .hypothesis .mypy_cache site docs/notebooks .cache/xla

@@ -277,23 +277,17 @@ def cache_key(traced, args: tuple, options: dict, jit_kwargs: dict) -> tuple:
             _trace_context())
 
 
-def lower(traced, platform: str) -> jax.stages.Lowered:
-    """``traced`` lowered for ``platform`` with every convolution in XLA:CPU's canonical form,
-    loop bodies included (``jaxconv._canonical``)."""
-    return _canonical.lower(traced, platform)
-
-
-def compile_traced(traced, key: tuple, platform: str, lowered=None) -> jax.stages.Compiled:
-    """The executable of ``traced``, from the cache when an identical computation (the same
-    ``cache_key``) was compiled before; ``lowered`` is ``lower(traced, platform)`` if already
-    done."""
+def compile_traced(traced, key: tuple, platform: str) -> jax.stages.Compiled:
+    """The executable of ``traced`` for ``platform``, from the cache when an identical
+    computation (the same ``cache_key``) was compiled before; lowered with every convolution
+    in XLA:CPU's canonical form, loop bodies included (``jaxconv._canonical``)."""
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
     if hit is not None:
         return hit
-    compiled = (lower(traced, platform) if lowered is None else lowered).compile()
+    compiled = _canonical.lower(traced, platform).compile()
     with _LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _CACHE_SIZE:

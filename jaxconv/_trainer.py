@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import threading
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from jax.sharding import NamedSharding
 
 from jaxconv import _canonical
 from jaxconv._typing import Array, PyTree
-from jaxconv.lowering._base import compiling_with
+from jaxconv.lowering._base import RESTARTS_AXIS, compiling_with
 
 MODES = ("scan", "step")
 
@@ -212,10 +213,11 @@ def make_trainer(loss_fn, optimizer, spec: Spec) -> Trainer:
 
     if spec.restarts is None:
         return Trainer(init_one, run_one, step_one)
-    return Trainer(jax.vmap(init_one),
-                   jax.vmap(run_one, in_axes=(0, None, None, 0, None)),
-                   jax.vmap(step_one, in_axes=(0, (None, 0), None, 0, None),
-                            out_axes=(0, (None, 0), None, 0)))
+    vmap = functools.partial(jax.vmap, axis_name=RESTARTS_AXIS)  # its size: vmapped_copies()
+    return Trainer(vmap(init_one),
+                   vmap(run_one, in_axes=(0, None, None, 0, None)),
+                   vmap(step_one, in_axes=(0, (None, 0), None, 0, None),
+                        out_axes=(0, (None, 0), None, 0)))
 
 
 def initial_order(spec: Spec, restarts: int | None):

@@ -164,6 +164,21 @@ def pad_spatial(x, pads, first: int = 1):
     return lax.pad(x, jnp.zeros((), x.dtype), cfg)
 
 
+# The name of the ``jax.vmap`` axis of fit's restarts: lowerings that bound their memory by
+# chunking (im2col) divide their budget by its size, which ``jax.lax.axis_size`` reads from the
+# trace (an unnamed ``jax.vmap`` axis is invisible to the function it maps).
+RESTARTS_AXIS = "jaxconv_restarts"
+
+
+def vmapped_copies() -> int:
+    """How many copies of the code being traced run at once under fit's restarts ``vmap``
+    (1 outside it)."""
+    try:
+        return int(lax.axis_size(RESTARTS_AXIS))
+    except NameError:
+        return 1
+
+
 def _eigen_convs_state():
     """The planner's "XLA's convolutions run on Eigen" intent, as a jax config state in jax's
     trace context: ``jax.jit`` keys its trace cache on it, so a function traced once outside

@@ -35,6 +35,8 @@ CASES = {
                 ("xla", "depthwise", "fft")),
     "1d121": ((8, 1024, 1), (121, 1, 1), {}, ("xla", "shift_add", "im2col", "fft")),
     "G": ((1, 1024, 1024, 1), (31, 31, 1, 1), {}, ("xla", "fft")),
+    # arch_bench seed 0 #14's 7x7 layer (fit 1.43x its default-options loop there)
+    "k7_20to1": ((8, 26, 26, 20), (7, 7, 20, 1), {"padding": "SAME"}, ("xla", "im2col")),
 }
 
 

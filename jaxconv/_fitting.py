@@ -555,8 +555,9 @@ def fit(
     round-trip per step); ``"step"`` compiles one step and calls it once per step, as a user's
     loop of a jitted step does. Both are lowered with every convolution in the form XLA:CPU's
     fast kernels take, loop bodies included (XLA itself canonicalises convolutions only
-    outside loops; see benchmarks/NOTES.md), so the loop is not slower than separate calls
-    and saves their dispatch. ``restarts`` independent runs share the compiled call via
+    outside loops; see benchmarks/NOTES.md), so the loop runs about as fast as separate calls
+    (measured: faster on 20 of 30 generated architectures, median 0.95x) and saves their
+    dispatch. ``restarts`` independent runs share the compiled call via
     ``jax.vmap``.
 
     Compiled executables are cached on what they compute, as ``jax.jit`` caches on the

@@ -4,6 +4,7 @@ import json
 import pathlib
 import sys
 
+import jax
 import pytest
 
 from jaxconv import _experiment
@@ -67,9 +68,13 @@ def test_in_a_notebook_the_flags_come_from_the_environment(monkeypatch, tmp_path
 def test_from_the_command_line_outside_a_notebook(monkeypatch, tmp_path):
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     monkeypatch.setenv(_experiment.ENV, "--quick")  # read in a notebook only
-    monkeypatch.setattr(sys, "argv", ["x.py", "--out", str(tmp_path), "--no-figures"])
+    # --no-compile-cache: a command-line start() would turn jax's persistent compilation
+    # cache on for this whole test process
+    monkeypatch.setattr(sys, "argv", ["x.py", "--out", str(tmp_path), "--no-figures",
+                                      "--no-compile-cache"])
     exp = _experiment.start("x", "x")
     assert not exp.args.quick and not exp.draw and exp.out == str(tmp_path)
+    assert exp.args.no_compile_cache and jax.config.jax_compilation_cache_dir is None
 
 
 def test_paths_are_shown_relative_to_the_checkout(monkeypatch, tmp_path):
@@ -94,8 +99,6 @@ def test_only_a_command_line_run_turns_on_the_compile_cache(script, tmp_path):
     """The persistent compilation cache is process state: run_script (tests, the docs build)
     and notebooks never turn it on; a command-line run does unless --no-compile-cache."""
     import subprocess
-
-    import jax
 
     _experiment.run_script(script, ["--out", str(tmp_path / "a")])
     assert jax.config.jax_compilation_cache_dir is None

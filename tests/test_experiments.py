@@ -133,7 +133,8 @@ def test_recover_stack_runs_on_two_devices(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
     cmd = [sys.executable, str(EXPERIMENTS / "recover_stack.py"), "--quick", "--devices", "2",
-           "--restarts", "8", "--steps", "200", "--no-figures", "--out", str(tmp_path)]
+           "--restarts", "8", "--steps", "200", "--no-figures", "--no-compile-cache",
+           "--out", str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())

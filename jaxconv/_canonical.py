@@ -37,14 +37,18 @@ from jax import lax
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))  # XLA:CPU's Eigen conv dtypes
 
 
-def is_canonical(dimension_numbers, batch_group_count: int = 1) -> bool:
-    """Whether a convolution with these ``lax.ConvDimensionNumbers`` (positions of batch,
-    feature and spatial dims, as lax stores them) is one XLA:CPU runs on its fast kernels."""
-    lhs, rhs, out = (tuple(d) for d in dimension_numbers)
-    n = len(lhs) - 2
+def canonical_dims(n: int) -> lax.ConvDimensionNumbers:
+    """[N, *sp, C] x [*k, I, O] -> [N, *sp, O] with ``n`` spatial dims: the form XLA:CPU's
+    fast convolutions take (positions of batch, feature and spatial dims, as lax orders them)."""
     sp = tuple(range(1, n + 1))
-    return (batch_group_count == 1 and lhs == (0, n + 1, *sp) and out == (0, n + 1, *sp)
-            and rhs == (n + 1, n, *range(n)))
+    return lax.ConvDimensionNumbers((0, n + 1, *sp), (n + 1, n, *range(n)), (0, n + 1, *sp))
+
+
+def is_canonical(dims, batch_group_count: int = 1) -> bool:
+    """Whether a convolution with these ``lax.ConvDimensionNumbers`` is one XLA:CPU runs on
+    its fast kernels."""
+    dims = tuple(tuple(d) for d in dims)
+    return batch_group_count == 1 and dims == tuple(canonical_dims(len(dims[0]) - 2))
 
 
 def canonical_conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
@@ -64,10 +68,8 @@ def canonical_conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilat
         batch, channels = x.shape[0], x.shape[-1]
         x = x.reshape(groups, batch // groups, *x.shape[1:])
         x = jnp.moveaxis(x, 0, -2).reshape(batch // groups, *x.shape[2:-1], groups * channels)
-    sp = tuple(range(1, n + 1))
-    dims = lax.ConvDimensionNumbers((0, n + 1, *sp), (n + 1, n, *range(n)), (0, n + 1, *sp))
     y = lax.conv_general_dilated(
-        x, w, window_strides, padding, lhs_dilation, rhs_dilation, dims,
+        x, w, window_strides, padding, lhs_dilation, rhs_dilation, canonical_dims(n),
         feature_group_count=groups, precision=precision,
         preferred_element_type=preferred_element_type)
     perm = [0] * (n + 2)  # y is [N, *out, O]: back to the requested output layout

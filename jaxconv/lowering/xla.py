@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv._canonical import canonical_dims
 from jaxconv.lowering._base import Lowering, channels_last, convs_on_eigen, never
 
 
@@ -30,16 +31,10 @@ def _dims(lhs, rhs, out):
     return lax.ConvDimensionNumbers(tuple(lhs), tuple(rhs), tuple(out))
 
 
-def _canonical(n):
-    """[N, *sp, C] x [*k, I, O] -> [N, *sp, O]: the form XLA:CPU's fast convolutions take."""
-    sp = tuple(range(1, n + 1))
-    return _dims((0, n + 1, *sp), (n + 1, n, *range(n)), (0, n + 1, *sp))
-
-
 def _primal(x, w, static):
     stride, pads, dilation, groups, precision = static
     return lax.conv_general_dilated(
-        x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=_canonical(w.ndim - 2),
+        x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=canonical_dims(w.ndim - 2),
         feature_group_count=groups, precision=precision,
     )
 
@@ -109,22 +104,24 @@ def conv(x, w, args):
     return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
 
+def _static(stride, pads, dilation, groups, precision) -> tuple:
+    """The hashable settings ``_conv_cl`` and the tangents take."""
+    return (tuple(stride), tuple(tuple(p) for p in pads), tuple(dilation), int(groups),
+            precision)
+
+
 def conv_channels_last(x, w, *, stride, pads, dilation, groups, precision):
     """``lax.conv_general_dilated`` of ``x`` [N, *sp, C] and ``w`` [*k, C // groups, O] with
     explicit ``pads``, canonical forward and gradients (for lowerings that rewrite a conv into
     another one)."""
-    static = (tuple(stride), tuple(tuple(p) for p in pads), tuple(dilation), int(groups),
-              precision)
-    return _conv_cl(x, w, static)
+    return _conv_cl(x, w, _static(stride, pads, dilation, groups, precision))
 
 
 def kernel_linear_conv(x, w_dot, *, stride, pads, dilation, groups, precision):
     """``lax.conv_general_dilated`` of ``x`` [N, *sp, C] and ``w_dot`` [*k, C // groups, O] as
     a plain linear function of ``w_dot``, written so that its transpose (the kernel gradient)
     is a canonical convolution (for lowerings whose kernel tangent is a convolution)."""
-    static = (tuple(stride), tuple(tuple(p) for p in pads), tuple(dilation), int(groups),
-              precision)
-    return _w_tangent(x, w_dot, static)
+    return _w_tangent(x, w_dot, _static(stride, pads, dilation, groups, precision))
 
 
 def linear_conv(x, w, args):

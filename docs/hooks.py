@@ -1,15 +1,18 @@
 """mkdocs hook: fills ``<!-- jaxconv:bench FILE -->`` markers with the markdown tables and the
-machine recorded in a benchmark results file, so the site never quotes a number by hand; and
+machine recorded in a benchmark results file, so the site never quotes a number by hand;
 refuses to publish an executed notebook that ran with other flags than the full run's (a
-``make notebooks NOTEBOOK_ARGS=--quick`` build)."""
+``make notebooks NOTEBOOK_ARGS=--quick`` build); and drops the executed notebooks' widget
+state, so a page shows each live control's picture."""
 
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+log = logging.getLogger("mkdocs.hooks.jaxconv")
 MARKER = re.compile(r"<!-- jaxconv:bench (\S+) -->")
 
 
@@ -39,10 +42,30 @@ def short_runs(notebooks: pathlib.Path) -> list[str]:
     return found
 
 
+def drop_widget_state(notebooks: pathlib.Path) -> list[str]:
+    """Removes the ipywidgets state that nbclient stores in each executed notebook's metadata
+    and returns the names of the notebooks it changed. With the state there, the page would
+    load Jupyter's widget manager from a CDN and draw controls that no kernel answers; without
+    it each control's output shows its PNG (the tutorial's controls give one)."""
+    changed = []
+    for path in sorted(notebooks.glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        if "widgets" in nb.get("metadata", {}):
+            del nb["metadata"]["widgets"]
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path.name)
+    return changed
+
+
 def on_pre_build(config):
     from mkdocs.exceptions import PluginError
 
-    short = short_runs(pathlib.Path(config["docs_dir"]) / "notebooks")
+    notebooks = pathlib.Path(config["docs_dir"]) / "notebooks"
+    dropped = drop_widget_state(notebooks)
+    if dropped:
+        log.info("docs: the live controls of %s show their pictures (a static page has no "
+                 "kernel; the widget state is dropped)", ", ".join(dropped))
+    short = short_runs(notebooks)
     if short:
         raise PluginError(
             "docs: these notebooks ran with flags, not in full: " + ", ".join(short)

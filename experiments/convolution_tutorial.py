@@ -33,7 +33,7 @@ from matplotlib.animation import FuncAnimation
 from matplotlib.patches import Rectangle
 
 import jaxconv
-from jaxconv import _tasks, data, filters, viz
+from jaxconv import _tasks, _widgets, data, filters, viz
 from jaxconv._experiment import in_notebook, start
 
 EXP = start("convolution_tutorial", "The convolution tutorial, step by step.",
@@ -180,6 +180,21 @@ EXP.show(viz.image_grid(
     annotate=True, col_titles=list(OUTPUTS), scale="row"), "activated.png")
 
 # %% [markdown]
+# ### Try it: edit the kernel
+#
+# Below, the nine boxes hold a 3x3 kernel (the vertical line detector to start with); in
+# Jupyter, change any value and the cross image's feature map and its ReLU redraw at once,
+# every cell labelled with its number. Try the horizontal detector, a cross, or the centre
+# weight alone. This page shows the picture of the starting kernel; to use the controls
+# live, run the notebook in JupyterLab: `make lab` installs JupyterLab into the checkout's
+# `.venv`, writes this tutorial as a notebook on the kernel "jaxconv (.venv)" and opens it;
+# then run all cells (Run > Run All Cells).
+
+# %%
+if in_notebook():  # a live control needs a Jupyter kernel (ipywidgets: the notebooks extra)
+    EXP.show(_widgets.kernel_editor(CROSS, BANK["vertical_line"]))
+
+# %% [markdown]
 # ## 6. Stacking two layers
 #
 # The line detectors (+ ReLU) feed a second 3x3 layer that adds the vertical channel's centre
@@ -258,6 +273,15 @@ def draw_learning(n):
 
 
 LEARNING_HTML = animate(fig, draw_learning, len(frames))
+
+# %% [markdown]
+# In Jupyter, the slider below scrubs through every step of that run (the play button runs
+# them in order): the kernel at that step, and the step marked on the loss curve. This page
+# shows step 0.
+
+# %%
+if in_notebook():
+    EXP.show(_widgets.learning_scrubber(KERNELS, LOSSES))
 
 # %% [markdown]
 # ## 8. Learning the 2-layer stack: 64 random starts

@@ -73,6 +73,32 @@ def test_the_tutorial_animations_are_embedded_and_step(executed):
         assert h.count("data:image/png;base64") > 1 and "next_frame" in h.lower()
 
 
+def test_the_tutorial_controls_run_headless_and_leave_a_picture(executed):
+    """The kernel-editor and learning-step controls execute without a front end; each output
+    is the live widget for Jupyter plus the PNG a static page shows instead."""
+    nb, _ = executed("convolution_tutorial")
+    controls = [o["data"] for c in nb.cells if c.cell_type == "code"
+                for o in _outputs(c, {"display_data"})
+                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(controls) == 2
+    for data in controls:
+        assert base64.b64decode(data["image/png"])[:8] == PNG_SIGNATURE
+        assert "Jupyter" in data["text/plain"]
+
+
+def test_the_docs_drop_the_widget_state(tmp_path):
+    hooks = _hooks()
+    nb = {"cells": [], "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json":
+                                                {"state": {}}}, "kernelspec": {"name": "k"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "live.ipynb").write_text(json.dumps(nb))
+    del nb["metadata"]["widgets"]
+    (tmp_path / "static.ipynb").write_text(json.dumps(nb))
+    assert hooks.drop_widget_state(tmp_path) == ["live.ipynb"]
+    assert json.loads((tmp_path / "live.ipynb").read_text()) == nb
+    assert hooks.drop_widget_state(tmp_path) == []
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_opens_with_its_story_then_a_computing_cell(executed, name):
     """No plumbing cell before the story: markdown first, and the first code cell already

@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo lint typecheck bench notebooks docs clean FORCE
+.PHONY: install test test-fast demo lint typecheck bench notebooks docs docs-check lab clean FORCE
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,5 +93,29 @@ docs: | $(DOCS_STAMP)
 	$(MAKE) notebooks NOTEBOOK_ARGS=
 	$(BIN)/mkdocs build --strict
 
+# the built site (run `make docs` first) opened in the system's headless Chromium (apt-get
+# install chromium): every page loads with no console error, each to_jshtml animation has its
+# frames and steps; a full-page screenshot of each page goes to site-check/. The checker's own
+# tests run first, in the same browser. Fails (exit 1) naming every failing page.
+DOCS_CHECK_STAMP := $(VENV)/.installed-docs-check
+$(DOCS_CHECK_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[docs-check]"
+	touch $(DOCS_CHECK_STAMP)
+
+docs-check: $(DOCS_CHECK_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_docs_check.py
+	$(BIN)/python tools/docs_check.py --site site --out site-check
+
+# JupyterLab on the tutorial, with its live ipywidgets controls: writes the tutorial as a
+# notebook on the kernel "jaxconv (.venv)" to build/lab/ (not executed: run all its cells)
+LAB_NOTEBOOK := build/lab/convolution_tutorial.ipynb
+lab: $(KERNEL)
+	$(BIN)/python -m pip install -q -e ".[lab]"
+	@mkdir -p $(dir $(LAB_NOTEBOOK))
+	$(BIN)/jupytext --to ipynb --set-kernel jaxconv --output $(LAB_NOTEBOOK) \
+		experiments/convolution_tutorial.py
+	$(BIN)/jupyter lab $(LAB_NOTEBOOK)
+
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis .mypy_cache site docs/notebooks .cache/xla
+	rm -rf $(VENV) results .pytest_cache .hypothesis .mypy_cache site site-check docs/notebooks \
+		.cache/xla build/lab

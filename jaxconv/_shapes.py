@@ -423,19 +423,21 @@ class _Layer(NamedTuple):
     stride: Any
     dilation: Any
     padding: Any
+    output_padding: Any = 0
 
 
 _TUPLE_FIELDS = ("kernel_size", "stride", "dilation", "padding")
 # Layer kinds (``layer.kind``, as jaxconv.nn's layers have, or a mapping's "kind") that act on
 # each pixel alone: their output sees exactly what their input saw. Dense is among them because
 # on [N, *spatial, C] it acts on the channel axis only (a 1x1 conv).
-POINTWISE_KINDS = ("activation", "dense")
+POINTWISE_KINDS = ("activation", "dense", "identity")
 # Kinds that remove the spatial dims: receptive_field stops before the first of them.
 END_KINDS = ("flatten", "global_pool")
 _POINTWISE, _END = "pointwise", "end"
+_TRANSPOSE = "conv_transpose"  # the kind of a transposed conv (``kernel_size`` its kernel)
 
 
-def _read_layer(i: int, layer: Any) -> _Layer | str:
+def _read_layer(at: str, layer: Any) -> _Layer | str:
     """The geometry of one layer, from a mapping, a tuple or an object's attributes; or
     ``_POINTWISE`` / ``_END`` for a layer of a kind in ``POINTWISE_KINDS`` / ``END_KINDS``."""
     get: Callable[[str], Any]
@@ -444,7 +446,7 @@ def _read_layer(i: int, layer: Any) -> _Layer | str:
     elif isinstance(layer, Sequence) and not isinstance(layer, str):
         if not 2 <= len(layer) <= 4:
             raise ValueError(
-                f"{_RF}: layers[{i}] as a tuple must be (kernel_size, stride) or (kernel_size, "
+                f"{_RF}: {at} as a tuple must be (kernel_size, stride) or (kernel_size, "
                 f"stride, dilation[, padding]), got {len(layer)} values: {tuple(layer)!r}; for "
                 f"a 2-D kernel nest it, e.g. ((3, 3), 1)."
             )
@@ -452,9 +454,9 @@ def _read_layer(i: int, layer: Any) -> _Layer | str:
     else:
         get = lambda name: getattr(layer, name, None)
     kernel, window = get("kernel_size"), get("window")
+    kind = get("kind")
+    kind = kind.lower() if isinstance(kind, str) else kind
     if kernel is None and window is None:
-        kind = get("kind")
-        kind = kind.lower() if isinstance(kind, str) else kind
         if kind in POINTWISE_KINDS:
             return _POINTWISE
         if kind in END_KINDS:
@@ -462,7 +464,7 @@ def _read_layer(i: int, layer: Any) -> _Layer | str:
     if (kernel is None) == (window is None):
         got = "both" if kernel is not None else "neither"
         raise ValueError(
-            f"{_RF}: layers[{i}] must give exactly one of kernel_size (conv) or window "
+            f"{_RF}: {at} must give exactly one of kernel_size (conv) or window "
             f"(pooling), got {got} in {layer!r}; a layer with neither needs a kind in "
             f"{POINTWISE_KINDS} (pointwise: keeps the field) or {END_KINDS} (ends the spatial "
             f"layers), or leave it out."
@@ -471,6 +473,12 @@ def _read_layer(i: int, layer: Any) -> _Layer | str:
     if stride is None:
         # as the ops: conv strides 1 by default, pooling by its window.
         stride = 1 if window is None else window
+    if kind == _TRANSPOSE and kernel is not None:
+        output_padding = get("output_padding")
+        return _Layer(_TRANSPOSE, kernel, 1 if stride is None else stride,
+                      1 if dilation is None else dilation,
+                      "VALID" if padding is None else padding,
+                      0 if output_padding is None else output_padding)
     return _Layer(
         "kernel_size" if window is None else "window",
         kernel if window is None else window,
@@ -500,11 +508,19 @@ def receptive_field(
     with ``k_eff = (k - 1) * dilation + 1``, from ``size = jump = 1``, ``start = 0``.
 
     A whole model can be passed: anything with a ``layers`` sequence (e.g. a
-    ``jaxconv.nn.Stack``). Pointwise layers (a ``kind`` in ``POINTWISE_KINDS``: activations,
-    ``Dense`` on the channel axis, ...) keep the field of the layer before them; the list stops
-    before the first layer that removes the spatial dims (a ``kind`` in ``END_KINDS``:
-    ``Flatten``, ``GlobalPool``), so it is shorter than the model then: from there on every
-    output sees the whole input.
+    ``jaxconv.nn.Stack``; nested models too). Pointwise layers (a ``kind`` in
+    ``POINTWISE_KINDS``: activations, ``Dense`` on the channel axis, ``Identity``) keep the
+    field of the layer before them; the list stops before the first layer that removes the
+    spatial dims (a ``kind`` in ``END_KINDS``: ``Flatten``, ``GlobalPool``), so it is shorter
+    than the model then: from there on every output sees the whole input.
+
+    Branches (``jaxconv.nn.Parallel``, and ``Residual``: its block and the identity) merge
+    into the union of their fields, which must have one jump. A transposed conv (``kind``
+    ``"conv_transpose"``, e.g. ``jaxconv.nn.ConvTranspose``; ``padding`` and
+    ``output_padding`` as in ``jaxconv.conv_transpose``) divides the jump by its stride, which
+    must divide it: with stride 1 its field is exact (a conv's); with a larger stride the
+    taps an output reads depend on its phase, and the field given is the smallest window with
+    the new jump that contains every output's.
 
     Args:
       layers: a sequence of layers, or an object with a ``layers`` sequence; each layer one of
@@ -543,15 +559,9 @@ def receptive_field(
             f"{_RF}: layers must be a sequence of layers or an object with a layers sequence "
             f"(e.g. a jaxconv.nn.Stack), got {layers!r}."
         )
-    parsed = []
-    for i, layer in enumerate(layers):
-        item = _read_layer(i, layer)
-        if item == _END:
-            break
-        parsed.append(item)
-    geometric = [layer for layer in parsed if isinstance(layer, _Layer)]
+    parsed = _parse(layers, "layers")
     if input_shape is None:
-        n, sizes = _spatial_ndim(geometric), None
+        n, sizes = _spatial_ndim(list(_geometric(parsed))), None
     else:
         sizes = _checks.check_shape(_RF, "input_shape", input_shape)
         if not sizes:
@@ -560,36 +570,172 @@ def receptive_field(
                 f"channel axes), got {tuple(input_shape)}."
             )
         n = len(sizes)
-    size, jump, start = (1,) * n, (1,) * n, (0,) * n
+    state = _Field(ReceptiveField((1,) * n, (1,) * n, (0,) * n), sizes)
     fields = []
-    for i, layer in enumerate(parsed):
-        if not isinstance(layer, _Layer):  # _POINTWISE (parsing stopped at _END)
-            fields.append(ReceptiveField(size, jump, start))
-            continue
-        op = f"{_RF}: layers[{i}]"
-        kernel = _checks.normalize_tuple(op, layer.kernel_name, layer.kernel, n)
-        stride = _checks.normalize_tuple(op, "stride", layer.stride, n)
-        dilation = _checks.normalize_tuple(op, "dilation", layer.dilation, n)
-        k_eff = padding_lib.effective_kernel(kernel, dilation)
-        padding = layer.padding
-        if sizes is None and isinstance(padding, str) and padding.upper() in ("SAME",
-                                                                              "SAME_LOWER"):
-            raise ValueError(
-                f"{op}: padding {padding!r} depends on the input size; pass input_shape= "
-                f"(the stack input's spatial shape, e.g. (28, 28)) or give explicit padding."
-            )
-        # without input_shape no padding left here reads the sizes, only their count.
-        pads = padding_lib.resolve_padding(
-            op, padding, sizes if sizes is not None else (0,) * n, k_eff, stride
-        )
-        if sizes is not None:
-            padding_lib.check_kernel_fits(op, sizes, k_eff, pads, what=layer.kernel_name)
-            sizes = tuple(
-                padding_lib.output_size(m, k, s, lo, hi)
-                for m, k, s, (lo, hi) in zip(sizes, k_eff, stride, pads, strict=True)
-            )
-        size = tuple(r + (k - 1) * j for r, k, j in zip(size, k_eff, jump, strict=True))
-        start = tuple(a - lo * j for a, (lo, _), j in zip(start, pads, jump, strict=True))
-        jump = tuple(j * s for j, s in zip(jump, stride, strict=True))
-        fields.append(ReceptiveField(size, jump, start))
+    for where, item in parsed:
+        state = _apply(where, item, state)
+        fields.append(state.field)
     return fields
+
+
+class _Field(NamedTuple):
+    field: ReceptiveField
+    sizes: tuple[int, ...] | None  # the spatial shape here, when input_shape was given
+
+
+class _Branches(NamedTuple):
+    """Branches on one input whose outputs merge (``Parallel``; ``Residual`` is its block
+    and the identity)."""
+
+    branches: list[list[tuple[str, Any]]]
+
+
+def _parse(layers: Sequence[Any], where: str) -> list[tuple[str, Any]]:
+    """``(where, item)`` per layer up to the first of a kind in ``END_KINDS``: a ``_Layer``,
+    ``_POINTWISE``, ``_Branches`` or a parsed sub-list (a nested model)."""
+    parsed: list[tuple[str, Any]] = []
+    for i, layer in enumerate(layers):
+        at = f"{where}[{i}]"
+        item = _read_any(at, layer)
+        if item == _END:
+            break
+        parsed.append((at, item))
+        if isinstance(item, list) and _ends(item, _sublayers(layer)):
+            break  # the nested model ended the spatial layers
+    return parsed
+
+
+def _ends(parsed: list, layers: Sequence[Any]) -> bool:
+    """Parsing stopped inside ``layers`` (at a kind in ``END_KINDS``)."""
+    return len(parsed) < len(layers) or any(
+        isinstance(item, list) and _ends(item, _sublayers(layer))
+        for (_, item), layer in zip(parsed, layers, strict=False))
+
+
+def _sublayers(layer: Any) -> Sequence[Any]:
+    return layer.layers
+
+
+def _read_any(at: str, layer: Any) -> Any:
+    if not isinstance(layer, Mapping):
+        kind = getattr(layer, "kind", None)
+        if kind == "residual":
+            block = _parse(layer.block.layers, f"{at}.block.layers")
+            if _ends(block, layer.block.layers):
+                raise ValueError(f"{_RF}: {at}.block removes the spatial dims (a kind in "
+                                 f"{END_KINDS}) before the skip connection adds.")
+            return _Branches([[], block])
+        if kind == "parallel":
+            branches = []
+            for j, b in enumerate(layer.branches):
+                sub = _sublayers(b) if _is_model(b) else [b]
+                branches.append(_parse(sub, f"{at}.branches[{j}]"))
+                if _ends(branches[-1], sub):
+                    raise ValueError(f"{_RF}: {at}.branches[{j}] removes the spatial dims "
+                                     f"(a kind in {END_KINDS}) before the branches merge.")
+            return _Branches(branches)
+        if _is_model(layer):
+            return _parse(layer.layers, f"{at}.layers")
+    return _read_layer(at, layer)
+
+
+def _is_model(layer: Any) -> bool:
+    sub = getattr(layer, "layers", None)
+    return isinstance(sub, Sequence) and not isinstance(sub, str)
+
+
+def _geometric(parsed: list[tuple[str, Any]]):
+    for _, item in parsed:
+        if isinstance(item, _Layer):
+            yield item
+        elif isinstance(item, list):
+            yield from _geometric(item)
+        elif isinstance(item, _Branches):
+            for branch in item.branches:
+                yield from _geometric(branch)
+
+
+def _apply(where: str, item: Any, state: _Field) -> _Field:
+    if isinstance(item, list):
+        for at, sub in item:
+            state = _apply(at, sub, state)
+        return state
+    if isinstance(item, _Branches):
+        return _merge(where, [_apply(where, branch, state) for branch in item.branches])
+    if not isinstance(item, _Layer):  # _POINTWISE
+        return state
+    op = f"{_RF}: {where}"
+    field, sizes = state
+    n = len(field.size)
+    kernel = _checks.normalize_tuple(op, item.kernel_name, item.kernel, n)
+    stride = _checks.normalize_tuple(op, "stride", item.stride, n)
+    dilation = _checks.normalize_tuple(op, "dilation", item.dilation, n)
+    k_eff = padding_lib.effective_kernel(kernel, dilation)
+    if item.kernel_name == _TRANSPOSE:
+        return _transposed(op, item, state, kernel, stride, dilation, k_eff)
+    padding = item.padding
+    if sizes is None and isinstance(padding, str) and padding.upper() in ("SAME",
+                                                                          "SAME_LOWER"):
+        raise ValueError(
+            f"{op}: padding {padding!r} depends on the input size; pass input_shape= "
+            f"(the stack input's spatial shape, e.g. (28, 28)) or give explicit padding."
+        )
+    # without input_shape no padding left here reads the sizes, only their count.
+    pads = padding_lib.resolve_padding(op, padding, sizes if sizes is not None else (0,) * n,
+                                       k_eff, stride)
+    if sizes is not None:
+        padding_lib.check_kernel_fits(op, sizes, k_eff, pads, what=item.kernel_name)
+        sizes = tuple(
+            padding_lib.output_size(m, k, s, lo, hi)
+            for m, k, s, (lo, hi) in zip(sizes, k_eff, stride, pads, strict=True)
+        )
+    size = tuple(r + (k - 1) * j for r, k, j in zip(field.size, k_eff, field.jump, strict=True))
+    start = tuple(a - lo * j for a, (lo, _), j in zip(field.start, pads, field.jump,
+                                                       strict=True))
+    jump = tuple(j * s for j, s in zip(field.jump, stride, strict=True))
+    return _Field(ReceptiveField(size, jump, start), sizes)
+
+
+def _transposed(op, item, state, kernel, stride, dilation, k_eff) -> _Field:
+    """A transposed conv: output ``x`` reads the inputs ``j`` with ``j * stride = x + lo -
+    t * dilation`` (``lo`` the forward conv's low pad, ``t`` a tap). With stride 1 that is a
+    conv's field; with a larger stride which taps an output reads depends on its phase, and
+    the field given is the smallest window with the new jump that contains every output's."""
+    field, sizes = state
+    n = len(kernel)
+    if any(j % s for j, s in zip(field.jump, stride, strict=True)):
+        raise ValueError(
+            f"{op}: a transposed conv with stride {stride} after layers of jump {field.jump}: "
+            f"its outputs are {stride} per input of jump {field.jump}, so their fields are not "
+            f"spaced by a whole number of input pixels; receptive_field needs the jump to be "
+            f"a multiple of the stride on every dim."
+        )
+    sizes_y = sizes if sizes is not None else (1,) * n  # string pads do not read the size
+    try:
+        geo = conv_transpose_geometry((1, *sizes_y, 1), (*kernel, 1, 1), stride, item.padding,
+                                      item.output_padding, dilation, 1, None)
+    except ValueError as e:
+        raise ValueError(f"{op}: {e}") from e
+    jump = tuple(j // s for j, s in zip(field.jump, stride, strict=True))
+    size = tuple(r + (k - 1) * j for r, k, j in zip(field.size, k_eff, jump, strict=True))
+    start = tuple(a + (lo - k + 1) * j for a, (lo, _), k, j in zip(field.start, geo.pads, k_eff,
+                                                                  jump, strict=True))
+    out = tuple(geo.out_shape[1:-1]) if sizes is not None else None
+    return _Field(ReceptiveField(size, jump, start), out)
+
+
+def _merge(where: str, outs: list[_Field]) -> _Field:
+    """Branches merged (concatenated or added): each output sees the union of its branches'
+    fields, which have one jump."""
+    jumps = {o.field.jump for o in outs}
+    if len(jumps) > 1:
+        raise ValueError(
+            f"{_RF}: {where} merges branches whose fields have different jumps "
+            f"{sorted(jumps)}; their union is not one window per output."
+        )
+    start = tuple(min(s) for s in zip(*(o.field.start for o in outs), strict=True))
+    end = tuple(max(s) for s in zip(*(tuple(a + r for a, r in zip(o.field.start, o.field.size,
+                                                                 strict=True)) for o in outs),
+                                   strict=True))
+    size = tuple(e - a for e, a in zip(end, start, strict=True))
+    return _Field(ReceptiveField(size, outs[0].field.jump, start), outs[0].sizes)

@@ -460,8 +460,8 @@ RF_ERRORS = [
     ("neither", [(3, 1), types.SimpleNamespace(kind="attention")], {}, ValueError,
      r"^receptive_field: layers\[1\] must give exactly one of .* got neither in "
      r"namespace\(kind='attention'\); a layer with neither needs a kind in \('activation', "
-     r"'dense'\) \(pointwise: keeps the field\) or \('flatten', 'global_pool'\) \(ends the "
-     r"spatial layers\), or leave it out\.$"),
+     r"'dense', 'identity'\) \(pointwise: keeps the field\) or \('flatten', 'global_pool'\) "
+     r"\(ends the spatial layers\), or leave it out\.$"),
     ("neither_mapping", [{"stride": 2}], {}, ValueError,
      r"^receptive_field: layers\[0\] must give exactly one of .* got neither"),
     ("model_without_layers", types.SimpleNamespace(layers=None), {}, TypeError,
@@ -628,3 +628,103 @@ def test_probe_hypothesis(stack):
         assert jaxconv.receptive_field(layers) == jaxconv.receptive_field(
             layers, input_shape=sizes
         )
+
+
+# --- receptive_field of nn models with transposed convs and branches -------------------------
+
+nn = jaxconv.nn
+
+
+def _unet(n):
+    """Conv, pool, conv, a stride-2 transposed conv back up, merged with the skip."""
+    down_up = [nn.AvgPool(2), nn.Conv(2, 3, padding="SAME"),
+               nn.ConvTranspose(2, 2, stride=2, padding="SAME")]
+    return nn.Stack([nn.Conv(2, 3, padding="SAME"), nn.Activation("relu"),
+                     nn.Parallel([nn.Identity(), down_up], merge="concat"), nn.Conv(1, 3)])
+
+
+MODEL_PROBES = {
+    "transpose_stride1": (lambda n: nn.Stack([nn.Conv(1, 3), nn.ConvTranspose(1, 3)]), (12,)),
+    "transpose_dilated_pads": (lambda n: nn.Stack([
+        nn.ConvTranspose(1, 3, dilation=2, padding=((1, 3),)), nn.Conv(1, 2)]), (12,)),
+    "transpose_output_padding": (lambda n: nn.Stack([
+        nn.AvgPool(3), nn.ConvTranspose(1, 5, stride=3, padding=((1, 2),), output_padding=2)]),
+        (21,)),
+    "pool3_transpose3_k4": (lambda n: nn.Stack([nn.Conv(1, 2), nn.AvgPool(3),
+                                                nn.ConvTranspose(1, 4, stride=3)]), (20,)),
+    "unet_1d": (_unet, (16,)),
+    "unet_2d": (_unet, (12, 12)),
+    "residual": (lambda n: nn.Stack([nn.Conv(1, 3), nn.Residual([
+        nn.Conv(1, 3, padding="SAME"), nn.Activation("relu"), nn.Conv(1, 5, padding="SAME")])]),
+        (16,)),
+    "inception": (lambda n: nn.Stack([nn.Parallel([
+        nn.Conv(1, 1), [nn.Conv(1, 1), nn.Conv(1, 3, padding="SAME")],
+        [nn.AvgPool(3, stride=1, padding="SAME"), nn.Conv(1, 5, padding=2)]]),
+        nn.Conv(1, 3, stride=2)]), (15,)),
+    "projection_residual": (lambda n: nn.Stack([nn.Parallel([
+        [nn.Conv(2, 3, stride=2, padding="SAME"), nn.Conv(2, 3, padding="SAME")],
+        nn.Conv(2, 1, stride=2)], merge="add")]), (16,)),
+}
+
+
+@pytest.mark.parametrize("name", list(MODEL_PROBES))
+def test_receptive_field_of_nn_models_against_a_gradient_probe(name):
+    """Every output's dependencies (the Jacobian of the model with positive weights) lie in
+    its field, and the field is the smallest such window: some output reaches each end."""
+    build, sizes = MODEL_PROBES[name]
+    n = len(sizes)
+    model = build(n)
+    rf = jaxconv.receptive_field(model, input_shape=sizes)[-1]
+    params = jax.tree.map(lambda p: jnp.abs(p) + 0.1,
+                          model.init(jax.random.key(0), (1, *sizes, 1)))
+    jac = np.asarray(jax.jacrev(
+        lambda x: model.apply(params, x[None, ..., None])[0].sum(-1))(jnp.ones(sizes)))
+    lows, highs = [[] for _ in range(n)], [[] for _ in range(n)]
+    for pos in np.ndindex(*jac.shape[:n]):
+        hits = np.nonzero(jac[pos])
+        for d in range(n):
+            first = rf.start[d] + pos[d] * rf.jump[d]
+            last = first + rf.size[d] - 1
+            lo, hi = hits[d].min(), hits[d].max()
+            assert first <= lo and hi <= last, (pos, d, rf, lo, hi)
+            if first >= 0:  # a field end on real input is reached by some output
+                lows[d].append(lo - pos[d] * rf.jump[d])
+            if last <= sizes[d] - 1:
+                highs[d].append(hi - pos[d] * rf.jump[d])
+    for d in range(n):
+        assert min(lows[d]) == rf.start[d], (d, rf, min(lows[d]))
+        assert max(highs[d]) == rf.start[d] + rf.size[d] - 1, (d, rf, max(highs[d]))
+
+
+def test_receptive_field_of_a_transposed_conv_without_input_shape():
+    # stride 1, VALID: a full-padded conv's field; the mapping form names its kind
+    want = [ReceptiveField((3,), (1,), (0,)), ReceptiveField((5,), (1,), (-2,))]
+    assert jaxconv.receptive_field(nn.Stack([nn.Conv(1, 3), nn.ConvTranspose(1, 3)])) == want
+    assert jaxconv.receptive_field(
+        [(3, 1), {"kind": "conv_transpose", "kernel_size": 3}]) == want
+
+
+RF_BRANCH_ERRORS = [
+    ("transpose_jump", nn.Stack([nn.ConvTranspose(1, 2, stride=2)]),
+     r"^receptive_field: layers\[0\]: a transposed conv with stride \(2,\) after layers of "
+     r"jump \(1,\): .* receptive_field needs the jump to be a multiple of the stride"),
+    ("merge_jumps", nn.Stack([nn.Parallel([nn.Conv(1, 1, stride=4), nn.AvgPool(13, stride=1)],
+                                          merge="add")]),
+     r"^receptive_field: layers\[0\] merges branches whose fields have different jumps "
+     r"\[\(1,\), \(4,\)\]"),
+    ("branch_ends", nn.Stack([nn.Parallel([nn.GlobalPool(), [nn.Conv(1, 1), nn.Flatten()]])]),
+     r"^receptive_field: layers\[0\]\.branches\[0\] removes the spatial dims"),
+    ("residual_ends", [nn.Residual([nn.Flatten()])],
+     r"^receptive_field: layers\[0\]\.block removes the spatial dims"),
+    ("nested_error_path", [types.SimpleNamespace(layers=[(3, 1), (3, 0)])],
+     r"^receptive_field: layers\[0\]\.layers\[1\]: stride must be positive"),
+    ("transpose_bad_padding", [{"kind": "conv_transpose", "kernel_size": 3, "padding": "half"}],
+     r"^receptive_field: layers\[0\]: conv_transpose: unknown padding 'half'"),
+]
+
+
+@pytest.mark.parametrize(("layers", "match"), [e[1:] for e in RF_BRANCH_ERRORS],
+                         ids=[e[0] for e in RF_BRANCH_ERRORS])
+def test_receptive_field_branch_and_transpose_errors(layers, match):
+    with pytest.raises(ValueError, match=match):
+        jaxconv.receptive_field(layers, input_shape=(16,))

@@ -1,5 +1,5 @@
-"""flax.nnx.Conv vs jaxconv.interop.flax_nnx.Conv: one Adam training step of the same nnx
-model (equal params), median of interleaved repeats after warm-up.
+"""flax.nnx.Conv / ConvTranspose vs jaxconv.interop.flax_nnx.Conv / ConvTranspose: one Adam
+training step of the same nnx model (equal params), median of interleaved repeats after warm-up.
 
     .venv/bin/python benchmarks/interop_bench.py
 """
@@ -14,17 +14,25 @@ from flax import nnx
 
 from jaxconv.interop import flax_nnx
 
-WORKLOADS = {  # name: (layers as (in, out, kernel), input shape)
+WORKLOADS = {  # name: (layers as (in, out, kernel[, transposed stride]), input shape)
     "cross_1ch_3x3": ([(1, 1, 3)], (64, 16, 16, 1)),
     "two_layer_8ch": ([(1, 8, 3), (8, 1, 3)], (64, 16, 16, 1)),
     "cnn_16_32": ([(16, 32, 3), (32, 32, 3)], (32, 32, 32, 16)),
+    # decoders: transposed convs, stride 2, 'SAME' (output = input x 2)
+    "up_4x4_s2_32_16": ([(32, 16, 4, 2)], (32, 16, 16, 32)),
+    "up_2x2_s2_16_8_3x3": ([(16, 8, 2, 2), (8, 8, 3)], (32, 16, 16, 16)),
 }
+CLASSES = {"flax": (nnx.Conv, nnx.ConvTranspose),
+           "jaxconv": (flax_nnx.Conv, flax_nnx.ConvTranspose)}
 
 
 class Model(nnx.Module):
-    def __init__(self, conv, layers, rngs):
-        self.convs = nnx.List([conv(i, o, (k, k), padding="SAME", rngs=rngs)
-                               for i, o, k in layers])
+    def __init__(self, classes, layers, rngs):
+        conv, transposed = classes
+        self.convs = nnx.List([
+            conv(*spec[:2], (spec[2],) * 2, padding="SAME", rngs=rngs) if len(spec) == 3 else
+            transposed(*spec[:2], (spec[2],) * 2, strides=spec[3], padding="SAME", rngs=rngs)
+            for spec in layers])
 
     def __call__(self, x):
         for c in self.convs:
@@ -32,8 +40,8 @@ class Model(nnx.Module):
         return x
 
 
-def make_step(conv, layers, shape):
-    model = Model(conv, layers, nnx.Rngs(0))
+def make_step(classes, layers, shape):
+    model = Model(classes, layers, nnx.Rngs(0))
     opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
     x = jax.random.normal(jax.random.key(1), shape)
 
@@ -47,10 +55,9 @@ def make_step(conv, layers, shape):
 
 
 def main(repeats=7, inner=20):
-    print(f"{'workload':16s} {'nnx.Conv us':>12s} {'flax_nnx.Conv us':>17s} {'ratio':>6s}")
+    print(f"{'workload':20s} {'nnx us':>12s} {'flax_nnx us':>12s} {'nnx/drop-in':>11s}")
     for name, (layers, shape) in WORKLOADS.items():
-        fns = {"flax": make_step(nnx.Conv, layers, shape),
-               "jaxconv": make_step(flax_nnx.Conv, layers, shape)}
+        fns = {k: make_step(c, layers, shape) for k, c in CLASSES.items()}
         for f in fns.values():
             f(), f()  # compile and warm up
         times = {k: [] for k in fns}
@@ -61,7 +68,7 @@ def main(repeats=7, inner=20):
                     f()
                 times[k].append((time.perf_counter() - t) / inner * 1e6)
         a, b = np.median(times["flax"]), np.median(times["jaxconv"])
-        print(f"{name:16s} {a:12.0f} {b:17.0f} {a / b:6.2f}")
+        print(f"{name:20s} {a:12.0f} {b:12.0f} {a / b:11.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ CPU and raw jax/lax, on six small training workloads (T1-T6).
 
 The jitted loop and flax nnx run twice: compiled with XLA's default options (``loop``,
 ``flax``) and with ``jaxconv.compiler_options()`` (``loop_opts``, ``flax_opts``), as a user
-would pass them to ``jax.jit``; ``fit/loop`` is to the faster of the two loops.
+would pass them to ``jax.jit``; ``fit/loop`` is to the faster of the two loops. ``flax_dropin``
+is the ``flax`` model with ``jaxconv.interop.flax_nnx.Conv`` for ``nnx.Conv`` (XLA's default
+options): what the drop-in changes in a user's own nnx training step. It is jaxconv, not a
+peer.
 
 A step is forward, backward and an Adam(1e-3) update, in float32, from the same initial weights
 and on the same minibatches in every library. Each implementation first does one untimed
@@ -43,7 +46,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.join(os.path.dirname(_HERE), "experiments")]
 import bench  # noqa: E402 - the conv benchmark: machine description, peers, contention
 
-IMPLS = ("fit", "loop", "loop_opts", "flax", "flax_opts", "equinox", "torch", "jax")
+IMPLS = ("fit", "loop", "loop_opts", "flax", "flax_opts", "flax_dropin", "equinox", "torch",
+         "jax")
 PEERS = ("flax", "flax_opts", "equinox", "torch", "jax")
 LOOPS = ("loop", "loop_opts")  # the same jaxconv.nn model: fit/loop is to the faster
 LR = 1e-3
@@ -406,8 +410,11 @@ def _nchw_dense(w: Weights) -> np.ndarray:
     return w.kernel.reshape(h, wd, c, -1).transpose(2, 0, 1, 3).reshape(h * wd * c, -1)
 
 
-def build_flax(p: Problem, mods, opts: bool = False):
+def build_flax(p: Problem, mods, opts: bool = False, dropin: bool = False):
     nnx = mods["flax"]
+    if dropin:
+        from jaxconv.interop import flax_nnx
+    conv_cls = flax_nnx.Conv if dropin else nnx.Conv
 
     class Res(nnx.Module):
         def __init__(self, block):
@@ -425,7 +432,7 @@ def build_flax(p: Problem, mods, opts: bool = False):
                 init = {"kernel_init": lambda *_, a=w.kernel: jnp.asarray(a),
                         "bias_init": lambda *_, a=w.bias: jnp.asarray(a), "rngs": nnx.Rngs(0)}
                 if isinstance(s, Conv):
-                    m = nnx.Conv(w.kernel.shape[2] * s.groups, s.features, (s.kernel,) * 2,
+                    m = conv_cls(w.kernel.shape[2] * s.groups, s.features, (s.kernel,) * 2,
                                  padding=s.padding, feature_group_count=s.groups,
                                  use_bias=s.bias, **init)
                 else:
@@ -598,7 +605,8 @@ def build_torch(p: Problem, mods):
 
 BUILDERS = {"fit": build_fit, "loop": build_loop,
             "loop_opts": functools.partial(build_loop, opts=True), "flax": build_flax,
-            "flax_opts": functools.partial(build_flax, opts=True), "equinox": build_equinox,
+            "flax_opts": functools.partial(build_flax, opts=True),
+            "flax_dropin": functools.partial(build_flax, dropin=True), "equinox": build_equinox,
             "torch": build_torch, "jax": build_jax}
 
 
@@ -673,6 +681,8 @@ def bench_workload(wl: Workload, impls, mods, s: Settings) -> dict:
         fastest = min(loops, key=lambda n: res[n]["median_us"])
         entry["fastest_loop"] = fastest
         entry["fit_loop_ratio"] = res["fit"]["median_us"] / res[fastest]["median_us"]
+    if "flax_dropin" in res and "flax" in res:
+        entry["dropin_ratio"] = res["flax_dropin"]["median_us"] / res["flax"]["median_us"]
     return entry
 
 
@@ -691,8 +701,8 @@ def markdown(report: dict) -> str:
     impls = report["settings"]["impls"]
     lines = [
         "| workload | steps/run | " + " | ".join(impls) + " | fit compile | best peer "
-        "| fit/best | loop/best | fit/loop | losses vs loop | others' CPU |",
-        "|---|---:|" + "---:|" * len(impls) + "---:|---|---:|---:|---:|---|---:|",
+        "| fit/best | loop/best | fit/loop | dropin/flax | losses vs loop | others' CPU |",
+        "|---|---:|" + "---:|" * len(impls) + "---:|---|---:|---:|---:|---:|---|---:|",
     ]
     for e in report["workloads"]:
         res = e["results"]
@@ -707,7 +717,8 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {e['workload']} | {e.get('steps_per_run', '-')} | " + " | ".join(cells)
             + f" | {fit_c} | {e.get('best_peer', '-')} | {ratio('fit_ratio')} "
-            f"| {ratio('loop_ratio')} | {ratio('fit_loop_ratio')} | {check} "
+            f"| {ratio('loop_ratio')} | {ratio('fit_loop_ratio')} | {ratio('dropin_ratio')} "
+            f"| {check} "
             f"| {bench._fmt_pct(e.get('others_cpu'))} |"
         )
     return "\n".join(lines)
@@ -748,7 +759,8 @@ def main(argv=None) -> int:
     for name, why in skipped.items():
         print(f"note: skipping {name}: {why}")
     impls = [n for n in wanted
-             if n in ("fit", "loop", "loop_opts", "jax") or n.removesuffix("_opts") in mods]
+             if n in ("fit", "loop", "loop_opts", "jax")
+             or n.removesuffix("_opts").removesuffix("_dropin") in mods]
     report: dict[str, Any] = {
         "machine": bench.machine_info(mods),
         "settings": {**s._asdict(), "quick": args.quick, "impls": impls, "lr": LR,

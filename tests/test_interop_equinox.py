@@ -22,21 +22,6 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_equals_equinox_conv_given_the_same_params(name):
-    args, kwargs, x_shape = CASES[name]
-    theirs = eqx.nn.Conv(*args, **kwargs, key=jax.random.key(0))
-    ours = jeqx.Conv(*args, **kwargs, key=jax.random.key(0))
-    assert isinstance(ours, eqx.nn.Conv)
-    np.testing.assert_array_equal(ours.weight, theirs.weight)
-    assert (ours.bias is None) == (theirs.bias is None)
-    x = jax.random.normal(jax.random.key(1), x_shape)
-    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
-    batch = jax.random.normal(jax.random.key(2), (3, *x_shape))
-    np.testing.assert_allclose(jax.vmap(ours)(batch), jax.vmap(theirs)(batch), rtol=1e-5,
-                               atol=1e-5)
-
-
 def test_grads_equal_equinox_and_flip_is_the_true_convolution():
     theirs = eqx.nn.Conv(2, 2, 3, 3, padding="SAME", key=jax.random.key(0))
     ours = jeqx.Conv(2, 2, 3, 3, padding="SAME", key=jax.random.key(0))
@@ -75,13 +60,20 @@ TRANSPOSE_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(TRANSPOSE_CASES))
-def test_conv_transpose_equals_equinox_given_the_same_params(name):
-    args, kwargs, x_shape = TRANSPOSE_CASES[name]
-    theirs = eqx.nn.ConvTranspose(*args, **kwargs, key=jax.random.key(0))
-    ours = jeqx.ConvTranspose(*args, **kwargs, key=jax.random.key(0))
-    assert isinstance(ours, eqx.nn.ConvTranspose)
+LAYERS = {"Conv": (eqx.nn.Conv, jeqx.Conv, CASES),
+          "ConvTranspose": (eqx.nn.ConvTranspose, jeqx.ConvTranspose, TRANSPOSE_CASES)}
+
+
+@pytest.mark.parametrize(("layer", "name"),
+                         [(k, n) for k, (*_, cases) in LAYERS.items() for n in cases])
+def test_equals_equinox_given_the_same_params(layer, name):
+    theirs_cls, ours_cls, cases = LAYERS[layer]
+    args, kwargs, x_shape = cases[name]
+    theirs = theirs_cls(*args, **kwargs, key=jax.random.key(0))
+    ours = ours_cls(*args, **kwargs, key=jax.random.key(0))
+    assert isinstance(ours, theirs_cls)
     np.testing.assert_array_equal(ours.weight, theirs.weight)
+    assert (ours.bias is None) == (theirs.bias is None)
     x = jax.random.normal(jax.random.key(1), x_shape)
     want = theirs(x)
     assert ours(x).shape == want.shape

@@ -23,20 +23,6 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_equals_flax_nnx_conv_given_the_same_params(name):
-    args, kwargs, x_shape = CASES[name]
-    theirs = nnx.Conv(*args, **kwargs, rngs=nnx.Rngs(0))
-    ours = flax_nnx.Conv(*args, **kwargs, rngs=nnx.Rngs(0))
-    assert isinstance(ours, nnx.Conv)
-    want_state, got_state = nnx.state(theirs, nnx.Param), nnx.state(ours, nnx.Param)
-    assert jax.tree.map(jnp.shape, got_state) == jax.tree.map(jnp.shape, want_state)
-    for a, b in zip(jax.tree.leaves(got_state), jax.tree.leaves(want_state), strict=True):
-        np.testing.assert_array_equal(a, b)  # same names, layouts and initialisers
-    x = jax.random.normal(jax.random.key(1), x_shape)
-    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
-
-
 def test_reflect_pad_mode_equals_flax_reflect_padding():
     theirs = nnx.Conv(2, 3, (3, 5), padding="REFLECT", rngs=nnx.Rngs(0))
     ours = flax_nnx.Conv(2, 3, (3, 5), padding="SAME", pad_mode="reflect", rngs=nnx.Rngs(0))
@@ -109,16 +95,22 @@ TRANSPOSE_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(TRANSPOSE_CASES))
-def test_conv_transpose_equals_flax_nnx_given_the_same_params(name):
-    args, kwargs, x_shape = TRANSPOSE_CASES[name]
-    theirs = nnx.ConvTranspose(*args, **kwargs, rngs=nnx.Rngs(0))
-    ours = flax_nnx.ConvTranspose(*args, **kwargs, rngs=nnx.Rngs(0))
-    assert isinstance(ours, nnx.ConvTranspose)
+LAYERS = {"Conv": (nnx.Conv, flax_nnx.Conv, CASES),
+          "ConvTranspose": (nnx.ConvTranspose, flax_nnx.ConvTranspose, TRANSPOSE_CASES)}
+
+
+@pytest.mark.parametrize(("layer", "name"),
+                         [(k, n) for k, (*_, cases) in LAYERS.items() for n in cases])
+def test_equals_flax_nnx_given_the_same_params(layer, name):
+    theirs_cls, ours_cls, cases = LAYERS[layer]
+    args, kwargs, x_shape = cases[name]
+    theirs = theirs_cls(*args, **kwargs, rngs=nnx.Rngs(0))
+    ours = ours_cls(*args, **kwargs, rngs=nnx.Rngs(0))
+    assert isinstance(ours, theirs_cls)
     want_state, got_state = nnx.state(theirs, nnx.Param), nnx.state(ours, nnx.Param)
     assert jax.tree.map(jnp.shape, got_state) == jax.tree.map(jnp.shape, want_state)
     for a, b in zip(jax.tree.leaves(got_state), jax.tree.leaves(want_state), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, b)  # same names, layouts and initialisers
     x = jax.random.normal(jax.random.key(1), x_shape)
     want = theirs(x)
     assert ours(x).shape == want.shape

@@ -13,7 +13,7 @@ from jax import lax
 import jaxconv
 
 HALF = (jnp.float16, jnp.bfloat16)
-LOWERINGS = ("auto", "xla", "shift_add", "depthwise", "im2col", "fft")
+LOWERINGS = ("auto", "xla", "shift_add", "depthwise", "im2col", "rows", "fft")
 
 
 def _lax(x, w, groups):

@@ -610,8 +610,9 @@ def test_a_named_lowering_that_declines_raises_and_auto_falls_back():
 
 def test_every_lowering_declares_itself_in_one_record():
     names = [low.name for low in lowering.AUTO_ORDER]
-    assert set(lowering.algorithms()) == {"auto", *names, "fft"}
+    assert set(lowering.algorithms()) == {"auto", *names, "rows", "fft"}
     assert [low.name for low in lowering.BY_NAME_ONLY] == ["fft"]
+    assert [low.name for low in lowering.EXACT_BY_NAME] == ["rows"]
     assert names[-1] == "xla"  # prefers everything: the fallback, asked last
     x_shape, w_shape = WORKLOADS["C"]
     args, _ = lowering._conv_args("t", x_shape, w_shape, jnp.float32, 1, "VALID", 1, 1, None,

@@ -28,10 +28,11 @@ from jax import lax
 from jaxconv import _checks
 from jaxconv import _padding as padding_lib
 from jaxconv import _shapes as shapes
-from jaxconv.lowering import depthwise, fft, im2col, shift_add, xla
+from jaxconv.lowering import depthwise, fft, im2col, rows, shift_add, xla
 from jaxconv.lowering._base import ConvArgs, Lowering, Plan, compiling_with
 
-__all__ = ["AUTO_ORDER", "BY_NAME_ONLY", "ConvArgs", "Lowering", "Plan", "algorithms", "plan"]
+__all__ = ["AUTO_ORDER", "BY_NAME_ONLY", "EXACT_BY_NAME", "ConvArgs", "Lowering", "Plan",
+           "algorithms", "plan"]
 
 # The order ``auto`` asks the lowerings in on CPU; the first that prefers a call runs it.
 # Only lowerings that keep direct summation's error bound on every output value belong here.
@@ -44,7 +45,9 @@ AUTO_ORDER: tuple[Lowering, ...] = (
 # Lowerings that run only when asked for by name (not exact elementwise); ``plan`` says when
 # one would be faster.
 BY_NAME_ONLY: tuple[Lowering, ...] = (fft.LOWERING,)
-_BY_NAME = {low.name: low for low in (xla.LOWERING, *AUTO_ORDER, *BY_NAME_ONLY)}
+# Exact lowerings ``auto`` does not ask (yet): each module says why, with its measurements.
+EXACT_BY_NAME: tuple[Lowering, ...] = (rows.LOWERING,)
+_BY_NAME = {low.name: low for low in (xla.LOWERING, *AUTO_ORDER, *EXACT_BY_NAME, *BY_NAME_ONLY)}
 
 
 def algorithms() -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from jaxconv.lowering._base import (
     Lowering,
     channels_last,
     convs_on_eigen,
+    in_float32,
     out_size,
     pad_spatial,
 )
@@ -125,6 +126,7 @@ def _conv_cl_jvp(args, primals, tangents):
     return y, jnp.zeros_like(y) if y_dot is None else y_dot
 
 
+@in_float32  # the stacking's transpose (the input gradient) would sum kh rows in half
 def conv(x, w, args):
     """``lax.conv_general_dilated(x, w, ...)`` for a 2-D call, as a 1-D convolution over W."""
     x, w = channels_last(x, w, args.layout)

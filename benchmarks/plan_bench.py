@@ -37,6 +37,12 @@ CASES = {
     "G": ((1, 1024, 1024, 1), (31, 31, 1, 1), {}, ("xla", "fft")),
     # arch_bench seed 0 #14's 7x7 layer (fit 1.43x its default-options loop there)
     "k7_20to1": ((8, 26, 26, 20), (7, 7, 20, 1), {"padding": "SAME"}, ("xla", "im2col")),
+    # issue 23's C and E (convs XLA:CPU sends to YNNPACK under its default options): rows,
+    # by name only until measured against im2col (auto's choice) on a quiet machine
+    "C": ((32, 64, 64, 16), (3, 3, 16, 32), {}, ("xla", "im2col", "rows")),
+    "C_same": ((32, 64, 64, 16), (3, 3, 16, 32), {"padding": "SAME"}, ("xla", "im2col", "rows")),
+    "E": ((32, 32, 32, 64), (3, 3, 64, 64), {}, ("xla", "im2col", "rows")),
+    "s2_32to64": ((16, 56, 56, 32), (3, 3, 32, 64), {"stride": 2}, ("xla", "im2col", "rows")),
 }
 
 

@@ -600,7 +600,7 @@ def _parse(layers: Sequence[Any], where: str) -> list[tuple[str, Any]]:
         if item == _END:
             break
         parsed.append((at, item))
-        if isinstance(item, list) and _ends(item, _sublayers(layer)):
+        if isinstance(item, list) and _ends(item, layer.layers):
             break  # the nested model ended the spatial layers
     return parsed
 
@@ -608,12 +608,8 @@ def _parse(layers: Sequence[Any], where: str) -> list[tuple[str, Any]]:
 def _ends(parsed: list, layers: Sequence[Any]) -> bool:
     """Parsing stopped inside ``layers`` (at a kind in ``END_KINDS``)."""
     return len(parsed) < len(layers) or any(
-        isinstance(item, list) and _ends(item, _sublayers(layer))
+        isinstance(item, list) and _ends(item, layer.layers)
         for (_, item), layer in zip(parsed, layers, strict=False))
-
-
-def _sublayers(layer: Any) -> Sequence[Any]:
-    return layer.layers
 
 
 def _read_any(at: str, layer: Any) -> Any:
@@ -628,7 +624,7 @@ def _read_any(at: str, layer: Any) -> Any:
         if kind == "parallel":
             branches = []
             for j, b in enumerate(layer.branches):
-                sub = _sublayers(b) if _is_model(b) else [b]
+                sub = b.layers if _is_model(b) else [b]
                 branches.append(_parse(sub, f"{at}.branches[{j}]"))
                 if _ends(branches[-1], sub):
                     raise ValueError(f"{_RF}: {at}.branches[{j}] removes the spatial dims "

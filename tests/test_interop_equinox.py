@@ -34,12 +34,13 @@ def test_grads_equal_equinox_and_flip_is_the_true_convolution():
     np.testing.assert_allclose(flipped(x), mirrored(x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_batched_input_is_refused_naming_vmap():
-    layer = jeqx.Conv(2, 2, 3, 3, key=jax.random.key(0))
-    with pytest.raises(ValueError, match=r"^jaxconv\.interop\.equinox\.Conv: x must have rank 3 "
-                                         r"\(in_channels, 2 spatial dims; unbatched, as "
-                                         r"equinox\.nn\.Conv\), got shape \(4, 2, 6, 6\); use "
-                                         r"jax\.vmap"):
+@pytest.mark.parametrize("name", ["Conv", "ConvTranspose"])
+def test_a_batched_input_is_refused_naming_vmap(name):
+    layer = getattr(jeqx, name)(2, 2, 3, 3, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=rf"^jaxconv\.interop\.equinox\.{name}: x must have "
+                                         rf"rank 3 \(in_channels, 2 spatial dims; unbatched, "
+                                         rf"as equinox\.nn\.{name}\), got shape "
+                                         r"\(4, 2, 6, 6\); use jax\.vmap"):
         layer(jnp.ones((4, 2, 6, 6)))
 
 
@@ -94,12 +95,3 @@ def test_conv_transpose_grads_equal_equinox():
     np.testing.assert_allclose(got[0].weight, want[0].weight, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[0].bias, want[0].bias, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
-
-
-def test_conv_transpose_refuses_a_batched_input_naming_vmap():
-    layer = jeqx.ConvTranspose(2, 2, 3, 3, key=jax.random.key(0))
-    with pytest.raises(ValueError, match=r"^jaxconv\.interop\.equinox\.ConvTranspose: x must "
-                                         r"have rank 3 \(in_channels, 2 spatial dims; "
-                                         r"unbatched, as equinox\.nn\.ConvTranspose\), got "
-                                         r"shape \(4, 2, 6, 6\); use jax\.vmap"):
-        layer(jnp.ones((4, 2, 6, 6)))

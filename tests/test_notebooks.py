@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
 # each notebook's figures, shown inline in the cells that make them (the fewest expected)
 INLINE = {"recover_cross": 3, "filters_on_photo": 3, "recover_stack": 2, "learn_features": 2,
-          "recover_stack_map": 1, "convolution_tutorial": 3}
+          "recover_stack_map": 1, "convolution_tutorial": 3, "recovery_benchmark": 2}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -120,10 +120,12 @@ def test_recover_finds_the_line_crossing_teacher_from_data_alone(key):
     x_test, _ = teachers.make_data(t, jax.random.key(2), 64)
     r = teachers.recover(t.model, x, y, [2], key=key, restarts=4, steps=600,
                          refit_restarts=2, refit_steps=300, polish_steps=200, cosine=0.99)
-    assert r.restarts == 4 + 2 and r.restart_steps == 4 * 600 + 2 * 300 + 2 * 200
+    assert r.restarts == 4 + 2 and r.restart_steps == 4 * 600 + 2 * 300
+    assert 1 <= r.polish_steps <= 2 * 200
     assert r.support[0][:2] == [4, 4]  # both detectors found in every expanded restart
     s = recovery.score_stack(r.params, t.params, teacher_model=t.model, x=x_test)
-    assert s.min_cosine >= 0.999 and s.function_error <= 1e-4, s
+    # the issue's criteria (score_stack's defaults): cosine >= 0.99999, error <= 1e-6
+    assert s.recovered and s.min_cosine >= 0.99999 and s.function_error <= 1e-6, s
     assert r.identifiable and r.expected_rank == 37 - 2
 
 
@@ -132,3 +134,55 @@ def test_recover_rejects_a_wrong_number_of_widths(key):
     x, y = teachers.make_data(t, key, 4)
     with pytest.raises(ValueError, match="one width per hidden conv layer"):
         teachers.recover(t.model, x, y, [2, 2], key=key)
+
+
+def _rel_error(model, params, x, y):
+    """The oracle: numpy's norm of the outputs' difference, in float64."""
+    out = np.asarray(model.apply(params, x), np.float64)
+    y = np.asarray(y, np.float64)
+    return float(np.linalg.norm(out - y) / np.linalg.norm(y))
+
+
+def test_polish_returns_a_nearby_teacher_to_float_precision(key):
+    """From the teacher's weights moved by 1e-2 (relative), Levenberg-Marquardt comes back
+    to the teacher itself: the line -> crossing stack is identifiable up to scale, and the
+    perturbation keeps every scale at 1 to first order only, so compare after scoring."""
+    t = teachers.line_crossing()
+    x, y = teachers.make_data(t, jax.random.key(1), 16)
+    rng = np.random.default_rng(0)
+    moved = jax.tree.map(lambda a: np.asarray(a) * (1 + 1e-2 * rng.normal(size=a.shape)),
+                         t.params)
+    before = _rel_error(t.model, moved, x, y)
+    assert before > 1e-3
+    p = teachers.polish(t.model, jax.tree.map(lambda a: np.float32(a), moved), x, y, steps=30)
+    assert 1 <= p.steps <= 30
+    assert p.rel_error == pytest.approx(_rel_error(t.model, p.params, x, y), rel=1e-3)
+    assert p.rel_error <= 1e-6
+    x_test, _ = teachers.make_data(t, jax.random.key(2), 64)
+    s = recovery.score_stack(p.params, t.params, teacher_model=t.model, x=x_test)
+    assert s.recovered and s.max_param_error < 1e-5, s
+    assert jax.tree.structure(p.params) == jax.tree.structure(t.params)
+    assert all(a.dtype == np.float32 for a in jax.tree.leaves(p.params))
+
+
+def test_polish_refuses_bad_arguments(key):
+    t = teachers.line_crossing()
+    x, y = teachers.make_data(t, key, 4)
+    with pytest.raises(ValueError, match=r"polish: `steps` \(=-1\) must be >= 0"):
+        teachers.polish(t.model, t.params, x, y, steps=-1)
+    with pytest.raises(ValueError, match=r"polish: `y` has 128 values, the model gives 256"):
+        teachers.polish(t.model, t.params, x, y[:2], steps=1)
+
+
+def test_plain_restarts_counts_and_reports_each_restart(key):
+    t = teachers.line_crossing()
+    x, y = teachers.make_data(t, jax.random.key(1), 8)
+    r = teachers.plain_restarts(t.model, x, y, key=key, restarts=3, steps=20, polish_steps=2)
+    assert r.restart_steps == 3 * 20 and 0 <= r.polish_steps <= 3 * 2
+    assert r.params["conv1"]["kernel"].shape == (3, 3, 3, 1, 2)
+    want = [_rel_error(t.model, jax.tree.map(lambda a, i=i: a[i], r.params), x, y)
+            for i in range(3)]
+    np.testing.assert_allclose(r.train_rel_errors, want, rtol=1e-3)
+    assert len(set(np.round(want, 6))) == 3  # three different random starts
+    with pytest.raises(ValueError, match=r"plain_restarts: `restarts` \(=0\) must be >= 1"):
+        teachers.plain_restarts(t.model, x, y, key=key, restarts=0)

@@ -80,3 +80,28 @@ for label, (x_shape, w_shape, kwargs) in {
 # %% [markdown]
 # To force a lowering, pass `algorithm=` to `conv` (or to `nn.Conv`): every one of them is
 # checked against `lax.conv_general_dilated` in the test suite, forward and gradients.
+
+# %% [markdown]
+# ## A differentiated conv is planned part by part
+#
+# Under `jax.grad`, `jax.vjp` or `jax.jvp` (and so inside `fit` and any training step), a conv
+# runs up to three computations: its value, the gradient with respect to its input, and the
+# gradient with respect to its kernel. A conv is linear in each, so they are separate
+# convolutions, and the fastest lowering for one is often not the fastest for another: a
+# first layer with one input channel is fastest forward as `shift_add`, but `shift_add`'s
+# input gradient is many times slower than `im2col`'s there. The plan therefore names a
+# lowering for each part (`plan.input_grad`, `plan.kernel_grad`); the gradient of a part is
+# the derivative of its own lowering, so the result is the conv's exact derivative whichever
+# runs. An operand that is not differentiated (a first layer's input is data) costs nothing:
+# its gradient's plan is never traced.
+
+# %%
+for label, (x_shape, w_shape, kwargs) in {
+    "first layer 3x3, 1 -> 32": ((64, 28, 28, 1), (3, 3, 1, 32), {}),
+    "first layer 7x7, 3 -> 16, stride 2": ((16, 128, 128, 3), (7, 7, 3, 16), {"stride": 2}),
+    "3-D 3x3x3, 2 -> 8": ((16, 17, 17, 17, 2), (3, 3, 3, 2, 8), {"padding": "SAME"}),
+    "hidden 3x3, 16 -> 32": ((32, 64, 64, 16), (3, 3, 16, 32), {}),
+}.items():
+    p = jaxconv.plan(x_shape, w_shape, backend="cpu", **kwargs)
+    print(f"{label}\n  value: {p.algorithm:<10} input gradient: {p.input_grad.algorithm:<10} "
+          f"kernel gradient: {p.kernel_grad.algorithm}")

@@ -388,7 +388,10 @@ def test_plan_expected_choices_for_the_issue_workloads():
     picks = {k: plan(*v, backend="cpu").algorithm for k, v in WORKLOADS.items()}
     assert picks["A"] == picks["F"] == "shift_add"
     assert picks["G"] == "xla"  # fft would be faster, but runs only when asked by name
-    assert picks["C"] == picks["E"] == "im2col"
+    # C and E: XLA would run them on YNNPACK; rows forward (1-D, Eigen), im2col's gradients
+    assert picks["C"] == picks["E"] == "rows"
+    p = plan(*WORKLOADS["C"], backend="cpu")
+    assert p.input_grad.algorithm == p.kernel_grad.algorithm == "im2col"
     # H: depthwise 3x3 over 64 channels (9 multiply-adds per output value)
     assert plan((32, 64, 64, 64), (3, 3, 1, 64), groups=64, backend="cpu").algorithm == (
         "depthwise")
@@ -410,19 +413,35 @@ def test_auto_never_picks_fft_and_plan_says_when_it_would_be_faster():
 
 
 @pytest.mark.parametrize(
-    ("x_shape", "w_shape", "want"),
-    [((64, 32, 32, 1), (5, 5, 1, 6), "shift_add"),  # LeNet-5's first layer: 150 macs
-     ((64, 32, 32, 1), (9, 9, 1, 1), "shift_add"), ((64, 32, 32, 1), (10, 10, 1, 1), "shift_add"),
-     ((64, 16, 16, 1), (3, 3, 1, 16), "shift_add"), ((64, 16, 16, 2), (3, 3, 2, 8), "shift_add"),
-     ((64, 16, 16, 1), (3, 3, 1, 32), "xla"), ((64, 32, 32, 1), (5, 5, 1, 16), "xla"),
-     ((64, 32, 32, 1), (7, 7, 1, 6), "xla")],
+    ("x_shape", "w_shape", "kwargs", "want"),
+    [((64, 32, 32, 1), (5, 5, 1, 6), {}, ("shift_add",) * 3),  # LeNet-5's first: 150 macs
+     ((64, 32, 32, 1), (9, 9, 1, 1), {}, ("shift_add",) * 3),
+     ((64, 32, 32, 1), (10, 10, 1, 1), {}, ("shift_add",) * 3),
+     ((64, 16, 16, 1), (3, 3, 1, 16), {}, ("shift_add",) * 3),
+     ((64, 16, 16, 2), (3, 3, 2, 8), {}, ("shift_add",) * 3),
+     # few input channels above 150: shift_add forward only, im2col's input gradient
+     ((64, 16, 16, 1), (3, 3, 1, 32), {}, ("shift_add", "im2col", "xla")),
+     ((64, 32, 32, 1), (5, 5, 1, 16), {}, ("shift_add", "im2col", "xla")),
+     ((64, 32, 32, 1), (7, 7, 1, 6), {}, ("shift_add", "im2col", "xla")),
+     ((16, 17, 17, 17, 2), (3, 3, 3, 2, 8), {"padding": "SAME"},
+      ("shift_add", "im2col", "im2col")),  # 3-D: im2col's kernel gradient too
+     # above the limits: more multiply-adds, more taps, more input channels
+     ((16, 128, 128, 3), (7, 7, 3, 16), {"stride": 2}, ("xla", "im2col", "xla")),
+     ((8, 64, 64, 1), (17, 17, 1, 1), {}, ("xla", "im2col", "xla")),
+     ((32, 32, 32, 4), (3, 3, 4, 16), {"padding": "SAME"}, ("xla",) * 3)],
     ids=["lenet_5x5_1to6", "9x9_1to1", "10x10_1to1", "3x3_1to16", "3x3_2to8", "3x3_1to32",
-         "5x5_1to16", "7x7_1to6"],
+         "5x5_1to16", "7x7_1to6", "3d_3x3x3_2to8", "7x7_3to16_s2", "17x17_1to1", "3x3_4to16"],
 )
-def test_plan_below_fft_picks_an_exact_lowering(x_shape, w_shape, want):
-    """Where FFT no longer applies, shift_add takes up to 150 multiply-adds per pixel (it beat
-    xla forward and with gradients there), xla above (shift_add's gradient was ~2x slower)."""
-    assert plan(x_shape, w_shape, backend="cpu").algorithm == want
+def test_plan_below_fft_picks_an_exact_lowering_per_part(x_shape, w_shape, kwargs, want):
+    """Where FFT no longer applies: shift_add takes up to 150 multiply-adds per pixel for
+    every part; with at most 3 input channels per group it takes the forward up to 1,400
+    (and 225 taps), while the input gradient goes to im2col (shift_add's is 2-100x slower
+    there, xla's slow with that few output features) and a 3-D kernel gradient too."""
+    p = plan(x_shape, w_shape, backend="cpu", **kwargs)
+    assert (p.algorithm, p.input_grad.algorithm, p.kernel_grad.algorithm) == want
+    options = jaxconv.compiler_options()
+    assert plan(x_shape, w_shape, backend="cpu", compiler_options=options,
+                **kwargs).algorithm == want[0]
 
 
 def test_fft_note_states_speed_and_error_model():
@@ -610,9 +629,9 @@ def test_a_named_lowering_that_declines_raises_and_auto_falls_back():
 
 def test_every_lowering_declares_itself_in_one_record():
     names = [low.name for low in lowering.AUTO_ORDER]
-    assert set(lowering.algorithms()) == {"auto", *names, "rows", "fft"}
+    assert set(lowering.algorithms()) == {"auto", *names, "fft"}
     assert [low.name for low in lowering.BY_NAME_ONLY] == ["fft"]
-    assert [low.name for low in lowering.EXACT_BY_NAME] == ["rows"]
+    assert lowering.EXACT_BY_NAME == ()
     assert names[-1] == "xla"  # prefers everything: the fallback, asked last
     x_shape, w_shape = WORKLOADS["C"]
     args, _ = lowering._conv_args("t", x_shape, w_shape, jnp.float32, 1, "VALID", 1, 1, None,
@@ -664,7 +683,7 @@ def test_the_compiler_options_intent_is_part_of_jax_trace_cache():
     in jax's trace context: the same jitted function traces again under compiling_with."""
     from jaxconv.lowering._base import compiling_with
 
-    x, w = jnp.zeros((4, 16, 16, 16)), jnp.zeros((3, 3, 16, 32))
+    x, w = jnp.zeros((4, 16, 16, 16)), jnp.zeros((3, 3, 16, 16))  # YNNPACK declines 16 -> 16
     f = jax.jit(lambda x, w: jaxconv.conv(x, w))
     outside = _primitives(jax.make_jaxpr(f)(x, w).jaxpr)
     with compiling_with(jaxconv.compiler_options()):
@@ -725,3 +744,117 @@ def test_im2col_shares_its_memory_budget_over_fits_restarts_but_not_other_vmaps(
 
     with pytest.raises(ValueError, match="Linearization failed"):
         jax.grad(lambda x: jnp.sum(jax.vmap(g)(x)))(jnp.ones((2, 3)))
+
+
+# --- the plan of each part of a differentiated call (issue 19 item 2) ---------------------
+
+def _spy_lowering(part, traced):
+    """A lowering that prefers only ``part`` of a call and records each trace of its conv
+    (it computes with the xla lowering, so results must match lax exactly)."""
+    from jaxconv.lowering import xla
+
+    def conv(x, w, args):
+        traced.append(args.part)
+        return xla.conv(x, w, args)
+
+    def prefers(args):
+        return f"the spy prefers the {part}" if args.part == part else None
+
+    return lowering.Lowering("spy", conv, declines=lambda args: None, prefers=prefers)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Installs a spy lowering first in ``AUTO_ORDER`` for one part; returns its trace log."""
+    def install(part):
+        traced: list = []
+        low = _spy_lowering(part, traced)
+        monkeypatch.setattr(lowering, "AUTO_ORDER", (low, *lowering.AUTO_ORDER))
+        monkeypatch.setitem(lowering._BY_NAME, "spy", low)
+        lowering._compiled.cache_clear()
+        return traced
+
+    yield install
+    lowering._compiled.cache_clear()
+
+
+def _lax_conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision=lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize("part", ["forward", "input_grad", "kernel_grad"])
+def test_plan_names_a_lowering_for_each_part(spy, part):
+    spy(part)
+    p = plan((2, 6, 6, 3), (3, 3, 3, 4), padding="SAME", backend="cpu")
+    chosen = {"forward": p.algorithm, "input_grad": p.input_grad.algorithm,
+              "kernel_grad": p.kernel_grad.algorithm}
+    assert chosen[part] == "spy"
+    assert all(a != "spy" for k, a in chosen.items() if k != part)
+    assert "the spy prefers" in {"forward": p, "input_grad": p.input_grad,
+                                 "kernel_grad": p.kernel_grad}[part].reason
+    gpu = plan((2, 6, 6, 3), (3, 3, 3, 4), padding="SAME", backend="gpu")
+    assert gpu.algorithm == gpu.input_grad.algorithm == gpu.kernel_grad.algorithm == "xla"
+
+
+@pytest.mark.parametrize(("part", "wrt", "runs"), [
+    ("kernel_grad", (), False),      # evaluated only: the forward's lowering
+    ("kernel_grad", (1,), True),     # a first layer's step: the kernel gradient's lowering
+    ("kernel_grad", (0,), False),    # the input gradient alone does not run it
+    ("kernel_grad", (0, 1), True),
+    ("input_grad", (1,), False),     # x is data: its gradient's plan is never traced
+    ("input_grad", (0,), True),
+    ("input_grad", (0, 1), True),
+    ("forward", (0, 1), True),       # differentiated, the value is still the forward's
+    ("forward", (1,), True),
+    ("forward", (), True),
+], ids=lambda v: str(v))
+def test_each_part_runs_the_lowering_planned_for_it(spy, part, wrt, runs):
+    traced = spy(part)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
+
+    def loss(x, w):
+        return jnp.sum(jaxconv.conv(x, w, padding="SAME") * g)
+
+    def want(x, w):
+        return jnp.sum(_lax_conv(x, w) * g)
+
+    with jax.default_matmul_precision("highest"):
+        if wrt:
+            got = jax.jit(jax.value_and_grad(loss, argnums=wrt))(x, w)
+            ref_ = jax.value_and_grad(want, argnums=wrt)(x, w)
+        else:
+            got, ref_ = jax.jit(loss)(x, w), want(x, w)
+    assert bool(traced) == runs
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref_), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_a_split_plan_is_the_exact_derivative_under_vmap_jvp_and_second_order(spy):
+    spy("kernel_grad")  # forward and input gradient on auto's own lowerings, kernel on spy
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 2, 7, 7, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 5)), jnp.float32)
+    dx = jnp.asarray(rng.normal(size=x.shape[1:]), jnp.float32)
+    dw = jnp.asarray(rng.normal(size=w.shape), jnp.float32)
+
+    def f(conv):
+        return lambda x, w: jnp.sum(jnp.tanh(conv(x, w)))
+
+    ours = f(lambda x, w: jaxconv.conv(x, w, padding="SAME"))
+    theirs = f(_lax_conv)
+    with jax.default_matmul_precision("highest"):
+        for fn in (
+            lambda h: jax.vmap(jax.grad(h, argnums=(0, 1)), in_axes=(0, None)),
+            lambda h: jax.vmap(lambda x, w: jax.jvp(h, (x, w), (dx, dw))[1], in_axes=(0, None)),
+            # a Hessian-vector product: the JVP of the gradient
+            lambda h: jax.vmap(lambda x, w: jax.jvp(jax.grad(h, argnums=1), (x, w),
+                                                     (dx, dw))[1], in_axes=(0, None)),
+        ):
+            got, want = jax.jit(fn(ours))(x, w), fn(theirs)(x, w)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

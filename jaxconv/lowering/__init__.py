@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from jaxconv import _checks
 from jaxconv import _padding as padding_lib
@@ -39,6 +40,7 @@ __all__ = ["AUTO_ORDER", "BY_NAME_ONLY", "EXACT_BY_NAME", "ConvArgs", "Lowering"
 AUTO_ORDER: tuple[Lowering, ...] = (
     depthwise.LOWERING,
     shift_add.LOWERING,
+    rows.LOWERING,  # forwards im2col would run, where XLA would take YNNPACK
     im2col.LOWERING,
     xla.LOWERING,  # prefers every call: the fallback
 )
@@ -46,7 +48,7 @@ AUTO_ORDER: tuple[Lowering, ...] = (
 # one would be faster.
 BY_NAME_ONLY: tuple[Lowering, ...] = (fft.LOWERING,)
 # Exact lowerings ``auto`` does not ask (yet): each module says why, with its measurements.
-EXACT_BY_NAME: tuple[Lowering, ...] = (rows.LOWERING,)
+EXACT_BY_NAME: tuple[Lowering, ...] = ()
 _BY_NAME = {low.name: low for low in (xla.LOWERING, *AUTO_ORDER, *EXACT_BY_NAME, *BY_NAME_ONLY)}
 
 
@@ -55,21 +57,31 @@ def algorithms() -> tuple[str, ...]:
     return ("auto", *_BY_NAME)
 
 
-def _choose(args: ConvArgs, backend: str | None = None) -> Plan:
-    """The lowering ``algorithm="auto"`` runs for this (validated) call.
-
-    Off CPU, ``"xla"`` (cuDNN and TPU convolutions are the fast path there). On CPU, the first
-    lowering of ``AUTO_ORDER`` that prefers the call and does not decline it.
-    """
-    backend = backend or jax.default_backend()
+def _choose_part(args: ConvArgs, backend: str) -> Plan:
+    """The lowering that computes ``args.part`` of this (validated) call, with no gradients'
+    plans: off CPU ``"xla"`` (cuDNN and TPU convolutions are the fast path there); on CPU the
+    first lowering of ``AUTO_ORDER`` that prefers it and does not decline the call."""
     if backend != "cpu":
         return Plan("xla", f"backend {backend!r}: lax.conv_general_dilated (cuDNN/TPU convs)")
     for low in AUTO_ORDER:
         reason = low.prefers(args)
         if reason is not None and low.declines(args) is None:
-            notes = [n for other in BY_NAME_ONLY if (n := other.faster_by_name(args))]
-            return Plan(low.name, "; ".join([reason, *notes]))
+            if args.part == "forward":
+                notes = [n for other in BY_NAME_ONLY if (n := other.faster_by_name(args))]
+                reason = "; ".join([reason, *notes])
+            return Plan(low.name, reason)
     raise AssertionError("unreachable: the xla lowering prefers every call")
+
+
+def _choose(args: ConvArgs, backend: str | None = None) -> Plan:
+    """What ``algorithm="auto"`` runs for this (validated) call: the forward's plan, with
+    the plans of its input and kernel gradients (used when the call is differentiated)."""
+    backend = backend or jax.default_backend()
+    args = args._replace(part="forward")
+    return _choose_part(args, backend)._replace(
+        input_grad=_choose_part(args._replace(part="input_grad"), backend),
+        kernel_grad=_choose_part(args._replace(part="kernel_grad"), backend),
+    )
 
 
 def _conv_args(
@@ -97,22 +109,26 @@ def _conv_args(
     return args, pre_pads
 
 
+def _parts(p: Plan) -> tuple[str, str, str]:
+    """The lowerings of a plan from ``_choose``: forward, input gradient, kernel gradient."""
+    assert p.input_grad is not None and p.kernel_grad is not None  # _choose sets both
+    return p.algorithm, p.input_grad.algorithm, p.kernel_grad.algorithm
+
+
 def _dispatch(algorithm: str, x, w, args: ConvArgs):
     """Runs ``conv`` through the named lowering (``"auto"``: the planner's choice).
 
     ``"auto"`` decides CPU vs accelerator when the computation is lowered for its platform
     (``lax.platform_dependent``), not from ``jax.default_backend()`` at trace time: a CPU
     computation on a GPU host, or one lowered ahead of time for another platform, runs the
-    plan of the platform it is compiled for.
+    plan of the platform it is compiled for. Where the CPU plan of a gradient differs from
+    the forward's, the call is differentiated through ``_planned`` (see there).
     """
     if algorithm == "auto":
-        cpu = _choose(args, "cpu").algorithm
-        if cpu == "xla":
-            return xla.conv(x, w, args)
-        return lax.platform_dependent(
-            x, w, cpu=lambda x, w: _compiled(cpu)(x, w, args),
-            default=lambda x, w: xla.conv(x, w, args),
-        )
+        forward, input_grad, kernel_grad = _parts(_choose(args, "cpu"))
+        if forward == input_grad == kernel_grad:
+            return _run(forward, x, w, args)
+        return _planned(x, w, args)
     elif algorithm not in _BY_NAME:
         names = ", ".join(repr(a) for a in algorithms())
         raise ValueError(f"conv: unknown algorithm {algorithm!r}; expected one of {names}."
@@ -127,6 +143,64 @@ def _dispatch(algorithm: str, x, w, args: ConvArgs):
     if algorithm == "xla":
         return xla.conv(x, w, args)  # one lax op: nothing to gain from a jit
     return _compiled(algorithm)(x, w, args)
+
+
+def _run(cpu: str, x, w, args: ConvArgs):
+    """The CPU lowering ``cpu`` where the computation is lowered for CPU, lax's convolution
+    elsewhere."""
+    if cpu == "xla":
+        return xla.conv(x, w, args)
+    return lax.platform_dependent(
+        x, w, cpu=lambda x, w: _compiled(cpu)(x, w, args),
+        default=lambda x, w: xla.conv(x, w, args),
+    )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _planned(x, w, args: ConvArgs):
+    """``auto``'s conv when its gradients' plans differ from its forward's: evaluated, the
+    forward's lowering runs; differentiated, each gradient is the derivative of its own
+    plan's lowering (``_planned_jvp``). Every lowering computes the same function, so this is
+    the conv's exact derivative whichever runs."""
+    return _run(_choose(args, "cpu").algorithm, x, w, args)
+
+
+def _planned_jvp(args: ConvArgs, primals, tangents):
+    # conv is bilinear: d conv(x, w) = conv(dx, w) + conv(x, dw), each term the JVP of the
+    # lowering planned for that gradient (its custom JVP rule, where it has one, so its
+    # transposition is the one the lowering was written for). A symbolic-zero tangent (an
+    # operand not differentiated: a first layer's data) is not computed at all. The value
+    # comes from the forward's lowering when one of the JVPs runs it; otherwise a JVP's own
+    # value is unused, which XLA removes under jit.
+    x, w = primals
+    dx, dw = tangents
+    forward, input_grad, kernel_grad = _parts(_choose(args, "cpu"))
+    jobs: dict[str, list[int]] = {}
+    if not isinstance(dx, SymbolicZero):
+        jobs.setdefault(input_grad, []).append(0)
+    if not isinstance(dw, SymbolicZero):
+        jobs.setdefault(kernel_grad, []).append(1)
+    y, dy = None, None
+    for algorithm, which in jobs.items():
+        def f(*ops, which=which, algorithm=algorithm):
+            both = [x, w]
+            for i, op in zip(which, ops, strict=True):
+                both[i] = op
+            return _run(algorithm, *both, args)
+
+        value, tangent = jax.jvp(f, tuple(primals[i] for i in which),
+                                 tuple(tangents[i] for i in which))
+        if algorithm == forward:
+            y = value
+        dy = tangent if dy is None else dy + tangent
+    if y is None:
+        y = _run(forward, x, w, args)
+    if dy is None:  # no operand differentiated: jax does not call the rule then, but be total
+        dy = jnp.zeros_like(y)
+    return y, dy
+
+
+_planned.defjvp(_planned_jvp, symbolic_zeros=True)
 
 
 @functools.cache

@@ -17,10 +17,21 @@ from jaxconv import _compile
 from jaxconv import _padding as padding_lib
 from jaxconv._checks import Layout
 
+# What a plan is for: the conv itself, or one of its two gradients. A conv is linear in each
+# operand, so under differentiation the forward value and each needed gradient are separate
+# computations, and the fastest lowering for one is often not the fastest for another
+# (benchmarks/NOTES.md, issue 19 item 2): the planner chooses each by its own rule.
+PARTS = ("forward", "input_grad", "kernel_grad")
+
 
 class ConvArgs(NamedTuple):
     """One conv call, validated and normalised (explicit zero padding only): the static part
-    that the planner reads and every lowering receives beside ``x`` and ``w``."""
+    that the planner reads and every lowering receives beside ``x`` and ``w``.
+
+    ``part`` (one of ``PARTS``) is what the planner is choosing for: the forward call, or
+    the input or kernel gradient of a differentiated call. Lowerings always receive
+    ``"forward"`` (they compute the conv; its gradients are their JVPs').
+    """
 
     layout: Layout
     stride: tuple[int, ...]
@@ -31,6 +42,7 @@ class ConvArgs(NamedTuple):
     x_shape: tuple[int, ...]
     w_shape: tuple[int, ...]
     dtype: np.dtype
+    part: str = "forward"
 
     @property
     def kernel(self) -> tuple[int, ...]:
@@ -87,12 +99,19 @@ class Plan(NamedTuple):
     """The planner's decision: which lowering runs a conv call, and why.
 
     Attributes:
-      algorithm: the lowering's name, one of ``algorithms()`` other than ``"auto"``.
+      algorithm: the lowering's name, one of ``algorithms()`` other than ``"auto"``: what
+        computes the conv's value.
       reason: one sentence saying why it was picked.
+      input_grad: under differentiation (``jax.grad``, ``vjp``, ``jvp``, inside ``fit``), the
+        plan of the gradient with respect to the input: the lowering whose derivative computes
+        it, and why. None for a plan of one part.
+      kernel_grad: likewise for the gradient with respect to the kernel.
     """
 
     algorithm: str
     reason: str
+    input_grad: Plan | None = None
+    kernel_grad: Plan | None = None
 
 
 class Lowering(NamedTuple):
@@ -104,7 +123,9 @@ class Lowering(NamedTuple):
       declines: ``declines(args)``: None if it can run the call, else why not.
       prefers: ``prefers(args)``: on CPU, the reason ``"auto"`` should pick it for this call,
         or None; the planner asks the lowerings in order and takes the first that prefers
-        the call and does not decline it. Only lowerings that keep direct summation's error
+        the call and does not decline it. ``args.part`` says which part of the call is being
+        planned: the forward value, or (under differentiation) the input or kernel gradient,
+        computed as this lowering's derivative. Only lowerings that keep direct summation's error
         bound on every output value are in ``AUTO_ORDER``.
       faster_by_name: ``faster_by_name(args)``, for a lowering ``auto`` never runs (it is not
         exact elementwise, e.g. ``fft``): a sentence saying how much faster it would run this

@@ -75,6 +75,37 @@ def declines(args: ConvArgs) -> str | None:
     return None
 
 
+# Convs with at most this many input channels per group (first layers), float32, where XLA's
+# convolutions are slow (issue 19 item 2, plan_bench.py --draw 24 with seeds 0 and 1 and named
+# first layers, 2026-12-03, NOTES.md): the input gradient (a convolution with <= 3 output
+# features for XLA) was faster as this lowering's patch-GEMM transpose on 16 of 18 drawn calls
+# of seed 0 under both option sets (1-D to 3-D: 3x3x3 1->32 26 vs xla 486 ms, 5x5 2->4 18 vs
+# 69, 7x7 3->64 27 vs 95, 5x5 1->64 15 vs 40; lost 1.2x once, 6x6 3->32); and every part of a
+# 3-D one: XLA:CPU has no fast 3-D convolution (forward 0.06-0.48 of xla's time on all 10
+# drawn; kernel gradients 0.4-1.0). A 3-D forward within shift_add's range goes to shift_add
+# (asked first). 2-D kernel gradients stay with xla (within 1.3x of the best on most draws
+# under jaxconv.compiler_options()).
+FEW_INPUT_CHANNELS = 3
+
+
+def _few_input_channels(args: ConvArgs) -> str | None:
+    if (args.c_group > FEW_INPUT_CHANNELS or args.depthwise or args.dtype != jnp.float32
+            or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES):
+        return None
+    if args.layout.ndim == 3:
+        return (
+            f"a 3-D conv with {args.c_group} input channel(s) per group: XLA:CPU has no fast "
+            "3-D convolution, while this lowering's GEMMs run on its fast dot"
+        )
+    if args.part == "input_grad":
+        return (
+            f"the input gradient of a conv with {args.c_group} input channel(s) per group: "
+            "XLA's gradient convolution has that few output features and is slow; the "
+            "transpose of this lowering's patch GEMM is not"
+        )
+    return None
+
+
 def prefers(args: ConvArgs) -> str | None:
     k = args.macs_per_value
     if args.dtype == jnp.float64:
@@ -89,6 +120,9 @@ def prefers(args: ConvArgs) -> str | None:
             f"float64: XLA:CPU runs float64 convolutions as a naive loop (only float16/32 reach "
             f"Eigen), while the GEMM of the [pixels, {k}] patch matrix runs on Eigen's dot"
         )
+    few = _few_input_channels(args)
+    if few is not None:
+        return few
     if convs_on_eigen() and args.dtype != jnp.float64:
         # Compiled with YNNPACK's convolutions off (jaxconv.compiler_options(), as fit does),
         # XLA's Eigen convolution beats this GEMM forward and with gradients, 1.4-2.1x (C 43 /

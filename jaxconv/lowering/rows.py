@@ -61,13 +61,19 @@ def declines(args: ConvArgs) -> str | None:
 
 
 def prefers(args: ConvArgs) -> str | None:
-    if not reaches_ynnpack(args):
+    # The forward only, and only where im2col would run it otherwise (many channels per group).
+    # Measured against im2col, XLA's default options, ms forward (benchmarks/NOTES.md): quiet,
+    # C 28.3 vs 25.8, E 24.7 vs 30.6, C SAME 18.9 vs 22.7, 16x56x56 3x3 s2 32->64 7.0 vs 10.9;
+    # load 3-5, C 19.7 vs 29.6, E 26.7 vs 37.8 (6 of 8 medians ahead, 0.62-0.83; behind 1.10
+    # once). Its gradients were slower than im2col's on 3 of 4 (1.18-1.36), so they are not
+    # preferred here: im2col plans them.
+    if args.part != "forward" or not reaches_ynnpack(args) or im2col.prefers(args) is None:
         return None
     return (
         f"XLA:CPU would run this 2-D float32 convolution ({args.in_channels} -> "
         f"{args.out_channels} channels > {YNN_MIN_FEATURES}) on YNNPACK, 3-4x slower here than "
         f"Eigen; as a 1-D convolution over W of the {args.kernel[0]} stacked input rows it runs "
-        "on Eigen inside any jax.jit"
+        "on Eigen inside any jax.jit, ahead of im2col's forward (not its gradients)"
     )
 
 

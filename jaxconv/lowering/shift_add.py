@@ -41,20 +41,48 @@ from jaxconv.lowering._base import (
 # 5x5 1->6, 9x9 and 10x10 1->1: fwd 4.7-27x, fwd+grad 1.5-8x); at 288 and 400 (3x3 1->32,
 # 5x5 1->16) its forward + grad was ~2x slower than xla's.
 MAX_MACS_PER_PIXEL = 150
+# The forward alone with at most FEW_INPUT_CHANNELS input channels per group (first layers),
+# up to FEW_CHANNELS_MAX_MACS (2-D: FEW_CHANNELS_MAX_MACS_2D): XLA:CPU's convolution contracts
+# only taps * (<= 3) values per output there and runs far below peak. Measured (issue 19 item
+# 2, plan_bench.py --draw 24 with seeds 0 and 1 and named first layers, 2026-12-03, NOTES.md),
+# forward time as a fraction of xla's, default options / jaxconv.compiler_options(): 3-D
+# 0.02-0.16 on all 10 drawn (128-3,456 multiply-adds); 1-D 0.04-0.85 on all 8 (24-1,152);
+# 2-D 0.03-0.76 on all 25 up to 784 (7x7 1->16 0.44, 3x3 1->32 0.50 / 0.18), but from 800
+# XLA's 2-D kernels (Eigen, YNNPACK: XLA:CPU has fast paths for 2-D convolutions only) catch
+# up when there are many outputs: 5x5 1->32 1.28 / 0.48, 3x3 3->32 1.36 / 0.59, 4x4 2->32
+# 1.54 / 2.04, 5x5 1->64 1.27 / 0.59. Not for the gradients: this lowering's input gradient is
+# 2-100x slower than im2col's or xla's there (7x7 3->16 stride 2: 1,422 ms vs 106 and 168),
+# and its kernel gradient no faster than xla's. Kernels of at most FEW_CHANNELS_MAX_TAPS taps,
+# the most measured (15x15 1->6: 0.63, compiled in 1.5 s; every tap is unrolled, so compile
+# time grows with taps).
+FEW_INPUT_CHANNELS = 3
+FEW_CHANNELS_MAX_MACS = 1400
+FEW_CHANNELS_MAX_MACS_2D = 784
+FEW_CHANNELS_MAX_TAPS = 225
 # Largest stacked-window matrix the kernel gradient is computed from (see ``_w_tangent``).
 DOT_MAX_PATCH_BYTES = 2**20
 
 
 def prefers(args: ConvArgs) -> str | None:
     macs = args.macs_per_pixel
-    if macs > MAX_MACS_PER_PIXEL:
-        return None
     if args.dtype == jnp.float64 and macs > args.taps:
         return None  # float64 with channels: im2col's GEMM (see im2col.prefers)
-    return (
-        f"few multiply-adds per output pixel ({macs} <= {MAX_MACS_PER_PIXEL}): strided slices "
-        "and one fused multiply-add loop beat XLA's CPU convolution"
-    )
+    if macs <= MAX_MACS_PER_PIXEL:
+        return (
+            f"few multiply-adds per output pixel ({macs} <= {MAX_MACS_PER_PIXEL}): strided "
+            "slices and one fused multiply-add loop beat XLA's CPU convolution"
+        )
+    limit = FEW_CHANNELS_MAX_MACS_2D if args.layout.ndim == 2 else FEW_CHANNELS_MAX_MACS
+    if (args.part == "forward" and args.c_group <= FEW_INPUT_CHANNELS and macs <= limit
+            and args.taps <= FEW_CHANNELS_MAX_TAPS):
+        return (
+            f"{args.c_group} input channel(s) per group and {macs} <= {limit} "
+            "multiply-adds per output pixel: XLA's CPU convolution contracts only "
+            f"{args.taps * args.c_group} values per output and runs far slower than strided "
+            "slices and one fused multiply-add loop (the forward only: this lowering's "
+            "gradients are slower than others' here)"
+        )
+    return None
 
 
 def _windows(x, kernel, stride, dilation, first=2):

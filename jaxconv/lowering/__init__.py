@@ -1,15 +1,18 @@
 """Alternative lowerings of ``conv`` and the planner that picks one per call.
 
 Every lowering computes the same function as ``lax.conv_general_dilated``. ``shift_add``,
-``depthwise``, ``im2col`` and ``xla`` sum each output's products directly, so each output value
-keeps direct summation's error bound (exact zeros stay zero, a NaN or inf reaches only the
-outputs whose window reads it, small-integer sums are exact): ``auto`` picks only among them.
+``depthwise``, ``rows``, ``im2col`` and ``xla`` sum each output's products directly, so each
+output value keeps direct summation's error bound (exact zeros stay zero, a NaN or inf reaches
+only the outputs whose window reads it, small-integer sums are exact): ``auto`` picks only
+among them.
 ``fft``'s error is small against the output's largest magnitude but not elementwise, so it runs
 only when asked for by name (``algorithm="fft"``); ``plan`` says when it would be faster, by how
 much, and its error model. Each lowering declares itself in one ``Lowering`` record (its
 module's ``LOWERING``): what it declines, and when ``auto`` prefers it, with the threshold and
 its measurement beside it in that module. The planner asks them in ``AUTO_ORDER`` and takes the
-first that prefers the call; ``xla`` prefers everything, so it is the fallback. The choice is
+first that prefers the call; ``xla`` prefers everything, so it is the fallback. A differentiated
+call is planned part by part (its value, input gradient and kernel gradient: ``ConvArgs.part``),
+each gradient the derivative of its own part's lowering (``_planned``). The choice is
 static (shapes, dtype, and whether the executable being traced runs XLA's convolutions on
 Eigen: ``fit`` says so for its compiler options, see ``compiling_with``), so it costs nothing
 under jit; this module runs no convolution itself. The thresholds come from timings on a
@@ -226,7 +229,7 @@ def plan(
     backend: str | None = None,
     compiler_options: dict[str, str] | None = None,
 ) -> Plan:
-    """Which lowering ``conv(x, w, ..., algorithm="auto")`` runs for these shapes, and why.
+    """Which lowerings ``conv(x, w, ..., algorithm="auto")`` runs for these shapes, and why.
 
     Validates exactly as ``conv`` does (same errors), on shapes alone.
 
@@ -242,7 +245,9 @@ def plan(
         ``plan(..., compiler_options=jaxconv.compiler_options())``.
 
     Returns:
-      A ``Plan(algorithm, reason)``.
+      A ``Plan(algorithm, reason, input_grad, kernel_grad)``: the lowering of the conv's
+      value, and the plans of its two gradients when the call is differentiated (each
+      gradient is the derivative of its own plan's lowering).
 
     Example:
       >>> import jaxconv

@@ -578,8 +578,10 @@ def _ops(text):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.slow
 def test_hlo_is_one_convolution(dtype):
-    x = jnp.zeros((2, 8, 8, 3), dtype)
-    w = jnp.zeros((3, 3, 3, 8), dtype)  # 216 multiply-adds per pixel: above shift_add's 150
+    # 4 input channels (above shift_add's and im2col's few-channel rules, which take <= 3) and
+    # 288 multiply-adds per pixel (above shift_add's 150 for many channels)
+    x = jnp.zeros((2, 8, 8, 4), dtype)
+    w = jnp.zeros((3, 3, 4, 8), dtype)
     ours = jax.jit(lambda x, w: jaxconv.conv(x, w, algorithm="xla")).lower(x, w).as_text()
     raw = jax.jit(
         lambda x, w: lax.conv_general_dilated(

@@ -312,9 +312,13 @@ class Recovered(NamedTuple):
     Attributes:
       params: the recovered params, in the teacher's architecture (keyed by layer name).
       train_rel_error: ``||student(x) - y|| / ||y||`` on the training images.
-      clusters: per hidden layer, how many filter clusters were found across restarts.
-      support: per hidden layer, how many restarts held each kept cluster (a list).
-      restarts: the restarts trained, all stages together.
+      clusters: per hidden layer, how many filter clusters were found across restarts (of
+        the last attempt).
+      support: per hidden layer, how many restarts held each kept cluster (a list; of the
+        last attempt).
+      attempts: the expand-cluster-prune-refit passes run (a pass runs again, from a new
+        key, only while no polished student has reached ``good_enough``).
+      restarts: the restarts trained, all stages and attempts together.
       restart_steps: the Adam steps run, summed over restarts and stages.
       polish_steps: the Levenberg-Marquardt steps taken, summed over the polished students.
       wall_s: seconds of the whole pipeline (compiles included).
@@ -332,6 +336,7 @@ class Recovered(NamedTuple):
     train_rel_error: float
     clusters: list[int]
     support: list[list[int]]
+    attempts: int
     restarts: int
     restart_steps: int
     polish_steps: int
@@ -571,6 +576,7 @@ def recover(
     polish_steps: int = 30,
     good_enough: float = 1e-6,
     cosine: float = 0.99,
+    attempts: int = 1,
 ) -> Recovered:
     """Expand-and-cluster on ``fit``'s vmapped restarts, pruned to ``widths``, polished.
 
@@ -582,8 +588,10 @@ def recover(
     ``widths[k]`` clusters found in the most restarts, and refit ``refit_restarts`` students
     with layer ``k`` pruned to those centroids. Finally every refit student is polished by
     ``polish`` (Levenberg-Marquardt, full batch, the steps in float64), best first, until one
-    reaches ``good_enough``; the one with the lowest training error is returned, with the
-    Jacobian rank test at it. Reads only ``model``'s architecture, ``x`` and ``y``.
+    reaches ``good_enough``. While none has, and fewer than ``attempts`` passes have run, the
+    whole pass runs again from a new key (the training error is all it looks at). The
+    student with the lowest training error is returned, with the Jacobian rank test at it.
+    Reads only ``model``'s architecture, ``x`` and ``y``.
 
     Args:
       model: the architecture to recover (its hidden widths are replaced).
@@ -602,6 +610,7 @@ def recover(
         polished.
       cosine: the cosine at which two unit filters join one cluster (0.99 keeps the bank's
         sobel and prewitt filters, cosine 0.94, apart).
+      attempts: the most passes (>= 1).
 
     Returns:
       A ``Recovered``.
@@ -616,78 +625,94 @@ def recover(
     if len(widths) != len(hidden):
         raise ValueError(f"recover: needs one width per hidden conv layer ({len(hidden)}), "
                          f"got {len(widths)}.")
-    fixed: dict = {}  # the params of the layers already pruned (one network)
-    n_restarts = n_steps = 0
-    clusters, supports = [], []
-    keys = jax.random.split(key, 2 * len(hidden) + 1)
-    for k, name in enumerate(hidden):
-        wide = widen(model, widths[:k] + [factor * w for w in widths[k:]])
-        p0 = _init(wide, keys[2 * k], x.shape, restarts)
-        p0 = {n: (jax.tree.map(lambda a: jnp.broadcast_to(a, (restarts, *a.shape)), fixed[n])
-                  if n in fixed else v) for n, v in p0.items()}
-        res = _fit(wide, p0, x, y, key=keys[2 * k + 1], steps=steps, restarts=restarts)
-        n_restarts += restarts
-        n_steps += restarts * steps
-        act = _activity(wide, res.params, x, name)
-        vecs, wts, owners = [], [], []
-        for r in range(restarts):
-            p = _canonical(jax.tree.map(lambda a, r=r: a[r], res.params), hidden, after, k + 1)
-            w = p[name]["kernel"]
-            v = w.reshape(-1, w.shape[-1])
-            if "bias" in p[name]:
-                v = np.concatenate([v, p[name]["bias"][None]], axis=0)
-            out_norm = np.linalg.norm(np.moveaxis(p[after[name]]["kernel"], -2, 0)
-                                      .reshape(w.shape[-1], -1), axis=1)
-            live = (act[r] > 0) & (out_norm > 1e-3 * out_norm.max())
-            for j in np.flatnonzero(live):
-                vecs.append(v[:, j])
-                wts.append(out_norm[j])
-                owners.append(r)
-        cents, support, _ = _cluster(np.array(vecs), np.array(wts), np.array(owners),
-                                     cosine=cosine)
-        order = sorted(range(len(cents)), key=lambda i: -support[i])[:widths[k]]
-        clusters.append(len(cents))
-        supports.append([support[i] for i in order])
-        ref_shape = np.asarray(res.params[name]["kernel"]).shape[1:-1]
-        cent = np.stack([cents[i] for i in order], axis=-1)
-        while cent.shape[-1] < widths[k]:  # fewer clusters than channels: random fill
-            extra = np.random.default_rng(k).normal(size=(cent.shape[0], 1))
-            cent = np.concatenate([cent, extra / np.linalg.norm(extra)], axis=-1)
-        new_k = {"kernel": cent[:int(np.prod(ref_shape))].reshape(*ref_shape, widths[k])}
-        if "bias" in res.params[name]:
-            new_k["bias"] = cent[-1]
-        narrow = widen(model, widths[:k + 1] + [factor * w for w in widths[k + 1:]])
-        p1 = _init(narrow, keys[2 * k + 1], x.shape, refit_restarts)
-        for n, v in {**fixed, name: new_k}.items():
-            p1[n] = jax.tree.map(
-                lambda a, b: jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape), p1[n], v)
-        res = _fit(narrow, p1, x, y, key=keys[2 * k + 1], steps=refit_steps,
-                   restarts=refit_restarts)
-        n_restarts += refit_restarts
-        n_steps += refit_restarts * refit_steps
-        if k + 1 < len(hidden):
-            best = int(np.argmin(_rel_errors(narrow, res.params, x, y)))
-            canon = _canonical(jax.tree.map(lambda a, b=best: a[b], res.params), hidden, after,
-                               k + 1)
-            fixed = {n: canon[n] for n in hidden[:k + 1]}
+    if attempts < 1:
+        raise ValueError(f"recover: `attempts` (={attempts}) must be >= 1.")
     final = widen(model, widths)
-    # the refit students in order of training error; the rest are polished only while none
-    # has reached ``good_enough`` (each polish costs Jacobians of every parameter)
+
+    def attempt(key):
+        """One expand-cluster-prune-refit pass and the polish of its refit students:
+        (polished students, clusters, supports, restarts, Adam steps)."""
+        fixed: dict = {}  # the params of the layers already pruned (one network)
+        n_restarts = n_steps = 0
+        clusters, supports = [], []
+        keys = jax.random.split(key, 2 * len(hidden) + 1)
+        for k, name in enumerate(hidden):
+            wide = widen(model, widths[:k] + [factor * w for w in widths[k:]])
+            p0 = _init(wide, keys[2 * k], x.shape, restarts)
+            p0 = {n: (jax.tree.map(lambda a: jnp.broadcast_to(a, (restarts, *a.shape)),
+                                   fixed[n]) if n in fixed else v) for n, v in p0.items()}
+            res = _fit(wide, p0, x, y, key=keys[2 * k + 1], steps=steps, restarts=restarts)
+            n_restarts += restarts
+            n_steps += restarts * steps
+            act = _activity(wide, res.params, x, name)
+            vecs, wts, owners = [], [], []
+            for r in range(restarts):
+                p = _canonical(jax.tree.map(lambda a, r=r: a[r], res.params), hidden, after, k + 1)
+                w = p[name]["kernel"]
+                v = w.reshape(-1, w.shape[-1])
+                if "bias" in p[name]:
+                    v = np.concatenate([v, p[name]["bias"][None]], axis=0)
+                out_norm = np.linalg.norm(np.moveaxis(p[after[name]]["kernel"], -2, 0)
+                                          .reshape(w.shape[-1], -1), axis=1)
+                live = (act[r] > 0) & (out_norm > 1e-3 * out_norm.max())
+                for j in np.flatnonzero(live):
+                    vecs.append(v[:, j])
+                    wts.append(out_norm[j])
+                    owners.append(r)
+            cents, support, _ = _cluster(np.array(vecs), np.array(wts), np.array(owners),
+                                         cosine=cosine)
+            order = sorted(range(len(cents)), key=lambda i: -support[i])[:widths[k]]
+            clusters.append(len(cents))
+            supports.append([support[i] for i in order])
+            ref_shape = np.asarray(res.params[name]["kernel"]).shape[1:-1]
+            cent = np.stack([cents[i] for i in order], axis=-1)
+            while cent.shape[-1] < widths[k]:  # fewer clusters than channels: random fill
+                extra = np.random.default_rng(k).normal(size=(cent.shape[0], 1))
+                cent = np.concatenate([cent, extra / np.linalg.norm(extra)], axis=-1)
+            new_k = {"kernel": cent[:int(np.prod(ref_shape))].reshape(*ref_shape, widths[k])}
+            if "bias" in res.params[name]:
+                new_k["bias"] = cent[-1]
+            narrow = widen(model, widths[:k + 1] + [factor * w for w in widths[k + 1:]])
+            p1 = _init(narrow, keys[2 * k + 1], x.shape, refit_restarts)
+            for n, v in {**fixed, name: new_k}.items():
+                p1[n] = jax.tree.map(
+                    lambda a, b: jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape), p1[n], v)
+            res = _fit(narrow, p1, x, y, key=keys[2 * k + 1], steps=refit_steps,
+                       restarts=refit_restarts)
+            n_restarts += refit_restarts
+            n_steps += refit_restarts * refit_steps
+            if k + 1 < len(hidden):
+                best = int(np.argmin(_rel_errors(narrow, res.params, x, y)))
+                canon = _canonical(jax.tree.map(lambda a, b=best: a[b], res.params), hidden,
+                                   after, k + 1)
+                fixed = {n: canon[n] for n in hidden[:k + 1]}
+        # the refit students in order of training error; the rest are polished only while
+        # none has reached ``good_enough`` (each polish costs Jacobians of every parameter)
+        done: list[Polished] = []
+        for r in np.argsort(_rel_errors(final, res.params, x, y)):
+            done.append(polish(final, jax.tree.map(lambda a, r=r: a[r], res.params), x, y,
+                               steps=polish_steps))
+            if done[-1].rel_error <= good_enough:
+                break
+        return done, clusters, supports, n_restarts, n_steps
+
     done: list[Polished] = []
-    for r in np.argsort(_rel_errors(final, res.params, x, y)):
-        done.append(polish(final, jax.tree.map(lambda a, r=r: a[r], res.params), x, y,
-                           steps=polish_steps))
-        if done[-1].rel_error <= good_enough:
-            break
+    n_restarts = n_steps = used = 0
+    while used < attempts and (not done or min(d.rel_error for d in done) > good_enough):
+        # the first attempt draws from ``key`` itself, a later one from a key folded from it
+        tried, clusters, supports, r, n = attempt(key if used == 0
+                                                  else jax.random.fold_in(key, used))
+        done += tried
+        n_restarts, n_steps, used = n_restarts + r, n_steps + n, used + 1
     best_done = min(done, key=lambda d: d.rel_error)
     params = best_done.params
     rank, n_params, s = jacobian_rank(final, params, x)
     expected = n_params - sum(widths)
     gap = (float(s[expected - 1] / s[0]) if 0 < expected <= len(s) else 0.0,
            float(s[expected] / s[0]) if expected < len(s) else 0.0)
-    return Recovered(params, best_done.rel_error, clusters, supports, n_restarts, n_steps,
-                     sum(d.steps for d in done), time.perf_counter() - t0, rank, expected,
-                     rank == expected, gap)
+    return Recovered(params, best_done.rel_error, clusters, supports, used, n_restarts,
+                     n_steps, sum(d.steps for d in done), time.perf_counter() - t0, rank,
+                     expected, rank == expected, gap)
 
 
 class Plain(NamedTuple):

@@ -120,6 +120,7 @@ def test_recover_finds_the_line_crossing_teacher_from_data_alone(key):
     x_test, _ = teachers.make_data(t, jax.random.key(2), 64)
     r = teachers.recover(t.model, x, y, [2], key=key, restarts=4, steps=600,
                          refit_restarts=2, refit_steps=300, polish_steps=200, cosine=0.99)
+    assert r.attempts == 1  # reached 1e-6 at once: no second pass
     assert r.restarts == 4 + 2 and r.restart_steps == 4 * 600 + 2 * 300
     assert 1 <= r.polish_steps <= 2 * 200
     assert r.support[0][:2] == [4, 4]  # both detectors found in every expanded restart
@@ -127,6 +128,33 @@ def test_recover_finds_the_line_crossing_teacher_from_data_alone(key):
     # the criteria (score_stack's defaults): cosine >= 0.99999, error <= 1e-6
     assert s.recovered and s.min_cosine >= 0.99999 and s.function_error <= 1e-6, s
     assert r.identifiable and r.expected_rank == 37 - 2
+
+
+def test_recover_runs_another_attempt_only_while_none_reached_good_enough(key):
+    t = teachers.line_crossing()
+    x, y = teachers.make_data(t, key, 4)
+    settings = dict(key=key, restarts=2, steps=5, refit_restarts=1, refit_steps=5,
+                    polish_steps=0)
+    # an unreachable error (0): every attempt runs, and each one's restarts and steps count
+    r = teachers.recover(t.model, x, y, [2], good_enough=0.0, attempts=3, **settings)
+    assert r.attempts == 3 and r.restarts == 3 * (2 + 1)
+    assert r.restart_steps == 3 * (2 * 5 + 1 * 5)
+    # any error is good enough: one attempt, the same result as attempts=1 (the first
+    # attempt draws from `key` itself)
+    r1 = teachers.recover(t.model, x, y, [2], good_enough=np.inf, attempts=3, **settings)
+    r0 = teachers.recover(t.model, x, y, [2], good_enough=np.inf, **settings)
+    assert r1.attempts == 1 and r1.restarts == 2 + 1
+    assert r1.train_rel_error == r0.train_rel_error
+    jax.tree.map(np.testing.assert_array_equal, r1.params, r0.params)
+    # more attempts never return a worse student than the first attempt's
+    assert r.train_rel_error <= r0.train_rel_error
+
+
+def test_recover_rejects_no_attempts(key):
+    t = teachers.line_crossing()
+    x, y = teachers.make_data(t, key, 4)
+    with pytest.raises(ValueError, match=r"`attempts` \(=0\) must be >= 1"):
+        teachers.recover(t.model, x, y, [2], key=key, attempts=0)
 
 
 def test_recover_rejects_a_wrong_number_of_widths(key):

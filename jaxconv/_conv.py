@@ -58,7 +58,9 @@ def conv(
         ``padding_mode``) or ``"symmetric"`` (edge repeated, numpy's mode).
       flip: False for cross-correlation (deep learning); True for the mathematical
         convolution (kernel reversed on every spatial axis).
-      precision: passed to ``lax.conv_general_dilated``.
+      precision: passed to ``lax.conv_general_dilated``. With ``algorithm="auto"``, None
+        means float32 in full precision on every platform (off CPU XLA's default may round
+        float32 operands to TF32); by name, None is XLA's default.
       algorithm: ``"auto"`` (let ``jaxconv.plan`` choose an exact lowering) or the name of
         one lowering (``"xla"`` is ``lax.conv_general_dilated`` itself).
 

@@ -664,6 +664,8 @@ def test_every_lowering_rejects_an_unknown_precision(algorithm):
                      precision="higest")
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu",
+                    reason="facts of the CPU planner and XLA:CPU executables")
 def test_auto_decides_cpu_vs_accelerator_when_lowering():
     """Issue 18 item 5: the plan's platform is the one the computation is lowered for, not
     jax.default_backend() at trace time. The same traced function lowered for CUDA runs lax's
@@ -678,6 +680,8 @@ def test_auto_decides_cpu_vs_accelerator_when_lowering():
     assert plan(x.shape, w.shape, backend="cpu").algorithm == "shift_add"
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu",
+                    reason="facts of the CPU planner and XLA:CPU executables")
 def test_the_compiler_options_intent_is_part_of_jax_trace_cache():
     """Issue 18 item 5: a user's jax.jit(apply) traced once outside fit kept the default plan
     inside fit (the planner read a context variable jax's caches do not see). The intent is now
@@ -713,6 +717,8 @@ def test_depthwise_gradient_memory_does_not_grow_with_taps():
     assert temp_bytes(7, "depthwise") <= 2 * temp_bytes(3, "depthwise")
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu",
+                    reason="facts of the CPU planner and XLA:CPU executables")
 def test_im2col_shares_its_memory_budget_over_fits_restarts_but_not_other_vmaps():
     """Issue 18 item 5: im2col bounds its patch memory by chunking the batch it sees. Under
     fit's restarts (vmap over the named axis RESTARTS_AXIS) the copies share the budget
@@ -859,3 +865,35 @@ def test_a_split_plan_is_the_exact_derivative_under_vmap_jvp_and_second_order(sp
             got, want = jax.jit(fn(ours))(x, w), fn(theirs)(x, w)
             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _conv_precisions(fn, args, platform):
+    """The precision_config of every convolution in ``fn`` exported for ``platform`` (no
+    device of that platform is needed to lower for it)."""
+    import re
+
+    text = jax.export.export(jax.jit(fn), platforms=[platform])(*args).mlir_module()
+    return [re.findall(r"precision (\w+)", line) for line in text.splitlines()
+            if "stablehlo.convolution" in line]
+
+
+# one shape auto runs on lax's convolution on CPU too, one it runs on shift_add there
+@pytest.mark.parametrize("xs,ws", [((2, 8, 8, 4), (3, 3, 4, 8)), ((2, 8, 8, 1), (3, 3, 1, 2))])
+def test_auto_asks_for_full_float32_precision_off_cpu(xs, ws):
+    # On recent NVIDIA GPUs XLA rounds float32 convolutions to TF32 unless asked for HIGHEST
+    # (1e-4 of the elementwise bound on an H200: benchmarks/gpu_check.py), which would break
+    # auto's exactness; the forward and both gradients must ask for it off CPU.
+    f32 = (jax.ShapeDtypeStruct(xs, jnp.float32), jax.ShapeDtypeStruct(ws, jnp.float32))
+    fwd = lambda x, w: jaxconv.conv(x, w, algorithm="auto")
+    grads = jax.grad(lambda x, w: jaxconv.conv(x, w).sum(), argnums=(0, 1))
+    for fn, n in ((fwd, 1), (grads, 2)):
+        assert _conv_precisions(fn, f32, "cuda") == [["HIGHEST", "HIGHEST"]] * n
+    # the CPU plan is untouched (XLA:CPU computes float32 fully either way): one convolution
+    # where it is xla, none where it is shift_add
+    n_cpu = int(plan(xs, ws, backend="cpu").algorithm == "xla")
+    assert len(_conv_precisions(fwd, f32, "cpu")) == n_cpu
+    # a precision the caller gives is honoured, and other dtypes are left alone
+    default = lambda x, w: jaxconv.conv(x, w, algorithm="auto", precision="default")
+    assert _conv_precisions(default, f32, "cuda") == [[]]  # DEFAULT prints as no attribute
+    bf16 = (jax.ShapeDtypeStruct(xs, jnp.bfloat16), jax.ShapeDtypeStruct(ws, jnp.bfloat16))
+    assert _conv_precisions(fwd, bf16, "cuda") == [[]]

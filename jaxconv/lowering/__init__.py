@@ -148,14 +148,26 @@ def _dispatch(algorithm: str, x, w, args: ConvArgs):
     return _compiled(algorithm)(x, w, args)
 
 
+def _exact(args: ConvArgs) -> ConvArgs:
+    """``args`` for ``auto``'s lax convolution: float32 in full precision where the caller
+    left ``precision`` unset. On recent NVIDIA GPUs XLA otherwise rounds float32 operands to
+    TF32: measured on an H200 (jax 0.11.2, ``benchmarks/gpu_check.py``), errors of 1e-4 of the
+    elementwise bound ``sum |x| |w|`` against float32's 3e-7, which breaks ``auto``'s promise
+    of direct summation's bound. XLA:CPU computes float32 fully either way (the compiled
+    convolution differs only in its precision attribute, and runs as fast: NOTES)."""
+    if args.precision is None and args.dtype == jnp.float32:
+        return args._replace(precision=lax.Precision.HIGHEST)
+    return args
+
+
 def _run(cpu: str, x, w, args: ConvArgs):
     """The CPU lowering ``cpu`` where the computation is lowered for CPU, lax's convolution
-    elsewhere."""
+    elsewhere; lax's convolution with ``_exact``'s precision."""
     if cpu == "xla":
-        return xla.conv(x, w, args)
+        return xla.conv(x, w, _exact(args))
     return lax.platform_dependent(
         x, w, cpu=lambda x, w: _compiled(cpu)(x, w, args),
-        default=lambda x, w: xla.conv(x, w, args),
+        default=lambda x, w: xla.conv(x, w, _exact(args)),
     )
 
 

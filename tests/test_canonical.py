@@ -18,6 +18,8 @@ from jax import lax
 import jaxconv
 from jaxconv import _canonical, _trainer, nn
 
+pytestmark = pytest.mark.cpu_only  # XLA:CPU facts: see conftest.py
+
 LABELS = re.compile(r"dim_labels=([^,\s]+)")
 
 

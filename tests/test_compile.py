@@ -9,6 +9,8 @@ import pytest
 import jaxconv
 from jaxconv import _compile
 
+pytestmark = pytest.mark.cpu_only  # XLA:CPU facts: see conftest.py
+
 
 def _conv_hlo(options):
     x, w = jnp.zeros((2, 16, 16, 32)), jnp.zeros((3, 3, 32, 32))

@@ -664,8 +664,7 @@ def test_every_lowering_rejects_an_unknown_precision(algorithm):
                      precision="higest")
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu",
-                    reason="facts of the CPU planner and XLA:CPU executables")
+@pytest.mark.cpu_only
 def test_auto_decides_cpu_vs_accelerator_when_lowering():
     """Issue 18 item 5: the plan's platform is the one the computation is lowered for, not
     jax.default_backend() at trace time. The same traced function lowered for CUDA runs lax's
@@ -680,8 +679,7 @@ def test_auto_decides_cpu_vs_accelerator_when_lowering():
     assert plan(x.shape, w.shape, backend="cpu").algorithm == "shift_add"
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu",
-                    reason="facts of the CPU planner and XLA:CPU executables")
+@pytest.mark.cpu_only
 def test_the_compiler_options_intent_is_part_of_jax_trace_cache():
     """Issue 18 item 5: a user's jax.jit(apply) traced once outside fit kept the default plan
     inside fit (the planner read a context variable jax's caches do not see). The intent is now
@@ -717,8 +715,7 @@ def test_depthwise_gradient_memory_does_not_grow_with_taps():
     assert temp_bytes(7, "depthwise") <= 2 * temp_bytes(3, "depthwise")
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu",
-                    reason="facts of the CPU planner and XLA:CPU executables")
+@pytest.mark.cpu_only
 def test_im2col_shares_its_memory_budget_over_fits_restarts_but_not_other_vmaps():
     """Issue 18 item 5: im2col bounds its patch memory by chunking the batch it sees. Under
     fit's restarts (vmap over the named axis RESTARTS_AXIS) the copies share the budget

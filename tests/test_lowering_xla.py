@@ -123,6 +123,7 @@ def test_raw_autodiff_in_a_scan_is_not_canonical(rng):
     assert set(_dim_labels(text)) != {CANONICAL[2]}
 
 
+@pytest.mark.cpu_only
 @pytest.mark.parametrize("dilation", [1, 2], ids=["phase_conv", "dilated_transpose"])
 def test_conv_transpose_is_canonical_inside_a_loop(dilation, rng):
     # dilation 1: one ordinary conv of y (the phases as channels); 2: the forward's transpose

@@ -241,7 +241,9 @@ def test_polish_returns_a_nearby_teacher_to_float_precision(key):
     assert before > 1e-3
     p = teachers.polish(t.model, jax.tree.map(lambda a: np.float32(a), moved), x, y, steps=30)
     assert 1 <= p.steps <= 30
-    assert p.rel_error == pytest.approx(_rel_error(t.model, p.params, x, y), rel=1e-3)
+    # the same error evaluated two ways in float32: near 1e-7 they differ in rounding only
+    assert p.rel_error == pytest.approx(_rel_error(t.model, p.params, x, y), rel=1e-3,
+                                        abs=2e-8)
     assert p.rel_error <= 1e-6
     x_test, _ = teachers.make_data(t, jax.random.key(2), 64)
     s = recovery.score_stack(p.params, t.params, teacher_model=t.model, x=x_test)

@@ -4,7 +4,9 @@ Every lowering computes the same function as ``lax.conv_general_dilated``. ``shi
 ``depthwise``, ``rows``, ``im2col`` and ``xla`` sum each output's products directly, so each
 output value keeps direct summation's error bound (exact zeros stay zero, a NaN or inf reaches
 only the outputs whose window reads it, small-integer sums are exact): ``auto`` picks only
-among them.
+among them, and asks for float32 in full precision (``_exact``: off CPU XLA's default may
+round float32 operands to TF32, which a lowering asked for by name with ``precision=None``
+keeps, as lax does).
 ``fft``'s error is small against the output's largest magnitude but not elementwise, so it runs
 only when asked for by name (``algorithm="fft"``); ``plan`` says when it would be faster, by how
 much, and its error model. Each lowering declares itself in one ``Lowering`` record (its

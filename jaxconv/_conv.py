@@ -171,6 +171,8 @@ def conv_transpose(
             )
         args = lowering.ConvArgs(lay, geo.stride, geo.pads, geo.dilation, int(groups),
                                  precision, geo.out_shape, w.shape, jnp.dtype(dtype))
+        if algorithm == "auto":  # lax's convolution, as auto's: float32 in full precision
+            args = lowering._exact(args)
         return transpose.linear_transpose(y, w, args)
     y, w = transpose.channels_last(y, w, lay)
     kernel, js = transpose.phase_kernel(w, geo.stride, groups)

@@ -894,3 +894,14 @@ def test_auto_asks_for_full_float32_precision_off_cpu(xs, ws):
     assert _conv_precisions(default, f32, "cuda") == [[]]  # DEFAULT prints as no attribute
     bf16 = (jax.ShapeDtypeStruct(xs, jnp.bfloat16), jax.ShapeDtypeStruct(ws, jnp.bfloat16))
     assert _conv_precisions(fwd, bf16, "cuda") == [[]]
+
+
+@pytest.mark.parametrize("dilation", [1, 2], ids=["phase_conv", "dilated_transpose"])
+def test_auto_conv_transpose_asks_for_full_float32_precision_off_cpu(dilation):
+    # the dilated transposed conv runs as the transpose of lax's forward conv, not through
+    # conv's dispatch: the same promise must hold on that path
+    y = jax.ShapeDtypeStruct((2, 6, 6, 4), jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32)
+    f = lambda y, w: jaxconv.conv_transpose(y, w, stride=2, dilation=dilation)
+    precisions = _conv_precisions(f, (y, w), "cuda")
+    assert precisions and all(p == ["HIGHEST", "HIGHEST"] for p in precisions)

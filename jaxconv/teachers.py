@@ -386,7 +386,8 @@ def whitener(layer: nn.Conv, x: Array) -> np.ndarray:
 
     if not isinstance(layer, nn.Conv) or layer.groups != 1:
         raise ValueError(f"whitener: needs an nn.Conv with groups=1, got {layer!r}.")
-    kshape = layer.init(jax.random.key(0), jnp.shape(x))["kernel"].shape
+    shape = jnp.shape(x)
+    kshape = jax.eval_shape(lambda k: layer.init(k, shape), jax.random.key(0))["kernel"].shape
     d = int(np.prod(kshape[:-1]))
     probe = dataclasses.replace(layer, features=d, use_bias=False)
     eye = jnp.eye(d, dtype=jnp.result_type(x)).reshape(*kshape[:-1], d)

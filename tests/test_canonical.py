@@ -238,6 +238,10 @@ def test_every_lowering_is_canonical_inside_a_loop_without_fits_rule(
         return jax.lax.fori_loop(0, 2, step, w)
 
     compiled = jax.jit(loop).lower(w).compile()
-    assert conv_labels(compiled) and all_canonical(conv_labels(compiled))
+    labels = conv_labels(compiled)
+    if algorithm == "depthwise":  # multiply-add loops and row-block reductions: no conv at all
+        assert not labels
+    else:
+        assert labels and all_canonical(labels)
     np.testing.assert_allclose(np.asarray(compiled(w)), np.asarray(loop(w, True)),
                                rtol=1e-3, atol=1e-4)

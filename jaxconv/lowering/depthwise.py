@@ -9,18 +9,19 @@ A channel multiplier ``m`` (``out_channels = m * in_channels``) repeats each inp
 times first, so output channel ``c * m + j`` reads input channel ``c``, as in lax and torch.
 Dtypes narrower than float32 are computed in float32 and rounded once, as XLA accumulates them.
 A custom JVP keeps the gradients' memory independent of the number of taps: the input gradient
-pads the cotangent once and runs one multiply-add loop with the flipped kernel.
+pads the cotangent once and runs one multiply-add loop with the flipped kernel; the kernel
+gradient loops over blocks of output rows (``_kernel_grad``).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering import xla
 from jaxconv.lowering._base import ConvArgs, Lowering, channels_last, in_float32, pad_spatial
 from jaxconv.lowering.shift_add import _dilate_and_pad, _windows
 
@@ -80,6 +81,55 @@ def _input_grad(g, w, x_shape, stride, dilation):
     return acc
 
 
+# Bytes of the tap products one step of ``_kernel_grad``'s loop may hold (taps x a block of
+# output rows of the cotangent; XLA:CPU materialises each tap's product before reducing it):
+# at least one row per step.
+KERNEL_GRAD_BLOCK_BYTES = 2**22
+
+
+def _kernel_grad(x, g, kernel, stride, dilation):
+    """The kernel gradient [N, *out, C * m] -> [*k, 1, C * m] as a loop over blocks of output
+    rows (the first spatial axis): each step reads one block of ``g`` and the input rows its
+    windows cover, and adds every tap's window-times-cotangent sum to a [taps, C * m]
+    accumulator. Temporaries stay near ``KERNEL_GRAD_BLOCK_BYTES`` (or one row's products).
+
+    Measured (benchmarks/NOTES.md): XLA:CPU's own depthwise kernel-gradient convolution took
+    540-770 ms on workload H (32x64x64x64, 3x3), one fused reduction per tap 270 ms with 288
+    MiB of temporaries (XLA materialises each tap's product), this loop 50 ms in reverse mode.
+    Its step is rematerialised (``jax.checkpoint``): reverse mode reaches this function by
+    transposing its transpose, and would otherwise run the loop once to save every step's tap
+    windows as residuals (9 x 32 MiB on H, 307 ms).
+    """
+    m = g.shape[-1] // x.shape[-1]
+    if m > 1:  # output channel c * m + j read input channel c
+        x = jnp.repeat(x, m, axis=-1)
+    rows = g.shape[1]
+    row_bytes = g.size // rows * g.dtype.itemsize
+    block = max(1, min(rows, KERNEL_GRAD_BLOCK_BYTES // (math.prod(kernel) * row_bytes)))
+    steps = -(-rows // block)
+    s0, d0, k0 = stride[0], dilation[0], kernel[0]
+    span = (block - 1) * s0 + (k0 - 1) * d0 + 1  # input rows one block's windows read
+    # zero rows of g past the end (they add nothing), and input rows so no slice is clamped
+    g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (0, steps * block - rows, 0),
+                                            *[(0, 0, 0)] * (g.ndim - 2)])
+    need = (steps - 1) * block * s0 + span
+    if need > x.shape[1]:
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, need - x.shape[1], 0),
+                                                *[(0, 0, 0)] * (x.ndim - 2)])
+
+    @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
+    def step(i, acc):
+        xs = lax.dynamic_slice_in_dim(x, i * block * s0, span, axis=1)
+        gs = lax.dynamic_slice_in_dim(g, i * block, block, axis=1)
+        axes = tuple(range(g.ndim - 1))
+        sums = [jnp.sum(window * gs, axis=axes)
+                for _, window in _windows(xs, kernel, stride, dilation, first=1)]
+        return acc + jnp.stack(sums)
+
+    acc = lax.fori_loop(0, steps, step, jnp.zeros((math.prod(kernel), g.shape[-1]), g.dtype))
+    return acc.reshape(*kernel, 1, g.shape[-1])
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _conv(x, w, stride, dilation):
     return _fma(x, w, stride, dilation)
@@ -98,14 +148,11 @@ def _conv_jvp(stride, dilation, primals, tangents):
         (x_term,) = jax.linear_transpose(grad, jax.ShapeDtypeStruct(y.shape, y.dtype))(x_dot)
         y_dot = y_dot + x_term
     if not isinstance(w_dot, jax.custom_derivatives.SymbolicZero):
-        # written so that its transpose, the kernel gradient, is one canonical depthwise
-        # convolution (xla's): as per-tap reductions XLA:CPU materialised one input-sized
-        # product per tap (100 MiB for 7x7 on 16x32x32x32)
-        n = w.ndim - 2
-        m = w.shape[-1] // x.shape[-1]
-        xr = jnp.repeat(x, m, axis=-1) if m > 1 else x
-        static = (stride, ((0, 0),) * n, dilation, xr.shape[-1], None)
-        y_dot = y_dot + xla._w_tangent(xr, w_dot, static)
+        # written as the transpose of ``_kernel_grad``, so that reverse mode runs it
+        grad = functools.partial(_kernel_grad, x, kernel=w.shape[:-2], stride=stride,
+                                 dilation=dilation)
+        (w_term,) = jax.linear_transpose(grad, jax.ShapeDtypeStruct(y.shape, y.dtype))(w_dot)
+        y_dot = y_dot + w_term
     return y, y_dot
 
 

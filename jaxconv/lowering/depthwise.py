@@ -110,18 +110,15 @@ def _kernel_grad(x, g, kernel, stride, dilation):
     s0, d0, k0 = stride[0], dilation[0], kernel[0]
     span = (block - 1) * s0 + (k0 - 1) * d0 + 1  # input rows one block's windows read
     # zero rows of g past the end (they add nothing), and input rows so no slice is clamped
-    g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (0, steps * block - rows, 0),
-                                            *[(0, 0, 0)] * (g.ndim - 2)])
-    need = (steps - 1) * block * s0 + span
-    if need > x.shape[1]:
-        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, need - x.shape[1], 0),
-                                                *[(0, 0, 0)] * (x.ndim - 2)])
+    rest = [(0, 0)] * (len(kernel) - 1)
+    g = pad_spatial(g, [(0, steps * block - rows), *rest])
+    x = pad_spatial(x, [(0, max(0, (steps - 1) * block * s0 + span - x.shape[1])), *rest])
+    axes = tuple(range(g.ndim - 1))  # all but channels
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
     def step(i, acc):
         xs = lax.dynamic_slice_in_dim(x, i * block * s0, span, axis=1)
         gs = lax.dynamic_slice_in_dim(g, i * block, block, axis=1)
-        axes = tuple(range(g.ndim - 1))
         sums = [jnp.sum(window * gs, axis=axes)
                 for _, window in _windows(xs, kernel, stride, dilation, first=1)]
         return acc + jnp.stack(sums)

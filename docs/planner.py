@@ -105,3 +105,26 @@ for label, (x_shape, w_shape, kwargs) in {
     p = jaxconv.plan(x_shape, w_shape, backend="cpu", **kwargs)
     print(f"{label}\n  value: {p.algorithm:<10} input gradient: {p.input_grad.algorithm:<10} "
           f"kernel gradient: {p.kernel_grad.algorithm}")
+
+# %% [markdown]
+# ## What the choice is expected to cost, in roofline terms
+#
+# Each part's plan also says what a roofline model expects of every exact lowering that can
+# run it (`plan.expected`, fastest first): the part's flops, the bytes it moves (operands,
+# result, and the lowering's own temporaries: im2col's patch matrix, rows' stacked rows, ...),
+# and the fraction of the machine's FMA peak and memory bandwidth it would reach at an
+# efficiency fitted to the planner's timings (`benchmarks/plan_model.py`). The model explains;
+# the thresholds choose. Where the model ranks the chosen lowering below another, the reason
+# says so: it agrees with the measured fastest less often than the thresholds do
+# (`benchmarks/NOTES.md`).
+
+# %%
+p = jaxconv.plan((32, 64, 64, 16), (3, 3, 16, 32), backend="cpu")
+for part, q in {"value": p, "input gradient": p.input_grad,
+                "kernel gradient": p.kernel_grad}.items():
+    print(f"{part}: {q.algorithm}")
+    for e in q.expected:
+        print(f"  {e.algorithm:<10} {e.compute_fraction:6.1%} of the FMA peak, "
+              f"{e.memory_fraction:6.1%} of the memory roof, {e.relative_time:4.1f}x the time "
+              f"({e.bound}-bound)")
+print("\nwhy (the input gradient):", p.input_grad.reason)

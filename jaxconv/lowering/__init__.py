@@ -18,7 +18,10 @@ each gradient the derivative of its own part's lowering (``_planned``). The choi
 static (shapes, dtype, and whether the executable being traced runs XLA's convolutions on
 Eigen: ``fit`` says so for its compiler options, see ``compiling_with``), so it costs nothing
 under jit; this module runs no convolution itself. The thresholds come from timings on a
-2-core x86-64 CPU, recorded in ``benchmarks/NOTES.md``.
+2-core x86-64 CPU, recorded in ``benchmarks/NOTES.md``. Each CPU plan also says what a roofline
+model (``_cost``: work per part, and one efficiency per lowering and class of call fitted to
+those timings) expects of every exact lowering that can run the part; it explains the choice
+and does not make it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from jax.custom_derivatives import SymbolicZero
 from jaxconv import _checks
 from jaxconv import _padding as padding_lib
 from jaxconv import _shapes as shapes
-from jaxconv.lowering import depthwise, fft, im2col, rows, shift_add, xla
-from jaxconv.lowering._base import ConvArgs, Lowering, Plan, compiling_with
+from jaxconv.lowering import _cost, depthwise, fft, im2col, rows, shift_add, xla
+from jaxconv.lowering._base import ConvArgs, Expected, Lowering, Plan, compiling_with
 
-__all__ = ["AUTO_ORDER", "BY_NAME_ONLY", "EXACT_BY_NAME", "ConvArgs", "Lowering", "Plan",
-           "algorithms", "plan"]
+__all__ = ["AUTO_ORDER", "BY_NAME_ONLY", "EXACT_BY_NAME", "ConvArgs", "Expected", "Lowering",
+           "Plan", "algorithms", "plan"]
 
 # The order ``auto`` asks the lowerings in on CPU; the first that prefers a call runs it.
 # Only lowerings that keep direct summation's error bound on every output value belong here.
@@ -71,10 +74,12 @@ def _choose_part(args: ConvArgs, backend: str) -> Plan:
     for low in AUTO_ORDER:
         reason = low.prefers(args)
         if reason is not None and low.declines(args) is None:
+            notes = []
             if args.part == "forward":
                 notes = [n for other in BY_NAME_ONLY if (n := other.faster_by_name(args))]
-                reason = "; ".join([reason, *notes])
-            return Plan(low.name, reason)
+            expected = _cost.expect(args, [o for o in AUTO_ORDER if o.declines(args) is None])
+            reason = "; ".join([reason, *notes, _cost.explain(low.name, expected)])
+            return Plan(low.name, reason, expected=expected)
     raise AssertionError("unreachable: the xla lowering prefers every call")
 
 
@@ -259,14 +264,23 @@ def plan(
         ``plan(..., compiler_options=jaxconv.compiler_options())``.
 
     Returns:
-      A ``Plan(algorithm, reason, input_grad, kernel_grad)``: the lowering of the conv's
-      value, and the plans of its two gradients when the call is differentiated (each
-      gradient is the derivative of its own plan's lowering).
+      A ``Plan(algorithm, reason, input_grad, kernel_grad, expected)``: the lowering of the
+      conv's value, and the plans of its two gradients when the call is differentiated (each
+      gradient is the derivative of its own plan's lowering). On CPU each part's ``expected``
+      lists what the roofline model expects of every exact lowering that can run that part
+      (``Expected``: flops, bytes moved, time, fractions of the FMA peak and of the memory
+      roof), fastest first, and its reason ends with that in words, saying where the model
+      ranks the chosen lowering below another: the thresholds choose (they come from timings
+      of each lowering), the model, one fitted efficiency per lowering and class of call,
+      explains. Empty for other dtypes than float32 and off CPU.
 
     Example:
       >>> import jaxconv
       >>> jaxconv.plan((64, 16, 16, 1), (3, 3, 1, 1), backend="gpu").algorithm
       'xla'
+      >>> p = jaxconv.plan((32, 64, 64, 16), (3, 3, 16, 32), backend="cpu")
+      >>> p.algorithm, [e.algorithm for e in p.expected][0]
+      ('rows', 'rows')
     """
     op = "plan"
     x_shape = _checks.check_shape(op, "x_shape", x_shape)

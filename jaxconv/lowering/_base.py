@@ -94,6 +94,54 @@ class ConvArgs(NamedTuple):
         """Multiply-adds behind one output position, all output channels."""
         return self.macs_per_value * self.out_channels
 
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the whole call (and of each of its gradients)."""
+        return self.x_shape[0] * math.prod(self.out_spatial) * self.macs_per_pixel
+
+    @property
+    def padded_spatial(self) -> tuple[int, ...]:
+        """The spatial sizes of ``x`` after its explicit zero padding."""
+        return tuple(self.x_shape[a] + lo + hi
+                     for a, (lo, hi) in zip(self.layout.spatial_axes, self.pads, strict=True))
+
+    @property
+    def out_size(self) -> int:
+        """Elements of the output (and of its cotangent)."""
+        return self.x_shape[0] * math.prod(self.out_spatial) * self.out_channels
+
+    @property
+    def padded_size(self) -> int:
+        """Elements of ``x`` after its explicit zero padding."""
+        return self.x_shape[0] * math.prod(self.padded_spatial) * self.in_channels
+
+
+class Expected(NamedTuple):
+    """What the roofline model (``lowering._cost``) expects of one lowering for one part of a
+    call: the work, and the time and roof fractions that work takes at the lowering's fitted
+    efficiency. An expectation from timings on one machine, not a measurement of this call.
+
+    Attributes:
+      algorithm: the lowering's name.
+      flops: 2 flops per multiply-add of the part.
+      bytes: the operands read and the result written once, plus the temporaries the lowering
+        materialises for the part (``Lowering.temporaries``), each written once and read once.
+      seconds: the expected time: ``max(flops / (efficiency * peak), bytes / bandwidth)``.
+      compute_fraction: ``flops / seconds`` as a fraction of the FMA peak.
+      memory_fraction: ``bytes / seconds`` as a fraction of the memory bandwidth.
+      relative_time: ``seconds`` over the fastest expected lowering's (1.0 for it).
+      bound: ``"compute"`` or ``"memory"``: which roof sets ``seconds``.
+    """
+
+    algorithm: str
+    flops: float
+    bytes: float
+    seconds: float
+    compute_fraction: float
+    memory_fraction: float
+    relative_time: float
+    bound: str
+
 
 class Plan(NamedTuple):
     """The planner's decision: which lowering runs a conv call, and why.
@@ -106,12 +154,17 @@ class Plan(NamedTuple):
         plan of the gradient with respect to the input: the lowering whose derivative computes
         it, and why. None for a plan of one part.
       kernel_grad: likewise for the gradient with respect to the kernel.
+      expected: on CPU, what the roofline model expects of each exact lowering that can run
+        this part (``Expected``), fastest first; the reason ends with it in words, and says
+        where the model ranks the chosen lowering below another. Empty off CPU and where the
+        model has no fitted efficiencies (dtypes other than float32).
     """
 
     algorithm: str
     reason: str
     input_grad: Plan | None = None
     kernel_grad: Plan | None = None
+    expected: tuple[Expected, ...] = ()
 
 
 class Lowering(NamedTuple):
@@ -131,6 +184,9 @@ class Lowering(NamedTuple):
         exact elementwise, e.g. ``fft``): a sentence saying how much faster it would run this
         call when asked by name, and its error model; None where it would not be faster.
         ``plan`` appends it to its reason.
+      temporaries: ``temporaries(args)``: bytes of the intermediate arrays the lowering
+        materialises to compute ``args.part`` beyond its operands and result (patch
+        matrices, padded or stacked copies), for the roofline model (``lowering._cost``).
     """
 
     name: str
@@ -138,6 +194,7 @@ class Lowering(NamedTuple):
     declines: Callable[[ConvArgs], str | None]
     prefers: Callable[[ConvArgs], str | None]
     faster_by_name: Callable[[ConvArgs], str | None] = lambda args: None
+    temporaries: Callable[[ConvArgs], int] = lambda args: 0
 
 
 def out_size(size: int, k: int, stride: int, dilation: int) -> int:
@@ -164,6 +221,11 @@ def in_float32(conv, below_bits: int = 32):
         return conv(x, w, args)
 
     return wrapped
+
+
+def float32_itemsize(args: ConvArgs) -> int:
+    """Bytes per element of the arrays a lowering wrapped in ``in_float32`` computes with."""
+    return max(args.dtype.itemsize, 4)
 
 
 def channels_last(x, w, layout: Layout):

@@ -22,8 +22,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv.lowering._base import ConvArgs, Lowering, channels_last, in_float32, pad_spatial
-from jaxconv.lowering.shift_add import _dilate_and_pad, _windows
+from jaxconv.lowering._base import (
+    ConvArgs,
+    Lowering,
+    channels_last,
+    float32_itemsize,
+    in_float32,
+    pad_spatial,
+)
+from jaxconv.lowering.shift_add import _dilate_and_pad, _windows, padded_cotangent_size
 
 
 def declines(args: ConvArgs) -> str | None:
@@ -160,4 +167,19 @@ def conv(x, w, args):
     return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
 
-LOWERING = Lowering("depthwise", conv, declines=declines, prefers=prefers)
+def temporaries(args: ConvArgs) -> int:
+    """Bytes materialised for ``args.part``: the padded copy of x, repeated by the channel
+    multiplier (forward and kernel gradient); the input gradient's dilated and padded
+    cotangent; and the kernel gradient's tap products, which XLA stores before reducing each
+    (``taps`` outputs' worth over the whole loop of ``_kernel_grad``)."""
+    item = float32_itemsize(args)
+    if args.part == "input_grad":
+        return padded_cotangent_size(args) * item
+    x_copy = args.padded_size * (args.out_channels // args.in_channels) * item
+    if args.part == "forward":
+        return x_copy
+    return x_copy + args.taps * args.out_size * item
+
+
+LOWERING = Lowering("depthwise", conv, declines=declines, prefers=prefers,
+                    temporaries=temporaries)

@@ -257,4 +257,11 @@ def conv(x, w, args):
     return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
 
-LOWERING = Lowering("im2col", conv, declines=declines, prefers=prefers)
+def temporaries(args: ConvArgs) -> int:
+    """Bytes materialised for any part: the batch's patch matrices (the forward and the kernel
+    gradient build them, chunk by chunk; the input gradient builds their cotangent)."""
+    return args.x_shape[0] * item_patch_bytes(args)
+
+
+LOWERING = Lowering("im2col", conv, declines=declines, prefers=prefers,
+                    temporaries=temporaries)

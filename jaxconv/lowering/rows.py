@@ -31,6 +31,7 @@ from jaxconv.lowering._base import (
     Lowering,
     channels_last,
     convs_on_eigen,
+    float32_itemsize,
     in_float32,
     out_size,
     pad_spatial,
@@ -141,4 +142,14 @@ def conv(x, w, args):
     return y if args.layout.channels_last else jnp.moveaxis(y, -1, 1)
 
 
-LOWERING = Lowering("rows", conv, declines=declines, prefers=prefers)
+def temporaries(args: ConvArgs) -> int:
+    """Bytes materialised for ``args.part``: the ``kh`` stacked input rows ``[N * Ho, W,
+    kh * C]`` (forward; the input gradient builds their cotangent); the kernel gradient is
+    ``im2col``'s, with its patch matrices."""
+    if args.part == "kernel_grad":
+        return im2col.temporaries(args)
+    rows = args.x_shape[0] * args.out_spatial[0] * args.padded_spatial[1] * args.kernel[0]
+    return rows * args.in_channels * float32_itemsize(args)
+
+
+LOWERING = Lowering("rows", conv, declines=declines, prefers=prefers, temporaries=temporaries)

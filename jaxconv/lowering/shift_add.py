@@ -24,10 +24,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxconv import _padding as padding_lib
 from jaxconv.lowering import xla
 from jaxconv.lowering._base import (
     ConvArgs,
     Lowering,
+    float32_itemsize,
     in_float32,
     never,
     out_size,
@@ -176,6 +178,14 @@ def _dilate_and_pad(kernel, x_sizes, g_sizes, stride, dilation):
     return cfg
 
 
+def padded_cotangent_size(args: ConvArgs) -> int:
+    """Elements of the cotangent as ``_dilate_and_pad`` leaves it for the input gradient:
+    ``padded size + effective kernel - 1`` per spatial axis."""
+    k_eff = padding_lib.effective_kernel(args.kernel, args.dilation)
+    sizes = [s + k - 1 for s, k in zip(args.padded_spatial, k_eff, strict=True)]
+    return args.out_channels * args.x_shape[0] * math.prod(sizes)
+
+
 def _input_grad(g, w, x_shape, stride, dilation, groups):
     """The input gradient [O, N, *out] -> [C, N, *sp] as one pad and one shift-and-add.
 
@@ -288,4 +298,22 @@ def conv(x, w, args):
     return jnp.moveaxis(y, 0, lay.channel_axis)
 
 
-LOWERING = Lowering("shift_add", conv, declines=never, prefers=prefers)
+def temporaries(args: ConvArgs) -> int:
+    """Bytes materialised for ``args.part``: the padded channels-first copy of x (forward and
+    kernel gradient); the input gradient's dilated and padded cotangent (``_input_grad``); for
+    the kernel gradient, its stacked tap windows up to ``DOT_MAX_PATCH_BYTES``, else the
+    transposed copies of x and the cotangent that xla's kernel-gradient conv reads
+    (``_w_tangent``). Each tap's window in the multiply-add loops is fused, not stored."""
+    item = float32_itemsize(args)
+    if args.part == "input_grad":
+        return padded_cotangent_size(args) * item
+    x_copy = args.padded_size * item
+    if args.part == "forward":
+        return x_copy
+    windows = args.taps * args.in_channels * args.x_shape[0] * math.prod(args.out_spatial) * item
+    if windows <= DOT_MAX_PATCH_BYTES:
+        return x_copy + windows
+    return 2 * x_copy + args.out_size * item
+
+
+LOWERING = Lowering("shift_add", conv, declines=never, prefers=prefers, temporaries=temporaries)

@@ -17,13 +17,14 @@ values are the same convolutions autodiff computes, so gradients agree to float 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._canonical import canonical_dims
-from jaxconv.lowering._base import Lowering, channels_last, convs_on_eigen, never
+from jaxconv.lowering._base import ConvArgs, Lowering, channels_last, convs_on_eigen, never
 
 
 def _dims(lhs, rhs, out):
@@ -140,4 +141,13 @@ def _prefers(args) -> str:
     return "no faster exact lowering applies on CPU for these shapes"
 
 
-LOWERING = Lowering("xla", conv, declines=never, prefers=_prefers)
+def temporaries(args: ConvArgs) -> int:
+    """Bytes materialised for ``args.part``: none forward and for the input gradient (XLA's
+    convolution pads and dilates internally); the kernel gradient reads x and the cotangent
+    transposed to ``[C/G, *sp, G * N]`` and ``[*out, N, O]`` (``_w_tangent``)."""
+    if args.part != "kernel_grad":
+        return 0
+    return (math.prod(args.x_shape) + args.out_size) * args.dtype.itemsize
+
+
+LOWERING = Lowering("xla", conv, declines=never, prefers=_prefers, temporaries=temporaries)

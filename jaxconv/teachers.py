@@ -330,6 +330,8 @@ class Recovered(NamedTuple):
       singular_gap: the Jacobian's singular values ``s[expected_rank - 1] / s[0]`` and
         ``s[expected_rank] / s[0]`` (0.0 when there is no such value): how clearly the rank
         is decided.
+      by_fit: ``params`` came from the selection by joint fit (``prune_by_fit`` of a
+        polished expanded student), not from a refit of the clustered filters.
     """
 
     params: dict
@@ -345,6 +347,7 @@ class Recovered(NamedTuple):
     expected_rank: int
     identifiable: bool
     singular_gap: tuple[float, float]
+    by_fit: bool = False
 
 
 def _loss_for(model):
@@ -502,6 +505,40 @@ def _activity(model, params, x, name) -> np.ndarray:
         return np.asarray(jax.jit(jax.vmap(one))(params))
 
 
+# The most parameters per training output of the students ``recover``'s selection by fit
+# polishes: a student with more parameters than outputs fits the data without the teacher's
+# filters (the 4x students of the 5x5-readout teachers: 1,089 parameters, 576 outputs,
+# polished to 1.6e-7 holding none of them), one with fewer than half as many fitted exactly
+# only with them. Measured on bank_w5_k5_s1 (2026-12-05): a student of 8 channels (272
+# parameters) polished to 1.3e-7 and pruned to the teacher exactly; the 4x one did not.
+SELECT_PARAMS_PER_OUTPUT = 0.5
+
+
+def _n_params(model: nn.Stack, shape) -> int:
+    """How many parameters ``model`` has on inputs of ``shape`` (no computation)."""
+    tree = jax.eval_shape(lambda k: model.init(k, shape), jax.random.key(0))
+    return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
+
+
+# The lowering of every ``"auto"`` conv in the polish's and rank test's Jacobians. ``jacfwd``
+# pushes one tangent per parameter through the stack at once, so a kernel's tangent term is a
+# forward conv with a batched kernel (hundreds of times the features), which ``auto`` does
+# not plan for: it plans a kernel's term for reverse mode, where it is transposed into the
+# kernel gradient. Measured (2-core AMD EPYC, 2026-12-05, ``bank_w8_k3_s0``'s 4x student, a
+# 1600 x 577 Jacobian, median of 5): auto 663 ms, shift_add 110, rows 248, xla 568, im2col
+# 1,140; jacrev with auto 395. Every lowering computes the same function.
+JACOBIAN_ALGORITHM = "shift_add"
+
+
+def _for_jacobian(model: nn.Stack) -> nn.Stack:
+    """``model`` with its ``"auto"`` convs on ``JACOBIAN_ALGORITHM`` (others kept)."""
+    import dataclasses
+
+    return nn.Stack([dataclasses.replace(layer, algorithm=JACOBIAN_ALGORITHM)
+                     if isinstance(layer, nn.Conv) and layer.algorithm == "auto" else layer
+                     for layer in model.layers], names=model.names)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _outputs_and_jacobian(model: nn.Stack, params: dict, x: Array):
     """``model``'s outputs on ``x`` (flat) and their Jacobian w.r.t. every leaf of ``params``.
@@ -521,7 +558,7 @@ def _outputs(model: nn.Stack, params: dict, x: Array):
 def _flat_jacobian(model: nn.Stack, params: dict, x: Array) -> tuple[np.ndarray, np.ndarray]:
     """([M] outputs, [M, P] Jacobian) in float64, columns in ``ravel_pytree``'s order."""
     with jax.default_matmul_precision("highest"):
-        out, jac = _outputs_and_jacobian(model, params, x)
+        out, jac = _outputs_and_jacobian(_for_jacobian(model), params, x)
     cols = [np.asarray(j, np.float64).reshape(out.shape[0], -1) for j in jax.tree.leaves(jac)]
     return np.asarray(out, np.float64), np.concatenate(cols, axis=1)
 
@@ -625,6 +662,117 @@ def polish(model: nn.Stack, params: dict, x: Array, y: Array, *, steps: int = 30
                     taken)
 
 
+def _readout_columns(model: nn.Stack, params: dict, x: Array, out: str) -> dict:
+    """The Jacobian of ``model``'s flat outputs on ``x`` with respect to the readout conv
+    ``out``'s params (the model's last layer, so the outputs are affine in them and this is
+    exact at any point): per leaf, ``[M, *leaf.shape]`` in float64."""
+    def f(readout):
+        return model.apply({**params, out: readout}, x).ravel()
+
+    with jax.default_matmul_precision("highest"):
+        jac = jax.jit(jax.jacfwd(f))(params[out])
+    return {k: np.asarray(v, np.float64) for k, v in jac.items()}
+
+
+def prune_by_fit(model: nn.Stack, params: dict, x: Array, y: Array, width: int) -> dict:
+    """Prunes the last hidden conv layer of a wide student to the ``width`` filters that fit
+    ``y`` best together, with the readout that fits them best.
+
+    Given the layers below the readout conv (the model's last layer), the outputs are linear
+    in the readout's weights, so a set of hidden channels is judged exactly by the least-
+    squares residual of the readout fitted on them. The candidates are the layer's filters
+    (kernel and bias) in both signs, scaled to unit norm: a ReLU unit ``relu(-z)`` with a
+    linear part makes up ``relu(z)`` (``relu(z) = z + relu(-z)``), so a wide student may hold
+    a teacher's filter only as its negative. Forward selection adds, ``width`` times, the
+    candidate whose readout columns cut the residual most (all-zero filters are skipped); then
+    any chosen one is swapped for another while that cuts the residual (a filter close to a
+    teacher's, chosen first, can hide the exact one). The readout of the chosen ones is the
+    least-squares solution, in float64.
+
+    Args:
+      model: an ``nn.Stack`` (hidden conv layers, activations and pools, then a readout
+        conv as its last layer), at the wide student's widths.
+      params: its params (one network, no restart axis).
+      x: images [N, *spatial, C].
+      y: targets, ``model.apply(params, x)``'s shape.
+      width: the channels to keep in the last hidden conv layer.
+
+    Returns:
+      Params of ``model`` with that layer ``width`` channels wide (``widen``), float32.
+    """
+    op = "prune_by_fit"
+    convs = conv_names(model)
+    if len(convs) < 2 or model.names[-1] != convs[-1]:
+        raise ValueError(f"{op}: needs a hidden conv layer and a readout conv as the model's "
+                         "last layer (the outputs affine in the readout's weights); got "
+                         f"layers {list(model.names)}.")
+    name, out = convs[-2], convs[-1]
+    p = {k: dict(jax.tree.map(lambda a: np.asarray(a, np.float64), v))
+         for k, v in params.items()}
+    kernel, bias = p[name]["kernel"], p[name].get("bias")
+    vec = kernel.reshape(-1, kernel.shape[-1])
+    if bias is not None:
+        vec = np.concatenate([vec, bias[None]], axis=0)
+    norm = np.linalg.norm(vec, axis=0)
+    keep = np.flatnonzero(norm > 0)
+    if not 1 <= width <= 2 * len(keep):
+        raise ValueError(f"{op}: `width` (={width}) must be between 1 and twice the nonzero "
+                         f"filters of layer {name!r} ({2 * len(keep)}).")
+    cand = vec[:, keep] / norm[keep]
+    cand = np.concatenate([cand, -cand], axis=1)
+    widths = [int(p[n]["kernel"].shape[-1]) for n in convs[:-1]]
+    wide = widen(model, widths[:-1] + [cand.shape[1]])
+
+    def layer_params(vectors, shape):
+        new = {"kernel": vectors[:int(np.prod(shape))].reshape(*shape, vectors.shape[1])}
+        if bias is not None:
+            new["bias"] = vectors[-1]
+        return new
+
+    rout = p[out]
+    zeros = {"kernel": np.zeros((*rout["kernel"].shape[:-2], cand.shape[1],
+                                 rout["kernel"].shape[-1]))}
+    if "bias" in rout:
+        zeros["bias"] = np.zeros_like(rout["bias"])
+    f32 = functools.partial(jax.tree.map, lambda a: jnp.asarray(a, jnp.float32))
+    jac = _readout_columns(wide, f32({**p, name: layer_params(cand, kernel.shape[:-1]),
+                                      out: zeros}), x, out)
+    m = jac["kernel"].shape[0]
+    blocks = np.moveaxis(jac["kernel"], -2, 1).reshape(m, cand.shape[1], -1)
+    fixed = jac["bias"].reshape(m, -1) if "bias" in jac else np.zeros((m, 0))
+    target = np.asarray(y, np.float64).ravel()
+
+    def solve(chosen):
+        a = np.concatenate([fixed, *[blocks[:, c] for c in chosen]], axis=1)
+        sol = np.linalg.lstsq(a, target, rcond=None)[0]
+        return sol, float(np.linalg.norm(a @ sol - target))
+
+    chosen: list[int] = []
+    for _ in range(width):
+        rest = [c for c in range(cand.shape[1]) if c not in chosen]
+        chosen.append(min(rest, key=lambda c: solve([*chosen, c])[1]))
+    # then swaps: a candidate chosen early (one close to a teacher's filter) can make the
+    # exact one look useless; replace any chosen one while that cuts the residual
+    sol, best = solve(chosen)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(width):
+            for c in range(cand.shape[1]):
+                if c in chosen:
+                    continue
+                trial = [*chosen[:i], c, *chosen[i + 1:]]
+                trial_sol, err = solve(trial)
+                if err < best * (1 - 1e-9):
+                    chosen, sol, best, improved = trial, trial_sol, err, True
+    n_bias = fixed.shape[1]
+    readout = {"kernel": np.moveaxis(sol[n_bias:].reshape(width, *rout["kernel"].shape[:-2],
+                                                          rout["kernel"].shape[-1]), 0, -2)}
+    if "bias" in rout:
+        readout["bias"] = sol[:n_bias]
+    return f32({**p, name: layer_params(cand[:, chosen], kernel.shape[:-1]), out: readout})
+
+
 def recover(
     model: nn.Stack,
     x: Array,
@@ -642,6 +790,8 @@ def recover(
     cosine: float = 0.99,
     attempts: int = 1,
     whiten: bool = True,
+    select: int = 3,
+    select_steps: int = 30,
 ) -> Recovered:
     """Expand-and-cluster on ``fit``'s vmapped restarts, pruned to ``widths``, polished.
 
@@ -653,9 +803,19 @@ def recover(
     ``widths[k]`` clusters found in the most restarts, and refit ``refit_restarts`` students
     with layer ``k`` pruned to those centroids. Finally every refit student is polished by
     ``polish`` (Levenberg-Marquardt, full batch, the steps in float64), best first, until one
-    reaches ``good_enough``. While none has, and fewer than ``attempts`` passes have run, the
-    whole pass runs again from a new key (the training error is all it looks at). The
-    student with the lowest training error is returned, with the Jacobian rank test at it.
+    reaches ``good_enough``. Where none has, the selection by fit runs: the last stage's
+    ``select`` best expanded students, one at a time, are polished (``select_steps``
+    Levenberg-Marquardt steps: the 4x students Adam leaves at 1e-2 fit to ~1e-7, and then
+    hold the teacher's filters exactly, some only as negatives), pruned by
+    ``prune_by_fit`` (the last hidden layer's filters in both signs, chosen by joint
+    least-squares fit of the readout, which is linear given them) and polished again. A
+    student with more parameters than outputs fits without the teacher's filters, so where
+    the expanded students have more than ``SELECT_PARAMS_PER_OUTPUT`` per output, the
+    selection first trains ``restarts`` students as wide as that allows (at least the
+    teacher's width) and selects from those. While
+    none has reached ``good_enough``, and fewer than ``attempts`` passes have run, the whole
+    pass runs again from a new key (the training error is all it looks at). The student with
+    the lowest training error is returned, with the Jacobian rank test at it.
     With ``whiten``, every Adam stage trains the first layer's kernel in whitened coordinates
     (``whitener``: the same functions, a better-conditioned descent on correlated images).
     Reads only ``model``'s architecture, ``x`` and ``y``.
@@ -680,6 +840,10 @@ def recover(
       attempts: the most passes (>= 1).
       whiten: precondition the first layer's kernel by ``whitener(layer, x)`` during the
         Adam stages (where the model starts with a conv of ``groups=1``; else no effect).
+      select: the expanded students tried by the selection by fit per pass (0: none; no
+        effect where the readout conv is not the model's last layer).
+      select_steps: the most Levenberg-Marquardt steps of each student the selection
+        polishes (the expanded one, then the pruned one).
 
     Returns:
       A ``Recovered``.
@@ -696,6 +860,10 @@ def recover(
                          f"got {len(widths)}.")
     if attempts < 1:
         raise ValueError(f"recover: `attempts` (={attempts}) must be >= 1.")
+    if select < 0:
+        raise ValueError(f"recover: `select` (={select}) must be >= 0.")
+    if model.names[-1] != convs[-1]:  # the readout is not linear in its weights
+        select = 0
     final = widen(model, widths)
     first = model.layers[0]
     pre = None
@@ -704,7 +872,8 @@ def recover(
 
     def attempt(key):
         """One expand-cluster-prune-refit pass and the polish of its refit students:
-        (polished students, clusters, supports, restarts, Adam steps)."""
+        (polished students, clusters, supports, restarts, Adam steps, the last stage's wide
+        model and its expanded students)."""
         fixed: dict = {}  # the params of the layers already pruned (one network)
         n_restarts = n_steps = 0
         clusters, supports = [], []
@@ -716,6 +885,7 @@ def recover(
                                    fixed[n]) if n in fixed else v) for n, v in p0.items()}
             res = _fit(wide, p0, x, y, key=keys[2 * k + 1], steps=steps, restarts=restarts,
                        whiten=pre)
+            expanded = res.params
             n_restarts += restarts
             n_steps += restarts * steps
             act = _activity(wide, res.params, x, name)
@@ -768,16 +938,63 @@ def recover(
                                steps=polish_steps))
             if done[-1].rel_error <= good_enough:
                 break
-        return done, clusters, supports, n_restarts, n_steps
+        return done, clusters, supports, n_restarts, n_steps, wide, expanded
+
+    def by_fit(wide, expanded, key):
+        """The selection by fit on the best ``select`` expanded students, best first, until
+        one reaches ``good_enough``: (polished pruned students, the expanded students'
+        polish steps, restarts and Adam steps trained for it). Where the last stage's
+        students have more parameters than ``SELECT_PARAMS_PER_OUTPUT`` per output, it
+        trains ``restarts`` students of the widest last layer within that bound (no
+        narrower than the teacher's) from the last stage's fixed layers, and selects from
+        those."""
+        fixed = {n: jax.tree.map(lambda a: a[0], expanded[n]) for n in hidden[:-1]}
+        n_out = int(np.size(y))
+        cap = widths[-1]
+        while (cap < factor * widths[-1]
+               and _n_params(widen(model, [*widths[:-1], cap + 1]), x.shape)
+               <= SELECT_PARAMS_PER_OUTPUT * n_out):
+            cap += 1
+        n_restarts = n_steps = 0
+        if _n_params(wide, x.shape) > SELECT_PARAMS_PER_OUTPUT * n_out:
+            wide = widen(model, [*widths[:-1], cap])
+            k_init, k_fit = jax.random.split(key)
+            p0 = _init(wide, k_init, x.shape, restarts)
+            p0 = {n: (jax.tree.map(lambda a: jnp.broadcast_to(a, (restarts, *a.shape)),
+                                   fixed[n]) if n in fixed else v) for n, v in p0.items()}
+            expanded = _fit(wide, p0, x, y, key=k_fit, steps=steps, restarts=restarts,
+                            whiten=pre).params
+            n_restarts, n_steps = restarts, restarts * steps
+        out, taken = [], 0
+        for r in np.argsort(_rel_errors(wide, expanded, x, y))[:select]:
+            grown = polish(wide, jax.tree.map(lambda a, r=r: a[r], expanded), x, y,
+                           steps=select_steps)
+            pruned = prune_by_fit(wide, grown.params, x, y, widths[-1])
+            out.append(polish(final, pruned, x, y, steps=select_steps))
+            taken += grown.steps
+            if out[-1].rel_error <= good_enough:
+                break
+        return out, taken, n_restarts, n_steps
+
+    def reached(done):
+        return bool(done) and min(d.rel_error for d in done) <= good_enough
 
     done: list[Polished] = []
-    n_restarts = n_steps = used = 0
-    while used < attempts and (not done or min(d.rel_error for d in done) > good_enough):
+    selected: list[Polished] = []
+    n_restarts = n_steps = used = extra_steps = 0
+    while used < attempts and not reached(done):
         # the first attempt draws from ``key`` itself, a later one from a key folded from it
-        tried, clusters, supports, r, n = attempt(key if used == 0
-                                                  else jax.random.fold_in(key, used))
+        tried, clusters, supports, r, n, wide, expanded = attempt(
+            key if used == 0 else jax.random.fold_in(key, used))
         done += tried
         n_restarts, n_steps, used = n_restarts + r, n_steps + n, used + 1
+        if select and not reached(done):
+            more, taken, r, n = by_fit(wide, expanded,
+                                       jax.random.fold_in(key, attempts + used))
+            done += more
+            selected += more
+            extra_steps += taken
+            n_restarts, n_steps = n_restarts + r, n_steps + n
     best_done = min(done, key=lambda d: d.rel_error)
     params = best_done.params
     rank, n_params, s = jacobian_rank(final, params, x)
@@ -785,8 +1002,9 @@ def recover(
     gap = (float(s[expected - 1] / s[0]) if 0 < expected <= len(s) else 0.0,
            float(s[expected] / s[0]) if expected < len(s) else 0.0)
     return Recovered(params, best_done.rel_error, clusters, supports, used, n_restarts,
-                     n_steps, sum(d.steps for d in done), time.perf_counter() - t0, rank,
-                     expected, rank == expected, gap)
+                     n_steps, sum(d.steps for d in done) + extra_steps,
+                     time.perf_counter() - t0, rank, expected, rank == expected, gap,
+                     any(d is best_done for d in selected))
 
 
 class Plain(NamedTuple):

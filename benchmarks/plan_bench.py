@@ -64,6 +64,21 @@ CASES = {
                  ("xla", "shift_add", "im2col")),
     "k3_16to16": ((32, 32, 32, 16), (3, 3, 16, 16), {"padding": "SAME"},
                   ("xla", "im2col", "rows")),
+    # grouped (not depthwise) convs: ResNeXt-like 3x3 layers, 2-32 input channels per group
+    **{f"g{g}_64": ((16, 32, 32, 64), (3, 3, 64 // g, 64), {"padding": "SAME", "groups": g},
+                    ("xla", "shift_add", "im2col", "rows")) for g in (2, 4, 8, 16, 32)},
+    "g8_32": ((16, 32, 32, 32), (3, 3, 4, 32), {"padding": "SAME", "groups": 8},
+              ("xla", "shift_add", "im2col", "rows")),
+    "g4_16": ((16, 32, 32, 16), (3, 3, 4, 16), {"padding": "SAME", "groups": 4},
+              ("xla", "shift_add", "im2col")),
+    "g16_64_k5": ((16, 32, 32, 64), (5, 5, 4, 64), {"padding": "SAME", "groups": 16},
+                  ("xla", "shift_add", "im2col", "rows")),
+    "g8_128": ((8, 16, 16, 128), (3, 3, 16, 128), {"padding": "SAME", "groups": 8},
+               ("xla", "shift_add", "im2col", "rows")),
+    "g4_1d": ((16, 512, 64), (5, 16, 64), {"padding": "SAME", "groups": 4},
+              ("xla", "shift_add", "im2col")),
+    "g8_3d": ((4, 12, 12, 12, 32), (3, 3, 3, 4, 32), {"padding": "SAME", "groups": 8},
+              ("xla", "shift_add", "im2col")),
 }
 
 

@@ -942,3 +942,67 @@ def test_auto_conv_transpose_asks_for_full_float32_precision_off_cpu(dilation):
     f = lambda y, w: jaxconv.conv_transpose(y, w, stride=2, dilation=dilation)
     precisions = _conv_precisions(f, (y, w), "cuda")
     assert precisions and all(p == ["HIGHEST", "HIGHEST"] for p in precisions)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "groups", "stride", "want", "want_tuned"),
+    [((16, 32, 32, 64), (3, 3, 4, 64), 16, 1, ("shift_add", "shift_add", "im2col"),
+      ("shift_add", "shift_add", "xla")),
+     ((16, 32, 32, 64), (3, 3, 2, 64), 32, 1, ("shift_add", "shift_add", "im2col"),
+      ("shift_add", "shift_add", "xla")),
+     ((16, 32, 32, 32), (3, 3, 4, 32), 8, 1, ("im2col", "shift_add", "im2col"),
+      ("im2col", "shift_add", "xla")),
+     ((16, 32, 32, 64), (5, 5, 4, 64), 16, 1, ("shift_add", "shift_add", "im2col"),
+      ("shift_add", "shift_add", "xla")),
+     # strided: shift_add's input gradient is slow there, so im2col takes it
+     ((16, 32, 32, 32), (3, 3, 4, 32), 8, 2, ("im2col", "im2col", "im2col"),
+      ("im2col", "xla", "xla")),
+     # 8 input channels per group: im2col's forward, not rows' (grouped 1-D conv lost)
+     ((16, 32, 32, 64), (3, 3, 8, 64), 8, 1, ("im2col", "im2col", "im2col"), ("xla",) * 3),
+     # 1-D grouped convs reach Eigen under both option sets: no grouped rule
+     ((16, 512, 64), (5, 4, 64), 16, 1, ("xla",) * 3, ("xla",) * 3)],
+    ids=["3x3_g16_4", "3x3_g32_2", "3x3_g8_4", "5x5_g16_4", "3x3_g8_4_s2", "3x3_g8_8", "1d_g16"],
+)
+def test_plan_grouped_convs_with_few_channels_per_group(x_shape, w_shape, groups, stride,
+                                                        want, want_tuned):
+    """Grouped 2-D convs with few channels per group avoid XLA:CPU's slow grouped
+    convolution (YNNPACK under the default options; Eigen's forward and input gradient under
+    compiler_options()): NOTES.md, benchmarks/plan_grouped_results.json."""
+    kwargs = dict(groups=groups, stride=stride, padding="SAME", backend="cpu")
+    p = plan(x_shape, w_shape, **kwargs)
+    assert (p.algorithm, p.input_grad.algorithm, p.kernel_grad.algorithm) == want
+    p = plan(x_shape, w_shape, compiler_options=jaxconv.compiler_options(), **kwargs)
+    assert (p.algorithm, p.input_grad.algorithm, p.kernel_grad.algorithm) == want_tuned
+    if p.algorithm != "xla" and p.algorithm != "rows":
+        assert "grouped" in p.reason
+
+
+@pytest.mark.parametrize(("groups", "c_group", "stride"), [(16, 2, 1), (4, 4, 1), (4, 3, 2)],
+                         ids=["g16_shift_add", "g4_im2col", "g4_strided"])
+def test_auto_grouped_conv_and_its_gradients_match_lax(groups, c_group, stride):
+    """The planned grouped lowerings (each part its own) are the exact conv and derivative:
+    value, both gradients under jit, and under vmap, against lax."""
+    rng = np.random.default_rng(groups)
+    cin, cout = groups * c_group, groups * 2
+    x = jnp.asarray(rng.normal(size=(2, 3, 9, 9, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, c_group, cout)), jnp.float32)
+    p = plan(x.shape[1:], w.shape, groups=groups, stride=stride, padding="SAME", backend="cpu")
+    assert "xla" not in (p.algorithm, p.input_grad.algorithm)  # the hazard is exercised
+
+    def ours(x, w):
+        return jnp.sum(jnp.sin(jaxconv.conv(x, w, groups=groups, stride=stride,
+                                            padding="SAME")))
+
+    def theirs(x, w):
+        y = lax.conv_general_dilated(x, w, (stride, stride), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     feature_group_count=groups,
+                                     precision=lax.Precision.HIGHEST)
+        return jnp.sum(jnp.sin(y))
+
+    with jax.default_matmul_precision("highest"):
+        got = jax.jit(jax.vmap(jax.value_and_grad(ours, argnums=(0, 1)),
+                               in_axes=(0, None)))(x, w)
+        want = jax.vmap(jax.value_and_grad(theirs, argnums=(0, 1)), in_axes=(0, None))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)

@@ -297,9 +297,10 @@ CHOICES = [
      ("rows", "im2col", "im2col"),
      ("xla", "xla", "xla"),
      ("im2col", "im2col", "im2col")),
+    # since the grouped rule (im2col.GROUPED_FEW_CHANNELS): 4 input channels per group
     ((8, 16, 16, 8), (3, 3, 4, 16), {"groups": 2},
-     ("xla", "xla", "xla"),
-     ("xla", "xla", "xla"),
+     ("im2col", "shift_add", "im2col"),
+     ("im2col", "shift_add", "xla"),
      ("im2col", "im2col", "im2col")),
 ]
 

@@ -86,6 +86,20 @@ def declines(args: ConvArgs) -> str | None:
 # (asked first). 2-D kernel gradients stay with xla (within 1.3x of the best on most draws
 # under jaxconv.compiler_options()).
 FEW_INPUT_CHANNELS = 3
+# Grouped 2-D convs (1 < groups, not depthwise) with at most this many input channels per
+# group, float32: XLA:CPU's grouped convolution is slow there under both option sets (with its
+# default options YNNPACK runs 2-D grouped convs, 3-10x behind Eigen on every grouped case;
+# Eigen itself is slow in the forward with few channels per group). Measured (plan_bench.py's
+# g* cases, benchmarks/plan_grouped_results.json, 2026-12-05, NOTES.md), 3x3 SAME on
+# 16x32x32, ms fwd / kernel grad, default options: 64 ch groups 16 (4 -> 4 per group) xla 39.9
+# / 30.6, im2col 15.9 / 10.8; groups 32 (2 -> 2) 52.8 / 34.9 vs 9.1 / 9.9; 32 ch groups 8
+# 11.0 / 5.1 vs 3.3 / 6.3; 16 ch groups 4 4.0 / 2.5 vs 1.7 / 2.3; 5x5 64 ch groups 16 96.8 /
+# 75.7 vs 60.5 / 69.5. Under compiler_options() the forwards 8.9 vs 2.9 and 4.0 vs 1.6 (groups
+# 8 and 4; with 16+ groups shift_add is asked first and takes them), the kernel gradients
+# 1.2-1.5x faster on xla: not preferred there. Input gradients (default options): 12.9 vs
+# 40.7, 17.6 vs 54.6, 4.7 vs 11.1, 2.1 vs 4.4, 76.2 vs 96.7 (at stride 1 shift_add, asked
+# first, takes them).
+GROUPED_FEW_CHANNELS = 4
 
 
 def _few_input_channels(args: ConvArgs) -> str | None:
@@ -106,6 +120,20 @@ def _few_input_channels(args: ConvArgs) -> str | None:
     return None
 
 
+def _grouped_few_channels(args: ConvArgs) -> str | None:
+    if (args.groups == 1 or args.depthwise or args.c_group > GROUPED_FEW_CHANNELS
+            or args.dtype != jnp.float32 or args.layout.ndim != 2
+            or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES):
+        return None
+    if args.part == "forward" or not convs_on_eigen():
+        return (
+            f"a grouped 2-D conv with {args.c_group} input channel(s) per group: XLA:CPU's "
+            "grouped convolution is slow there, while this lowering's per-group GEMMs run on "
+            "its fast dot"
+        )
+    return None
+
+
 def prefers(args: ConvArgs) -> str | None:
     k = args.macs_per_value
     if args.dtype == jnp.float64:
@@ -120,7 +148,7 @@ def prefers(args: ConvArgs) -> str | None:
             f"float64: XLA:CPU runs float64 convolutions as a naive loop (only float16/32 reach "
             f"Eigen), while the GEMM of the [pixels, {k}] patch matrix runs on Eigen's dot"
         )
-    few = _few_input_channels(args)
+    few = _few_input_channels(args) or _grouped_few_channels(args)
     if few is not None:
         return few
     if convs_on_eigen() and args.dtype != jnp.float64:

@@ -61,14 +61,21 @@ def declines(args: ConvArgs) -> str | None:
     return None
 
 
+GROUPED_MAX_CHANNELS = 8
+
+
 def prefers(args: ConvArgs) -> str | None:
     # The forward only, and only where im2col would run it otherwise (many channels per group).
     # Measured against im2col, XLA's default options, ms forward (benchmarks/NOTES.md): quiet,
     # C 28.3 vs 25.8, E 24.7 vs 30.6, C SAME 18.9 vs 22.7, 16x56x56 3x3 s2 32->64 7.0 vs 10.9;
     # load 3-5, C 19.7 vs 29.6, E 26.7 vs 37.8 (6 of 8 medians ahead, 0.62-0.83; behind 1.10
     # once). Its gradients were slower than im2col's on 3 of 4 (1.18-1.36), so they are not
-    # preferred here: im2col plans them.
-    if args.part != "forward" or not reaches_ynnpack(args) or im2col.prefers(args) is None:
+    # preferred here: im2col plans them. Nor grouped convs with at most GROUPED_MAX_CHANNELS
+    # input channels per group, where its grouped 1-D conv lost to im2col on all 4 measured
+    # (3x3 SAME, 16x32x32, fwd ms: 64 ch groups 8 11.4 vs 6.0, groups 16 17.5 vs 15.9, groups
+    # 32 25.1 vs 9.1; 32 ch groups 8 8.1 vs 3.3; plan_grouped_results.json, NOTES.md).
+    if (args.part != "forward" or not reaches_ynnpack(args) or im2col.prefers(args) is None
+            or (args.groups > 1 and args.c_group <= GROUPED_MAX_CHANNELS)):
         return None
     return (
         f"XLA:CPU would run this 2-D float32 convolution ({args.in_channels} -> "

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv import _padding as padding_lib
-from jaxconv.lowering import xla
+from jaxconv.lowering import im2col, xla
 from jaxconv.lowering._base import (
     ConvArgs,
     Lowering,
@@ -61,12 +61,42 @@ FEW_INPUT_CHANNELS = 3
 FEW_CHANNELS_MAX_MACS = 1400
 FEW_CHANNELS_MAX_MACS_2D = 784
 FEW_CHANNELS_MAX_TAPS = 225
+# Grouped 2-D convs with at most im2col.GROUPED_FEW_CHANNELS input channels per group, float32,
+# stride 1, at most GROUPED_MAX_TAPS taps: the input gradient always, and the forward from
+# GROUPED_MIN_GROUPS groups. Measured with im2col's grouped cases (3x3 SAME on 16x32x32, ms,
+# default options / compiler_options()): input gradient, 64 ch groups 16: 2.4 / 2.8 vs xla
+# 40.7 / 21.0 and im2col 12.9 / 17.7; groups 32: 1.8 / 1.2 vs 54.6 / 23.4 and 17.6; 32 ch
+# groups 8: 0.85 / 0.78 vs 11.1 / 8.5 and 4.7; 16 ch groups 4: 0.44 / 0.41 vs 4.4 / 4.2 and
+# 2.1; 5x5 64 ch groups 16: 9.7 / 10.6 vs 96.7 / 42.9 and 76.2. Forward, 64 ch groups 16: 5.7
+# / 3.3 vs im2col 15.9 / 5.7; groups 32: 3.8 / 3.4 vs 9.1 / 9.2; 5x5 groups 16: 9.0 / 9.0 vs
+# 60.5 / 59.8; but with fewer groups its forward lost to im2col (groups 8: 11.9 vs 3.3; groups
+# 4: 2.8 vs 1.7). Stride 1 only: its strided input gradient is slow (above).
+GROUPED_MIN_GROUPS = 16
+GROUPED_MAX_TAPS = 25
 # Largest stacked-window matrix the kernel gradient is computed from (see ``_w_tangent``).
 DOT_MAX_PATCH_BYTES = 2**20
 
 
+def _grouped_few_channels(args: ConvArgs) -> str | None:
+    if (args.groups == 1 or args.depthwise or args.c_group > im2col.GROUPED_FEW_CHANNELS
+            or args.dtype != jnp.float32 or args.layout.ndim != 2
+            or any(s != 1 for s in args.stride) or args.taps > GROUPED_MAX_TAPS):
+        return None
+    if args.part == "input_grad" or (args.part == "forward"
+                                     and args.groups >= GROUPED_MIN_GROUPS):
+        return (
+            f"a grouped 2-D conv with {args.c_group} input channel(s) per group and "
+            f"{args.groups} groups: XLA:CPU's grouped convolution is slow there, and this "
+            "lowering's slices and fused multiply-adds beat im2col's per-group GEMMs"
+        )
+    return None
+
+
 def prefers(args: ConvArgs) -> str | None:
     macs = args.macs_per_pixel
+    grouped = _grouped_few_channels(args)
+    if grouped is not None:
+        return grouped
     if args.dtype == jnp.float64 and macs > args.taps:
         return None  # float64 with channels: im2col's GEMM (see im2col.prefers)
     if macs <= MAX_MACS_PER_PIXEL:

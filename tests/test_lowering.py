@@ -960,8 +960,11 @@ def test_auto_conv_transpose_asks_for_full_float32_precision_off_cpu(dilation):
      # 8 input channels per group: im2col's forward, not rows' (grouped 1-D conv lost)
      ((16, 32, 32, 64), (3, 3, 8, 64), 8, 1, ("im2col", "im2col", "im2col"), ("xla",) * 3),
      # 1-D grouped convs reach Eigen under both option sets: no grouped rule
-     ((16, 512, 64), (5, 4, 64), 16, 1, ("xla",) * 3, ("xla",) * 3)],
-    ids=["3x3_g16_4", "3x3_g32_2", "3x3_g8_4", "5x5_g16_4", "3x3_g8_4_s2", "3x3_g8_8", "1d_g16"],
+     ((16, 512, 64), (5, 4, 64), 16, 1, ("xla",) * 3, ("xla",) * 3),
+     # 3-D: XLA:CPU has no fast 3-D convolution, im2col every part under both
+     ((4, 10, 10, 10, 32), (3, 3, 3, 4, 32), 8, 1, ("im2col",) * 3, ("im2col",) * 3)],
+    ids=["3x3_g16_4", "3x3_g32_2", "3x3_g8_4", "5x5_g16_4", "3x3_g8_4_s2", "3x3_g8_8", "1d_g16",
+         "3d_g8_4"],
 )
 def test_plan_grouped_convs_with_few_channels_per_group(x_shape, w_shape, groups, stride,
                                                         want, want_tuned):

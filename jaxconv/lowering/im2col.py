@@ -98,7 +98,11 @@ FEW_INPUT_CHANNELS = 3
 # 8 and 4; with 16+ groups shift_add is asked first and takes them), the kernel gradients
 # 1.2-1.5x faster on xla: not preferred there. Input gradients (default options): 12.9 vs
 # 40.7, 17.6 vs 54.6, 4.7 vs 11.1, 2.1 vs 4.4, 76.2 vs 96.7 (at stride 1 shift_add, asked
-# first, takes them).
+# first, takes them). 3-D (XLA:CPU has no fast 3-D convolution): every part under both
+# option sets, 4x12^3x32 3x3x3 groups 8, fwd / input / kernel grad, default options 7.0 /
+# 10.3 / 10.2 vs xla 55.5 / 59.6 / 35.8; compiler_options() 9.1 / 11.5 / 8.1 vs 62.0 / 58.7 /
+# 32.8. 1-D grouped convs reach Eigen under both option sets (16x512x64, k5, groups 4: xla
+# 2.3 ms, im2col 4.4): not preferred.
 GROUPED_FEW_CHANNELS = 4
 
 
@@ -122,12 +126,13 @@ def _few_input_channels(args: ConvArgs) -> str | None:
 
 def _grouped_few_channels(args: ConvArgs) -> str | None:
     if (args.groups == 1 or args.depthwise or args.c_group > GROUPED_FEW_CHANNELS
-            or args.dtype != jnp.float32 or args.layout.ndim != 2
+            or args.dtype != jnp.float32 or args.layout.ndim == 1
             or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES):
         return None
-    if args.part == "forward" or not convs_on_eigen():
+    if args.part == "forward" or not convs_on_eigen() or args.layout.ndim == 3:
         return (
-            f"a grouped 2-D conv with {args.c_group} input channel(s) per group: XLA:CPU's "
+            f"a grouped {args.layout.ndim}-D conv with {args.c_group} input channel(s) per "
+            "group: XLA:CPU's "
             "grouped convolution is slow there, while this lowering's per-group GEMMs run on "
             "its fast dot"
         )

@@ -79,6 +79,17 @@ CASES = {
               ("xla", "shift_add", "im2col")),
     "g8_3d": ((4, 12, 12, 12, 32), (3, 3, 3, 4, 32), {"padding": "SAME", "groups": 8},
               ("xla", "shift_add", "im2col")),
+    # 3-D hidden layers with 4-32 input channels (XLA:CPU has no fast 3-D convolution)
+    "3d_4to16": ((8, 16, 16, 16, 4), (3, 3, 3, 4, 16), {"padding": "SAME"},
+                 ("xla", "shift_add", "im2col")),
+    "3d_6to12": ((8, 16, 16, 16, 6), (3, 3, 3, 6, 12), {"padding": "SAME"},
+                 ("xla", "shift_add", "im2col")),
+    "3d_8to16": ((8, 16, 16, 16, 8), (3, 3, 3, 8, 16), {"padding": "SAME"},
+                 ("xla", "im2col")),
+    "3d_16to32": ((4, 12, 12, 12, 16), (3, 3, 3, 16, 32), {"padding": "SAME"},
+                  ("xla", "im2col")),
+    "3d_32to32_s2": ((4, 16, 16, 16, 32), (3, 3, 3, 32, 32), {"stride": 2},
+                     ("xla", "im2col")),
 }
 
 

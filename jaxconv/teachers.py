@@ -666,6 +666,8 @@ def _readout_columns(model: nn.Stack, params: dict, x: Array, out: str) -> dict:
     """The Jacobian of ``model``'s flat outputs on ``x`` with respect to the readout conv
     ``out``'s params (the model's last layer, so the outputs are affine in them and this is
     exact at any point): per leaf, ``[M, *leaf.shape]`` in float64."""
+    model = _for_jacobian(model)
+
     def f(readout):
         return model.apply({**params, out: readout}, x).ravel()
 

@@ -875,7 +875,7 @@ def recover(
     def attempt(key):
         """One expand-cluster-prune-refit pass and the polish of its refit students:
         (polished students, clusters, supports, restarts, Adam steps, the last stage's wide
-        model and its expanded students)."""
+        model, its expanded students, and a key for the selection by fit)."""
         fixed: dict = {}  # the params of the layers already pruned (one network)
         n_restarts = n_steps = 0
         clusters, supports = [], []
@@ -940,7 +940,8 @@ def recover(
                                steps=polish_steps))
             if done[-1].rel_error <= good_enough:
                 break
-        return done, clusters, supports, n_restarts, n_steps, wide, expanded
+        # keys[-1], unused by the stages, is the pass's key for the selection by fit
+        return done, clusters, supports, n_restarts, n_steps, wide, expanded, keys[-1]
 
     def by_fit(wide, expanded, key):
         """The selection by fit on the best ``select`` expanded students, best first, until
@@ -986,13 +987,12 @@ def recover(
     n_restarts = n_steps = used = extra_steps = 0
     while used < attempts and not reached(done):
         # the first attempt draws from ``key`` itself, a later one from a key folded from it
-        tried, clusters, supports, r, n, wide, expanded = attempt(
+        tried, clusters, supports, r, n, wide, expanded, k_select = attempt(
             key if used == 0 else jax.random.fold_in(key, used))
         done += tried
         n_restarts, n_steps, used = n_restarts + r, n_steps + n, used + 1
         if select and not reached(done):
-            more, taken, r, n = by_fit(wide, expanded,
-                                       jax.random.fold_in(key, attempts + used))
+            more, taken, r, n = by_fit(wide, expanded, k_select)
             done += more
             selected += more
             extra_steps += taken

@@ -393,3 +393,18 @@ def test_jacobian_model_runs_auto_convs_on_one_lowering_and_keeps_named_ones():
     assert [getattr(layer, "algorithm", None) for layer in j.layers] == [
         teachers.JACOBIAN_ALGORITHM, None, "xla"]
     assert j.names == m.names
+
+
+def test_recover_selection_does_not_depend_on_the_number_of_attempts(key):
+    """The selection by fit of a pass draws from that pass's key: a run allowed 3 passes
+    that stops after the first returns exactly the 1-pass run's result."""
+    t = {t.name: t for t in teachers.benchmark()}["bank_w2_k3_s0"]
+    x, y = teachers.make_data(t, key, 4)  # 256 outputs: the selection trains its students
+    settings = dict(key=key, restarts=2, steps=5, refit_restarts=1, refit_steps=5,
+                    polish_steps=2, select=1, select_steps=2)
+    r1 = teachers.recover(t.model, x, y, [2], good_enough=0.0, attempts=1, **settings)
+    assert r1.by_fit  # the selection's student is the best here: the hazard is exercised
+    r3 = teachers.recover(t.model, x, y, [2], good_enough=r1.train_rel_error, attempts=3,
+                          **settings)
+    assert r3.attempts == 1 and r3.train_rel_error == r1.train_rel_error
+    jax.tree.map(np.testing.assert_array_equal, r3.params, r1.params)

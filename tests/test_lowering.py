@@ -960,11 +960,8 @@ def test_auto_conv_transpose_asks_for_full_float32_precision_off_cpu(dilation):
      # 8 input channels per group: im2col's forward, not rows' (grouped 1-D conv lost)
      ((16, 32, 32, 64), (3, 3, 8, 64), 8, 1, ("im2col", "im2col", "im2col"), ("xla",) * 3),
      # 1-D grouped convs reach Eigen under both option sets: no grouped rule
-     ((16, 512, 64), (5, 4, 64), 16, 1, ("xla",) * 3, ("xla",) * 3),
-     # 3-D: XLA:CPU has no fast 3-D convolution, im2col every part under both
-     ((4, 10, 10, 10, 32), (3, 3, 3, 4, 32), 8, 1, ("im2col",) * 3, ("im2col",) * 3)],
-    ids=["3x3_g16_4", "3x3_g32_2", "3x3_g8_4", "5x5_g16_4", "3x3_g8_4_s2", "3x3_g8_8", "1d_g16",
-         "3d_g8_4"],
+     ((16, 512, 64), (5, 4, 64), 16, 1, ("xla",) * 3, ("xla",) * 3)],
+    ids=["3x3_g16_4", "3x3_g32_2", "3x3_g8_4", "5x5_g16_4", "3x3_g8_4_s2", "3x3_g8_8", "1d_g16"],
 )
 def test_plan_grouped_convs_with_few_channels_per_group(x_shape, w_shape, groups, stride,
                                                         want, want_tuned):
@@ -1009,3 +1006,19 @@ def test_auto_grouped_conv_and_its_gradients_match_lax(groups, c_group, stride):
         want = jax.vmap(jax.value_and_grad(theirs, argnums=(0, 1)), in_axes=(0, None))(x, w)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "kwargs"), [
+    ((8, 16, 16, 16, 4), (3, 3, 3, 4, 16), {"padding": "SAME"}),
+    ((8, 16, 16, 16, 8), (3, 3, 3, 8, 16), {"padding": "SAME"}),
+    ((4, 16, 16, 16, 32), (3, 3, 3, 32, 32), {"stride": 2}),
+    ((4, 10, 10, 10, 32), (3, 3, 3, 4, 32), {"padding": "SAME", "groups": 8}),
+], ids=["4to16", "8to16", "32to32_s2", "g8"])
+def test_plan_3d_hidden_layers_on_im2col_under_both_option_sets(x_shape, w_shape, kwargs):
+    """XLA:CPU has no fast 3-D convolution: 2-18x behind im2col's GEMMs on every part
+    (NOTES.md). Before, auto ran xla for 4-7 input channels, and for every 3-D conv with 4+
+    under compiler_options(), i.e. inside fit."""
+    for options in (None, jaxconv.compiler_options()):
+        p = plan(x_shape, w_shape, backend="cpu", compiler_options=options, **kwargs)
+        assert (p.algorithm, p.input_grad.algorithm, p.kernel_grad.algorithm) == ("im2col",) * 3
+        assert "3-D" in p.reason and "no fast 3-D" in p.input_grad.reason

@@ -80,12 +80,21 @@ def declines(args: ConvArgs) -> str | None:
 # first layers, 2026-12-03, NOTES.md): the input gradient (a convolution with <= 3 output
 # features for XLA) was faster as this lowering's patch-GEMM transpose on 16 of 18 drawn calls
 # of seed 0 under both option sets (1-D to 3-D: 3x3x3 1->32 26 vs xla 486 ms, 5x5 2->4 18 vs
-# 69, 7x7 3->64 27 vs 95, 5x5 1->64 15 vs 40; lost 1.2x once, 6x6 3->32); and every part of a
-# 3-D one: XLA:CPU has no fast 3-D convolution (forward 0.06-0.48 of xla's time on all 10
-# drawn; kernel gradients 0.4-1.0). A 3-D forward within shift_add's range goes to shift_add
-# (asked first). 2-D kernel gradients stay with xla (within 1.3x of the best on most draws
-# under jaxconv.compiler_options()).
+# 69, 7x7 3->64 27 vs 95, 5x5 1->64 15 vs 40; lost 1.2x once, 6x6 3->32). 2-D kernel gradients
+# stay with xla (within 1.3x of the best on most draws under jaxconv.compiler_options()).
 FEW_INPUT_CHANNELS = 3
+# Every part of every float32 3-D conv (``_three_d``), under both option sets: XLA:CPU has no
+# fast 3-D convolution (neither Eigen nor YNNPACK takes one). First layers (1-3 channels,
+# 2026-12-03): forward 0.06-0.48 of xla's time on all 10 drawn, kernel gradients 0.4-1.0.
+# Hidden layers (plan_bench.py's 3d_* cases, benchmarks/plan_3d_results.json,
+# 2026-12-05, quiet; ms fwd / input grad / kernel grad, default options; compiler_options()
+# within 10%): 8x16^3 3x3x3 4->16 im2col 2.7 / 4.7 / 2.8 vs xla 17.7 / 23.4 / 9.4; 6->12 3.9 /
+# 6.8 / 4.2 vs 26.0 / 29.7 / 13.1; 8->16 3.8 / 8.9 / 4.5 vs 12.2 / 23.7 / 14.4; 4x12^3 16->32
+# 2.5 / 4.4 / 3.7 vs 5.3 / 9.9 / 11.6; 4x16^3 32->32 stride 2 1.6 / 6.2 / 1.5 vs 2.8 / 112.9 /
+# 15.4; groups 8 (4 per group) 7.0 / 10.3 / 10.2 vs 55.5 / 59.6 / 35.8. Until then auto ran xla
+# for 3-D convs with 4-7 input channels, and for every 3-D conv with 4+ under
+# compiler_options(), i.e. inside fit. A 3-D forward within shift_add's range goes to
+# shift_add (asked first).
 # Grouped 2-D convs (1 < groups, not depthwise) with at most this many input channels per
 # group, float32: XLA:CPU's grouped convolution is slow there under both option sets (with its
 # default options YNNPACK runs 2-D grouped convs, 3-10x behind Eigen on every grouped case;
@@ -98,23 +107,26 @@ FEW_INPUT_CHANNELS = 3
 # 8 and 4; with 16+ groups shift_add is asked first and takes them), the kernel gradients
 # 1.2-1.5x faster on xla: not preferred there. Input gradients (default options): 12.9 vs
 # 40.7, 17.6 vs 54.6, 4.7 vs 11.1, 2.1 vs 4.4, 76.2 vs 96.7 (at stride 1 shift_add, asked
-# first, takes them). 3-D (XLA:CPU has no fast 3-D convolution): every part under both
-# option sets, 4x12^3x32 3x3x3 groups 8, fwd / input / kernel grad, default options 7.0 /
-# 10.3 / 10.2 vs xla 55.5 / 59.6 / 35.8; compiler_options() 9.1 / 11.5 / 8.1 vs 62.0 / 58.7 /
-# 32.8. 1-D grouped convs reach Eigen under both option sets (16x512x64, k5, groups 4: xla
-# 2.3 ms, im2col 4.4): not preferred.
+# first, takes them). 3-D grouped convs: every 3-D conv is im2col's (``_three_d``). 1-D
+# grouped convs reach Eigen under both option sets (16x512x64, k5, groups 4: xla 2.3 ms,
+# im2col 4.4): not preferred.
 GROUPED_FEW_CHANNELS = 4
+
+
+def _three_d(args: ConvArgs) -> str | None:
+    if (args.layout.ndim != 3 or args.depthwise or args.dtype != jnp.float32
+            or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES):
+        return None
+    return (
+        f"a 3-D conv ({args.c_group} input channel(s) per group): XLA:CPU has no fast 3-D "
+        "convolution under either option set, while this lowering's GEMMs run on its fast dot"
+    )
 
 
 def _few_input_channels(args: ConvArgs) -> str | None:
     if (args.c_group > FEW_INPUT_CHANNELS or args.depthwise or args.dtype != jnp.float32
             or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES):
         return None
-    if args.layout.ndim == 3:
-        return (
-            f"a 3-D conv with {args.c_group} input channel(s) per group: XLA:CPU has no fast "
-            "3-D convolution, while this lowering's GEMMs run on its fast dot"
-        )
     if args.part == "input_grad":
         return (
             f"the input gradient of a conv with {args.c_group} input channel(s) per group: "
@@ -126,13 +138,12 @@ def _few_input_channels(args: ConvArgs) -> str | None:
 
 def _grouped_few_channels(args: ConvArgs) -> str | None:
     if (args.groups == 1 or args.depthwise or args.c_group > GROUPED_FEW_CHANNELS
-            or args.dtype != jnp.float32 or args.layout.ndim == 1
+            or args.dtype != jnp.float32 or args.layout.ndim != 2
             or item_patch_bytes(args) > AUTO_MAX_ITEM_BYTES):
         return None
-    if args.part == "forward" or not convs_on_eigen() or args.layout.ndim == 3:
+    if args.part == "forward" or not convs_on_eigen():
         return (
-            f"a grouped {args.layout.ndim}-D conv with {args.c_group} input channel(s) per "
-            "group: XLA:CPU's "
+            f"a grouped 2-D conv with {args.c_group} input channel(s) per group: XLA:CPU's "
             "grouped convolution is slow there, while this lowering's per-group GEMMs run on "
             "its fast dot"
         )
@@ -153,7 +164,7 @@ def prefers(args: ConvArgs) -> str | None:
             f"float64: XLA:CPU runs float64 convolutions as a naive loop (only float16/32 reach "
             f"Eigen), while the GEMM of the [pixels, {k}] patch matrix runs on Eigen's dot"
         )
-    few = _few_input_channels(args) or _grouped_few_channels(args)
+    few = _three_d(args) or _few_input_channels(args) or _grouped_few_channels(args)
     if few is not None:
         return few
     if convs_on_eigen() and args.dtype != jnp.float64:

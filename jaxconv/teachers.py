@@ -520,34 +520,29 @@ def _n_params(model: nn.Stack, shape) -> int:
     return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
 
 
-# The lowering of every ``"auto"`` conv in the polish's and rank test's Jacobians. ``jacfwd``
-# pushes one tangent per parameter through the stack at once, so a kernel's tangent term is a
-# forward conv with a batched kernel (hundreds of times the features), which ``auto`` does
-# not plan for: it plans a kernel's term for reverse mode, where it is transposed into the
-# kernel gradient. Measured (2-core AMD EPYC, 2026-12-05, ``bank_w8_k3_s0``'s 4x student, a
-# 1600 x 577 Jacobian, median of 5): auto 663 ms, shift_add 110, rows 248, xla 568, im2col
-# 1,140; jacrev with auto 395. Every lowering computes the same function.
-JACOBIAN_ALGORITHM = "shift_add"
-
-
-def _for_jacobian(model: nn.Stack) -> nn.Stack:
-    """``model`` with its ``"auto"`` convs on ``JACOBIAN_ALGORITHM`` (others kept)."""
-    import dataclasses
-
-    return nn.Stack([dataclasses.replace(layer, algorithm=JACOBIAN_ALGORITHM)
-                     if isinstance(layer, nn.Conv) and layer.algorithm == "auto" else layer
-                     for layer in model.layers], names=model.names)
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _outputs_and_jacobian(model: nn.Stack, params: dict, x: Array):
-    """``model``'s outputs on ``x`` (flat) and their Jacobian w.r.t. every leaf of ``params``.
-    One executable per architecture and shapes, shared by the polish and the rank test (the
-    model is a hashable description, so jit's cache keys on it)."""
-    def out(p):
-        return model.apply(p, x).ravel()
+    """``model``'s outputs on ``x`` (flat) and their Jacobian w.r.t. every leaf of ``params``
+    (per leaf ``[M, *leaf.shape]``, rows in the outputs' order). One executable per
+    architecture and shapes, shared by the polish and the rank test (the model is a hashable
+    description, so jit's cache keys on it).
 
-    return out(params), jax.jacfwd(out)(params)
+    Every layer of an ``nn.Stack`` acts on each image alone, so image ``i``'s outputs depend
+    on the params only through ``x[i]``: the Jacobian is computed image by image in reverse
+    mode (``vmap`` of ``jacrev``), each image's few outputs pulled back through that image
+    only. ``jacfwd`` pushes every parameter's tangent through all ``N`` images, and
+    ``jacrev`` of the whole batch every output's cotangent: ``N`` times the work, and for
+    ``jacfwd`` tangents of ``P x N`` hidden maps. Measured (Intel Xeon, 2 cores, 2026-12-05;
+    min of 3): bank_w8_k5_s0's 4x student on 61 images, a 2196 x 1089 Jacobian, jacfwd
+    3.5 s, this 0.056 s (same values to 3e-8 of the largest entry); deep_w4x4's 4x student
+    on 82 images (5248 x 2609): 0.35 s, where jacfwd ran out of 24 GiB.
+    """
+    def one(p, xi):
+        return model.apply(p, xi[None]).ravel()
+
+    jac = jax.vmap(jax.jacrev(one), in_axes=(None, 0))(params, x)
+    return (model.apply(params, x).ravel(),
+            jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jac))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -558,7 +553,7 @@ def _outputs(model: nn.Stack, params: dict, x: Array):
 def _flat_jacobian(model: nn.Stack, params: dict, x: Array) -> tuple[np.ndarray, np.ndarray]:
     """([M] outputs, [M, P] Jacobian) in float64, columns in ``ravel_pytree``'s order."""
     with jax.default_matmul_precision("highest"):
-        out, jac = _outputs_and_jacobian(_for_jacobian(model), params, x)
+        out, jac = _outputs_and_jacobian(model, params, x)
     cols = [np.asarray(j, np.float64).reshape(out.shape[0], -1) for j in jax.tree.leaves(jac)]
     return np.asarray(out, np.float64), np.concatenate(cols, axis=1)
 
@@ -662,17 +657,22 @@ def polish(model: nn.Stack, params: dict, x: Array, y: Array, *, steps: int = 30
                     taken)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _readout_jacobian(model: nn.Stack, params: dict, x: Array, out: str) -> dict:
+    def one(readout, xi):
+        return model.apply({**params, out: readout}, xi[None]).ravel()
+
+    jac = jax.vmap(jax.jacrev(one), in_axes=(None, 0))(params[out], x)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jac)
+
+
 def _readout_columns(model: nn.Stack, params: dict, x: Array, out: str) -> dict:
     """The Jacobian of ``model``'s flat outputs on ``x`` with respect to the readout conv
     ``out``'s params (the model's last layer, so the outputs are affine in them and this is
-    exact at any point): per leaf, ``[M, *leaf.shape]`` in float64."""
-    model = _for_jacobian(model)
-
-    def f(readout):
-        return model.apply({**params, out: readout}, x).ravel()
-
+    exact at any point): per leaf, ``[M, *leaf.shape]`` in float64. Image by image in
+    reverse mode, as ``_outputs_and_jacobian``."""
     with jax.default_matmul_precision("highest"):
-        jac = jax.jit(jax.jacfwd(f))(params[out])
+        jac = _readout_jacobian(model, params, x, out)
     return {k: np.asarray(v, np.float64) for k, v in jac.items()}
 
 
@@ -744,10 +744,25 @@ def prune_by_fit(model: nn.Stack, params: dict, x: Array, y: Array, width: int) 
     fixed = jac["bias"].reshape(m, -1) if "bias" in jac else np.zeros((m, 0))
     target = np.asarray(y, np.float64).ravel()
 
+    # every subset is scored from the Gram matrix of all candidates' columns (the normal
+    # equations of the subset, columns scaled to unit norm, a 1e-12 ridge for dead ones) and
+    # its residual taken on the columns themselves; the chosen set's readout is then solved
+    # by least squares on the columns. One lstsq per subset (hundreds of them, each on
+    # thousands of rows) took 31 s of bank_w8_k5_s0's 141 s on 61 images.
+    n_fixed, per = fixed.shape[1], blocks.shape[2]
+    a_all = np.concatenate([fixed, blocks.reshape(m, -1)], axis=1)
+    gram, rhs = a_all.T @ a_all, a_all.T @ target
+
+    def columns(chosen):
+        return np.concatenate([np.arange(n_fixed, dtype=int),
+                               *[n_fixed + c * per + np.arange(per) for c in chosen]])
+
     def solve(chosen):
-        a = np.concatenate([fixed, *[blocks[:, c] for c in chosen]], axis=1)
-        sol = np.linalg.lstsq(a, target, rcond=None)[0]
-        return sol, float(np.linalg.norm(a @ sol - target))
+        idx = columns(chosen)
+        g = gram[np.ix_(idx, idx)]
+        d = np.sqrt(np.maximum(np.diag(g), 1e-300))
+        sol = np.linalg.solve(g / np.outer(d, d) + 1e-12 * np.eye(len(idx)), rhs[idx] / d) / d
+        return sol, float(np.linalg.norm(a_all[:, idx] @ sol - target))
 
     chosen: list[int] = []
     for _ in range(width):
@@ -767,6 +782,7 @@ def prune_by_fit(model: nn.Stack, params: dict, x: Array, y: Array, width: int) 
                 trial_sol, err = solve(trial)
                 if err < best * (1 - 1e-9):
                     chosen, sol, best, improved = trial, trial_sol, err, True
+    sol = np.linalg.lstsq(a_all[:, columns(chosen)], target, rcond=None)[0]
     n_bias = fixed.shape[1]
     readout = {"kernel": np.moveaxis(sol[n_bias:].reshape(width, *rout["kernel"].shape[:-2],
                                                           rout["kernel"].shape[-1]), 0, -2)}

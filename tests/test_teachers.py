@@ -386,13 +386,22 @@ def test_recover_selection_by_fit_recovers_a_teacher_the_refit_misses():
     assert not s0.recovered and r0.train_rel_error > 1e-6
 
 
-def test_jacobian_model_runs_auto_convs_on_one_lowering_and_keeps_named_ones():
-    m = nn.Stack([nn.Conv(2, 3), nn.Activation("relu"), nn.Conv(1, 3, algorithm="xla")],
-                 names=["a", "r", "b"])
-    j = teachers._for_jacobian(m)
-    assert [getattr(layer, "algorithm", None) for layer in j.layers] == [
-        teachers.JACOBIAN_ALGORITHM, None, "xla"]
-    assert j.names == m.names
+@pytest.mark.parametrize("depth", [1, 2])
+def test_jacobian_image_by_image_equals_jacfwd_of_the_batch(key, depth):
+    """``_outputs_and_jacobian`` pulls each image's outputs back through that image alone;
+    the oracle is ``jacfwd`` of the whole batch's flat outputs (a pool and a bias-free layer
+    included)."""
+    widths = [3] * depth
+    model = teachers.architecture(widths, [3] * depth + [2], pool="max" if depth == 1 else None)
+    x = jax.random.normal(key, (5, 11, 11, 1))
+    params = model.init(jax.random.fold_in(key, 1), x.shape)
+    with jax.default_matmul_precision("highest"):
+        out, jac = teachers._outputs_and_jacobian(model, params, x)
+        ref = jax.jacfwd(lambda p: model.apply(p, x).ravel())(params)
+    np.testing.assert_allclose(out, model.apply(params, x).ravel(), rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(jac), jax.tree.leaves(ref), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_recover_selection_does_not_depend_on_the_number_of_attempts(key):

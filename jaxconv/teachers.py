@@ -11,6 +11,7 @@ tutorial helper: nothing in the library imports it.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -518,6 +519,43 @@ def _n_params(model: nn.Stack, shape) -> int:
     """How many parameters ``model`` has on inputs of ``shape`` (no computation)."""
     tree = jax.eval_shape(lambda k: model.init(k, shape), jax.random.key(0))
     return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
+
+
+def n_images(teacher: Teacher, *, factor: int = 4, minimum: int = 16,
+             params_per_output: float = SELECT_PARAMS_PER_OUTPUT) -> int:
+    """How many images to probe ``teacher`` on: the fewest, and at least ``minimum``, on
+    which a student ``factor`` times as wide has at most ``params_per_output`` parameters per
+    training output.
+
+    A student with more parameters than outputs fits the data without the teacher's filters;
+    one with fewer than half as many fitted exactly only with them (``recover``'s selection
+    by fit measured this). 16 images of 12x12 leave a 5x5 readout 576 outputs, which the 4x
+    student of an 8-channel teacher (1,089 parameters) outnumbers.
+
+    Args:
+      teacher: a ``Teacher``.
+      factor: the students' width, times the teacher's.
+      minimum: the fewest images.
+      params_per_output: the bound (> 0).
+
+    Returns:
+      The number of images.
+
+    Example:
+      >>> from jaxconv import teachers
+      >>> ts = {t.name: t for t in teachers.benchmark()}
+      >>> teachers.n_images(ts["bank_w2_k3_s0"]), teachers.n_images(ts["bank_w8_k5_s0"])
+      (16, 61)
+    """
+    op = "n_images"
+    if factor < 1 or minimum < 1 or not params_per_output > 0:
+        raise ValueError(f"{op}: needs factor >= 1 (={factor}), minimum >= 1 (={minimum}) "
+                         f"and params_per_output > 0 (={params_per_output}).")
+    shape = (1, teacher.size, teacher.size, 1)
+    per_image = int(np.prod(jax.eval_shape(teacher.model.apply, teacher.params,
+                                           jax.ShapeDtypeStruct(shape, jnp.float32)).shape))
+    wide = widen(teacher.model, [factor * w for w in hidden_widths(teacher)])
+    return max(minimum, math.ceil(_n_params(wide, shape) / (params_per_output * per_image)))
 
 
 @functools.partial(jax.jit, static_argnums=0)

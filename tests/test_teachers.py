@@ -417,3 +417,22 @@ def test_recover_selection_does_not_depend_on_the_number_of_attempts(key):
                           **settings)
     assert r3.attempts == 1 and r3.train_rel_error == r1.train_rel_error
     jax.tree.map(np.testing.assert_array_equal, r3.params, r1.params)
+
+
+def test_n_images_bounds_the_expanded_students_parameters_per_output(bench):
+    ts = {t.name: t for t in bench}
+    for name in ("bank_w2_k3_s0", "bank_w8_k5_s0", "deep_w4x4"):
+        t = ts[name]
+        n = teachers.n_images(t)
+        wide = teachers.widen(t.model, [4 * w for w in teachers.hidden_widths(t)])
+        per_image = t.model.apply(t.params, np.zeros((1, t.size, t.size, 1), np.float32)).size
+        params = teachers._n_params(wide, (1, t.size, t.size, 1))
+        assert n >= 16 and params <= 0.5 * n * per_image
+        assert n == 16 or params > 0.5 * (n - 1) * per_image  # the fewest such
+    assert teachers.n_images(ts["bank_w8_k5_s0"]) == 61  # 1,089 parameters, 36 outputs each
+    assert teachers.n_images(ts["bank_w8_k5_s0"], factor=1, minimum=3) == 16  # 281 params
+    assert teachers.n_images(ts["bank_w8_k5_s0"], minimum=3, params_per_output=100) == 3
+    with pytest.raises(ValueError, match="n_images: needs factor >= 1"):
+        teachers.n_images(ts["bank_w8_k5_s0"], factor=0)
+    with pytest.raises(ValueError, match="params_per_output > 0"):
+        teachers.n_images(ts["bank_w8_k5_s0"], params_per_output=0.0)

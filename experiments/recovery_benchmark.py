@@ -38,10 +38,10 @@
 # negatives; `teachers.prune_by_fit` chooses the teacher's width of its last hidden layer's
 # filters, in both signs, by the least-squares fit of the readout (linear given them:
 # forward selection, then swaps), and the pruned student is polished. A student with more
-# parameters than half its training outputs fits without the teacher's filters (the 5x5
-# readouts: 576 outputs, 1,089 parameters at 4x), so there the selection first trains 8
-# students as wide as that bound allows. The Jacobian rank test says whether the result is
-# locally unique up to the positive scales.
+# parameters than half its training outputs fits without the teacher's filters, so where
+# the data is that scarce the selection first trains 8 students as wide as that bound
+# allows (never here: `n_images` gives every teacher enough images). The Jacobian rank
+# test says whether the result is locally unique up to the positive scales.
 #
 # **What counts as recovered** (`recovery.score_stack`, on 64 held-out images): every
 # teacher filter of every hidden layer is matched by its own student channel with cosine

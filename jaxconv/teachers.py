@@ -575,12 +575,18 @@ def _outputs_and_jacobian(model: nn.Stack, params: dict, x: Array):
     3.5 s, this 0.056 s (same values to 3e-8 of the largest entry); deep_w4x4's 4x student
     on 82 images (5248 x 2609): 0.35 s, where jacfwd ran out of 24 GiB.
     """
+    return model.apply(params, x).ravel(), _per_image_jacobian(model.apply, params, x)
+
+
+def _per_image_jacobian(f, params, x: Array):
+    """The Jacobian of ``f(params, x).ravel()`` w.r.t. ``params`` (per leaf ``[M,
+    *leaf.shape]``), for an ``f`` that acts on each image alone: ``vmap`` over images of
+    ``jacrev`` of one image's outputs (see ``_outputs_and_jacobian``)."""
     def one(p, xi):
-        return model.apply(p, xi[None]).ravel()
+        return f(p, xi[None]).ravel()
 
     jac = jax.vmap(jax.jacrev(one), in_axes=(None, 0))(params, x)
-    return (model.apply(params, x).ravel(),
-            jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jac))
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jac)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -697,11 +703,8 @@ def polish(model: nn.Stack, params: dict, x: Array, y: Array, *, steps: int = 30
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _readout_jacobian(model: nn.Stack, params: dict, x: Array, out: str) -> dict:
-    def one(readout, xi):
-        return model.apply({**params, out: readout}, xi[None]).ravel()
-
-    jac = jax.vmap(jax.jacrev(one), in_axes=(None, 0))(params[out], x)
-    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jac)
+    return _per_image_jacobian(lambda r, xs: model.apply({**params, out: r}, xs),
+                               params[out], x)
 
 
 def _readout_columns(model: nn.Stack, params: dict, x: Array, out: str) -> dict:
@@ -821,11 +824,10 @@ def prune_by_fit(model: nn.Stack, params: dict, x: Array, y: Array, width: int) 
                 if err < best * (1 - 1e-9):
                     chosen, sol, best, improved = trial, trial_sol, err, True
     sol = np.linalg.lstsq(a_all[:, columns(chosen)], target, rcond=None)[0]
-    n_bias = fixed.shape[1]
-    readout = {"kernel": np.moveaxis(sol[n_bias:].reshape(width, *rout["kernel"].shape[:-2],
+    readout = {"kernel": np.moveaxis(sol[n_fixed:].reshape(width, *rout["kernel"].shape[:-2],
                                                           rout["kernel"].shape[-1]), 0, -2)}
     if "bias" in rout:
-        readout["bias"] = sol[:n_bias]
+        readout["bias"] = sol[:n_fixed]
     return f32({**p, name: layer_params(cand[:, chosen], kernel.shape[:-1]), out: readout})
 
 

@@ -50,6 +50,8 @@ class FitResult(NamedTuple):
         the end; None without restarts (such a run raises instead).
       mode: how the steps ran: ``"scan"`` (many steps per compiled call) or ``"step"`` (one
         compiled call per step); see ``fit``'s ``mode``.
+      restarts_by: with restarts, how they shared the compiled call: ``"vmap"`` (batched) or
+        ``"map"`` (one after another); see ``fit``'s ``restarts_by``. None without restarts.
     """
 
     params: PyTree
@@ -62,6 +64,7 @@ class FitResult(NamedTuple):
     steps_per_s: float
     stopped: np.ndarray | None = None
     mode: str = "scan"
+    restarts_by: str | None = None
 
 
 def _num_examples(data) -> int | None:
@@ -193,6 +196,7 @@ class _Settings:
     compiler_options: dict
     max_nonfinite: int
     mode: str  # "scan" or "step"
+    restarts_by: str  # "auto", "vmap" or "map"
     run_config: dict | None
 
     def boundary(self, t: int) -> int:
@@ -203,7 +207,7 @@ class _Settings:
 
 def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_size, progress,
               check_data, mesh, data_axis, checkpoint_dir, checkpoint_every, keep, resume,
-              max_loss, on_chunk, compiler_options, max_nonfinite, mode,
+              max_loss, on_chunk, compiler_options, max_nonfinite, mode, restarts_by,
               run_config) -> _Settings:
     """Every argument check of ``fit``, before any device work."""
     _checks.check_callable("fit", "loss_fn", loss_fn)
@@ -216,6 +220,13 @@ def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_si
     keep = _checks.check_count("fit", "keep", keep)
     max_nonfinite = _checks.check_count("fit", "max_nonfinite", max_nonfinite)
     mode = _checks.check_choice("fit", "mode", mode, _trainer.MODES)
+    restarts_by = _checks.check_choice("fit", "restarts_by", restarts_by,
+                                       ("auto", *_trainer.RESTARTS_BY))
+    if restarts is None and restarts_by != "auto":
+        raise ValueError(
+            f"fit: restarts_by (={restarts_by!r}) needs restarts; pass restarts=R to train R "
+            "runs at once, or leave restarts_by='auto'."
+        )
     if run_config is not None:
         run_config = _hooks.check_run_config(run_config)
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
@@ -312,6 +323,7 @@ def _settings(loss_fn, optimizer, data, *, steps, batch_size, restarts, chunk_si
         compiler_options=_compile_options(compiler_options),
         max_nonfinite=int(max_nonfinite),
         mode=mode,
+        restarts_by=restarts_by,
         run_config=run_config,
     )
 
@@ -485,13 +497,18 @@ def _resume(ckpt, state: _hooks.RunState, key_data, config, probe) -> int:
     return restored.step
 
 
+def _platform(key_data) -> str:
+    """The platform the run's arrays (and so its executable) are on."""
+    return next(iter(key_data.sharding.device_set)).platform
+
+
 def _executable(trainer, spec, cfg: _Settings, state, key_data, data, shardings):
     """The compiled computation of the run's ``mode`` (``"scan"``: a loop of up to ``chunk``
     steps in one executable; ``"step"``: one optimizer step, called once per step), lowered
     with every convolution in XLA:CPU's canonical form (``jaxconv._canonical``)."""
     options = cfg.compiler_options
     t0 = time.perf_counter()
-    platform = next(iter(jax.tree.leaves(key_data)[0].sharding.device_set)).platform
+    platform = _platform(key_data)
     if cfg.mode == "step":
         fn, args = trainer.step, (state, _trainer.initial_order(spec, cfg.restarts),
                                   jnp.int32(0), key_data, data)
@@ -546,6 +563,7 @@ def fit(
     compiler_options: dict[str, Any] | None = None,
     max_nonfinite: int = 500,
     mode: str = "scan",
+    restarts_by: str = "auto",
     run_config: dict[str, Any] | None = None,
 ) -> FitResult:
     """Minimises ``loss_fn(params, batch)`` with ``optimizer`` for ``steps`` steps.
@@ -557,8 +575,8 @@ def fit(
     fast kernels take, loop bodies included (XLA itself canonicalises convolutions only
     outside loops; see benchmarks/NOTES.md), so the loop runs about as fast as separate calls
     (measured: faster on 20 of 30 generated architectures, median 0.95x) and saves their
-    dispatch. ``restarts`` independent runs share the compiled call via
-    ``jax.vmap``.
+    dispatch. ``restarts`` independent runs share the compiled call, batched (``jax.vmap``)
+    or one after another inside it (``jax.lax.map``): ``restarts_by``.
 
     Compiled executables are cached on what they compute, as ``jax.jit`` caches on the
     traced function and jax's trace context: every call traces ``loss_fn`` and the
@@ -652,6 +670,16 @@ def fit(
       max_nonfinite: consecutive non-finite steps after which a run (each restart on its
         own) stops.
       mode: ``"scan"`` or ``"step"``: how steps are run (see above).
+      restarts_by: how restarts share the compiled call: ``"vmap"`` batches them (every op
+        runs once for all of them), ``"map"`` runs them one after another (each restart
+        the computation of a run without restarts), ``"auto"`` picks ``"map"`` on CPU when
+        one restart's step (loss and gradient, XLA's cost analysis of it as ``fit`` lowers
+        it) costs more than 2.5 MFLOP and ``"vmap"`` otherwise: XLA:CPU runs a batched
+        step that big slower than the restarts in turn (measured 2-3.5x on conv students
+        with 2.5-95 MFLOP steps), while smaller steps gain from sharing each op's fixed cost
+        (1.8x at 1 MFLOP); on GPU and TPU, ``"vmap"``. The choice depends only on the
+        computation and is reported in ``FitResult.restarts_by``; the two agree to float
+        rounding, not bit for bit. Needs ``restarts``.
       run_config: a JSON-serialisable dict describing the run (e.g. the hyperparameters you
         built the optimizer from), saved with every checkpoint (orbax custom metadata) and
         required to be equal on resume.
@@ -680,6 +708,7 @@ def fit(
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, keep=keep,
                     resume=resume, max_loss=max_loss, on_chunk=on_chunk,
                     compiler_options=compiler_options, max_nonfinite=max_nonfinite, mode=mode,
+                    restarts_by=restarts_by,
                     run_config=run_config)
     key = _typed_key(jax.random.key(0) if key is None else key)
     if cfg.check_data and not cfg.local_slices:
@@ -693,9 +722,13 @@ def fit(
         params, np.asarray(jax.random.key_data(keys)), data, cfg)
     if cfg.check_data and cfg.local_slices:  # on the global arrays: global indices
         _check_finite_data(data)
+    by = cfg.restarts_by
+    if cfg.restarts is not None and by == "auto":
+        by, _ = _trainer.restarts_by(loss_fn, single, batch, cfg.compiler_options,
+                                     _platform(key_data))
     spec = _trainer.Spec(cfg.chunk, cfg.batch_size, cfg.num_examples, cfg.restarts,
                          jax.random.key_impl(key), cfg.max_nonfinite, loss_dtype,
-                         None if shardings is None else shardings[1])
+                         None if shardings is None else shardings[1], by)
     trainer = _trainer.make_trainer(loss_fn, optimizer, spec)
     init = trainer.init
     if shardings is not None:
@@ -782,4 +815,5 @@ def fit(
         steps_per_s=ran / wall_s if wall_s > 0 else float("inf"),
         stopped=None if cfg.restarts is None else stopped,
         mode=cfg.mode,
+        restarts_by=None if cfg.restarts is None else by,
     )

@@ -1,6 +1,6 @@
 """The pure part of ``fit``: a guarded optimizer step, run many steps per compiled call (a loop
-inside the executable) or one step per compiled call, restarts by ``vmap``; and the cache of
-compiled executables, keyed on what they compute.
+inside the executable) or one step per compiled call, restarts batched (``vmap``) or one after
+another (``lax.map``); and the cache of compiled executables, keyed on what they compute.
 
 Everything here is a jittable function of arrays or a cache of compiled executables; the
 host-side loop (progress, guards, checkpoints, callbacks) is ``jaxconv._fitting``'s.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import hashlib
 import threading
 from collections.abc import Callable
@@ -27,6 +26,15 @@ from jaxconv._typing import Array, PyTree
 from jaxconv.lowering._base import RESTARTS_AXIS, compiling_with
 
 MODES = ("scan", "step")
+RESTARTS_BY = ("vmap", "map")
+
+# "auto" runs restarts one after another (lax.map) on CPU when one restart's training step
+# (the loss and its gradient) costs more than this many FLOPs (XLA's cost analysis): below it,
+# batching them (vmap) shares each op's fixed cost and wins; above it, XLA:CPU runs the
+# batched step slower than the restarts in turn (measured on 16 conv students and 3 MLPs,
+# R=8 and R=32: map/vmap 1.77 at 1.0 MFLOP, 1.04 at 2.0, 0.51 at 2.5, 0.41 at 18 and at
+# 95; benchmarks/NOTES.md, issue 19).
+MAP_RESTARTS_FLOPS = 2.5e6
 
 
 class Guard(NamedTuple):
@@ -72,6 +80,7 @@ class Spec:
     max_nonfinite: int
     loss_dtype: Any = jnp.float32
     batch_sharding: NamedSharding | None = None
+    restarts_by: str = "vmap"  # how restarts share the compiled call: RESTARTS_BY
 
 
 def _tree_where(cond, new, old):
@@ -108,9 +117,9 @@ def make_step(loss_fn, optimizer, spec: Spec):
     ``spec.max_nonfinite`` consecutive skipped steps the run (each restart on its own) stops:
     later steps change nothing.
 
-    Returns ``(order_at, step)``: ``order_at(key, t)`` is the order of the epoch of step ``t``;
-    ``step((state, order), t, key, stop, data) -> ((state, order), loss)`` changes
-    nothing when ``t >= stop``.
+    Returns ``(order_at, step, per_epoch)``: ``order_at(key, t)`` is the order of the epoch
+    of step ``t``; ``step(state, order, t, stop, data) -> (state, loss)`` takes step ``t``'s
+    batch from ``order`` and changes nothing when ``t >= stop``.
     """
     full_batch = spec.batch_size is None
     batch_size, n = spec.batch_size or 0, spec.num_examples or 0
@@ -134,10 +143,8 @@ def make_step(loss_fn, optimizer, spec: Spec):
             )
         return batch
 
-    def step(carry, t, key, stop, data, redraw=True):
-        (params, opt_state, guard), order = carry
-        if redraw and not full_batch:  # t is not batched over restarts: a cond under vmap
-            order = jax.lax.cond(t % per_epoch == 0, lambda: order_at(key, t), lambda: order)
+    def step(state, order, t, stop, data):
+        params, opt_state, guard = state
         batch = sample(order, t, data)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         updates, new_state = optimizer.update(
@@ -155,9 +162,9 @@ def make_step(loss_fn, optimizer, spec: Spec):
         stopped = jnp.where(bad & (streak >= spec.max_nonfinite), t, guard.stopped)
         guard = Guard(streak, guard.skipped + bad.astype(jnp.int32), stopped)
         loss = jnp.where(active, loss, jnp.nan)
-        return (State(params, opt_state, guard), order), loss
+        return State(params, opt_state, guard), loss
 
-    return order_at, step
+    return order_at, step, per_epoch
 
 
 class Trainer(NamedTuple):
@@ -179,45 +186,79 @@ class Trainer(NamedTuple):
 
 
 def make_trainer(loss_fn, optimizer, spec: Spec) -> Trainer:
-    """The pure ``Trainer`` for ``loss_fn``, ``optimizer`` and ``spec`` (not compiled)."""
-    order_at, step = make_step(loss_fn, optimizer, spec)
+    """The pure ``Trainer`` for ``loss_fn``, ``optimizer`` and ``spec`` (not compiled).
 
-    def init_one(params):
+    With restarts, ``spec.restarts_by`` says how they share the computation: ``"vmap"``
+    batches each step over them (the loop and the step index shared), ``"map"`` runs them one
+    after another (``lax.map``), each the computation of a run without restarts. Either way
+    restart ``r``'s example orders are drawn from its own key exactly as a run without
+    restarts draws them (``lax.map`` over the keys, not ``vmap``: a key implementation such as
+    ``"rbg"`` draws other bits for a batch of keys than for each key alone)."""
+    order_at, step, per_epoch = make_step(loss_fn, optimizer, spec)
+    batched = spec.restarts is not None and spec.restarts_by == "vmap"
+
+    def keys_of(key_data):
+        return jax.random.wrap_key_data(key_data, impl=spec.key_impl)
+
+    def draw(keys, t):  # the order of step t's epoch, per restart when batched
+        if not batched:
+            return order_at(keys, t)
+        return jax.lax.map(lambda k: order_at(k, t), keys)
+
+    def apply(state, order, t, stop, data):
+        if not batched:
+            return step(state, order, t, stop, data)
+        return jax.vmap(step, in_axes=(0, 0, None, None, None),
+                        axis_name=RESTARTS_AXIS)(state, order, t, stop, data)
+
+    def init(params):
         return State(params, optimizer.init(params), new_guard())
 
-    def run_one(state, start, stop, key_data, data):
-        key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
+    def run(state, start, stop, key_data, data):
+        keys = keys_of(key_data)
         n = jnp.clip(stop - start, 0, spec.chunk)
-        nan = jnp.full((spec.chunk,), jnp.nan, spec.loss_dtype)
-        init = ((state, order_at(key, start)), nan)
+        lead = (spec.restarts,) if batched else ()
+        losses = jnp.full((*lead, spec.chunk), jnp.nan, spec.loss_dtype)
 
         def body(i, carry):
-            inner, losses = carry
-            inner, loss = step(inner, start + i, key, stop, data)
-            return inner, losses.at[i].set(loss)
+            state, order, losses = carry
+            t = start + i
+            if spec.batch_size is not None:
+                order = jax.lax.cond(t % per_epoch == 0, lambda: draw(keys, t), lambda: order)
+            state, loss = apply(state, order, t, stop, data)
+            return state, order, losses.at[..., i].set(loss)
 
-        (state, _), losses = jax.lax.fori_loop(0, n, body, init)
+        state, _, losses = jax.lax.fori_loop(0, n, body, (state, draw(keys, start), losses))
         return ChunkOut(state, losses)
 
-    def step_one(state, order, t, key_data, data):
+    def one_step(state, order, t, key_data, data):
         # order = (the epoch its permutation belongs to, the permutation): redrawn when step
         # t starts another epoch or the carried one is not t's (the first call of a run)
-        key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
         epoch, perm = order
         if spec.batch_size is not None:
-            now = t // (spec.num_examples // spec.batch_size)
-            perm = jax.lax.cond(now != epoch, lambda: order_at(key, t), lambda: perm)
+            now = t // per_epoch
+            perm = jax.lax.cond(now != epoch, lambda: draw(keys_of(key_data), t),
+                                lambda: perm)
             epoch = now
-        (state, _), loss = step((state, perm), t, key, t + 1, data, redraw=False)
+        state, loss = apply(state, perm, t, t + 1, data)
         return state, (epoch, perm), t + 1, loss
 
-    if spec.restarts is None:
-        return Trainer(init_one, run_one, step_one)
-    vmap = functools.partial(jax.vmap, axis_name=RESTARTS_AXIS)  # its size: vmapped_copies()
-    return Trainer(vmap(init_one),
-                   vmap(run_one, in_axes=(0, None, None, 0, None)),
-                   vmap(step_one, in_axes=(0, (None, 0), None, 0, None),
-                        out_axes=(0, (None, 0), None, 0)))
+    if spec.restarts is None or batched:
+        return Trainer(jax.vmap(init) if batched else init, run, one_step)
+
+    # "map": one restart after another, each the computation of a run without restarts
+    # (params, optimizer state, key and permutation per restart; the step index, the data and
+    # the carried permutation's epoch shared)
+    def run_map(state, start, stop, key_data, data):
+        return jax.lax.map(lambda a: run(a[0], start, stop, a[1], data), (state, key_data))
+
+    def step_map(state, order, t, key_data, data):
+        epoch, perm = order
+        state, (epochs, perm), ts, loss = jax.lax.map(
+            lambda a: one_step(a[0], (epoch, a[1]), t, a[2], data), (state, perm, key_data))
+        return state, (epochs[0], perm), ts[0], loss
+
+    return Trainer(jax.vmap(init), run_map, step_map)
 
 
 def initial_order(spec: Spec, restarts: int | None):
@@ -225,6 +266,19 @@ def initial_order(spec: Spec, restarts: int | None):
     which that call redraws."""
     n = 0 if spec.batch_size is None else spec.num_examples
     return (jnp.int32(-1), jnp.zeros((n,) if restarts is None else (restarts, n), jnp.int32))
+
+
+def restarts_by(loss_fn, params, batch, options: dict, platform: str) -> tuple[str, float]:
+    """How ``fit``'s ``restarts_by="auto"`` runs restarts, and the FLOPs of one restart's
+    step it decided on: ``"map"`` on CPU when that step (``loss_fn``'s value and gradient at
+    one restart's ``params`` on an abstract ``batch``, lowered as ``fit`` lowers it) costs
+    more than ``MAP_RESTARTS_FLOPS``, else ``"vmap"``. A function of the computation only:
+    the same model, batch shape and options always decide the same way."""
+    traced = trace(jax.value_and_grad(loss_fn), (params, batch), options, {})
+    cost = traced.lower().cost_analysis()
+    cost = (cost[0] if isinstance(cost, list | tuple) and cost else cost) or {}
+    flops = float(cost.get("flops", 0.0))
+    return ("map" if platform == "cpu" and flops > MAP_RESTARTS_FLOPS else "vmap"), flops
 
 
 # ---- compiled executables, cached on what they compute ----

@@ -203,6 +203,22 @@ def test_interrupted_then_resumed_is_bit_identical(finished, tmp_path):
 
 
 @pytest.mark.slow
+def test_restarts_by_map_resumes_bit_identical(tmp_path):
+    params = jax.tree.map(lambda x: jnp.stack([x, x + 1.0]), P0)
+    run = dict(RUN, restarts=2, restarts_by="map", batch_size=4)
+    whole = jaxconv.fit(_loss, params, optax.adam(0.05), _problem(), **{
+        k: v for k, v in run.items() if k != "checkpoint_every"})
+    with pytest.raises(_Stop):
+        jaxconv.fit(_loss, params, optax.adam(0.05), _problem(), checkpoint_dir=tmp_path,
+                    on_chunk=_stop_at(20), **run)
+    out = jaxconv.fit(_loss, params, optax.adam(0.05), _problem(), checkpoint_dir=tmp_path,
+                      resume=True, **run)
+    assert out.restarts_by == "map"
+    _assert_same(out.params, whole.params)
+    np.testing.assert_array_equal(out.losses, whole.losses)
+
+
+@pytest.mark.slow
 def test_resume_of_a_finished_run_returns_it(finished, tmp_path):
     d = _copy(finished, tmp_path)
     out = _fit(d, resume=True)
@@ -595,9 +611,11 @@ def test_divergence_in_a_restart_names_it():
         ({"max_loss": "big"}, TypeError, "max_loss must be a finite number"),
         ({"on_chunk": 3}, TypeError, "on_chunk must be callable"),
         ({"resume": "yes", "checkpoint_dir": "D"}, TypeError, "resume must be a bool"),
+        ({"restarts_by": "map", "checkpoint_dir": "D"}, ValueError,
+         r"restarts_by \(='map'\) needs restarts"),
     ],
     ids=["every_no_dir", "resume_no_dir", "every0", "keep0", "dir_type", "max_nan", "max_str",
-         "on_chunk", "resume_str"],
+         "on_chunk", "resume_str", "restarts_by_no_restarts"],
 )
 def test_checkpoint_argument_errors(tmp_path, kwargs, exc, match):
     kwargs = {k: (str(tmp_path) if v == "D" else v) for k, v in kwargs.items()}

@@ -103,16 +103,19 @@ def _loss(p, b):
 P0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
 
 
-@pytest.mark.parametrize("restarts", [None, 3], ids=["single", "restarts"])
-def test_scan_and_step_modes_match_a_plain_jitted_loop(restarts):
+@pytest.mark.parametrize(("restarts", "by"), [(None, "auto"), (3, "vmap"), (3, "map")],
+                         ids=["single", "restarts_vmap", "restarts_map"])
+def test_scan_and_step_modes_match_a_plain_jitted_loop(restarts, by):
     data = _linear()
     opt = optax.adam(0.05)
     params = P0 if restarts is None else jax.tree.map(
         lambda x: jnp.stack([x + i for i in range(restarts)]), P0)
     key = jax.random.key(7)
     got = {m: fit(_loss, params, opt, data, steps=23, batch_size=8, key=key, chunk_size=5,
-                  restarts=restarts, progress=False, mode=m) for m in MODES}
+                  restarts=restarts, progress=False, mode=m, restarts_by=by) for m in MODES}
     assert got["scan"].mode == "scan" and got["step"].mode == "step"
+    assert got["scan"].restarts_by == got["step"].restarts_by == (
+        None if restarts is None else by)
 
     # the oracle: a Python loop of a jitted step, batches as fit documents them
     @jax.jit
@@ -174,8 +177,10 @@ def test_a_nonfinite_burst_is_skipped_however_the_run_is_cut(kwargs, tmp_path):
     assert float(out.params["t"]) == 100.0
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"chunk_size": 3}, {"mode": "step"}],
-                         ids=["default", "chunk3", "step"])
+@pytest.mark.parametrize("kwargs", [{}, {"chunk_size": 3}, {"mode": "step"},
+                                    {"restarts_by": "map"},
+                                    {"restarts_by": "map", "mode": "step"}],
+                         ids=["default", "chunk3", "step", "map", "map_step"])
 def test_one_failing_restart_stops_while_the_others_finish(kwargs):
     # restart 2's loss is always NaN; the others train
     def loss(p, b):
@@ -246,3 +251,55 @@ def test_a_user_exception_keeps_its_type(loss, exc, match):
         fit(loss, P0, optax.sgd(0.1), _linear(), steps=2, progress=False)
     if exc is not ValueError:
         assert any("while tracing loss_fn" in n for n in info.value.__notes__)
+
+
+# ---- restarts_by: how restarts share the compiled call ----
+
+def _matmul_loss(p, b):  # one restart's step: 2 * 2 * n * k * m FLOPs (forward + gradient)
+    return jnp.mean((b[0] @ p["w"] - b[1]) ** 2)
+
+
+def _matmul_problem(n, k, m):
+    x = jax.random.normal(jax.random.key(0), (n, k))
+    return {"w": jnp.zeros((k, m))}, (x, jnp.ones((n, m)))
+
+
+@pytest.mark.parametrize(("shape", "cpu"), [((8, 4, 2), "vmap"), ((64, 128, 128), "map")],
+                         ids=["small", "big"])
+def test_auto_maps_restarts_on_cpu_when_a_step_is_big(shape, cpu):
+    params, data = _matmul_problem(*shape)
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), data)
+    by, flops = _trainer.restarts_by(_matmul_loss, params, batch, {}, "cpu")
+    n, k, m = shape
+    assert flops >= 4 * n * k * m  # the matmul and its weight gradient, at least
+    assert (flops > _trainer.MAP_RESTARTS_FLOPS) == (cpu == "map")
+    assert by == cpu
+    assert _trainer.restarts_by(_matmul_loss, params, batch, {}, "gpu")[0] == "vmap"
+    if jax.default_backend() == "cpu":  # fit decides the same way, and says so
+        stacked = jax.tree.map(lambda x: jnp.stack([x, x + 0.1]), params)
+        out = fit(_matmul_loss, stacked, optax.sgd(0.01), data, steps=2, restarts=2,
+                  progress=False)
+        assert out.restarts_by == cpu
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+def test_each_restart_is_the_run_of_its_own_key_vmapped_or_mapped(impl, mode):
+    # restart r == a run without restarts from params[r] with jax.random.split(key, R)[r];
+    # "rbg" draws other permutations for a vmapped batch of keys than for each key alone,
+    # so the orders must be drawn key by key under vmap too
+    params, data = _matmul_problem(32, 6, 3)
+    params = jax.tree.map(lambda x: x + jnp.arange(3.0)[:, None, None] / 10,
+                          jax.tree.map(lambda x: jnp.stack([x] * 3), params))
+    key = jax.random.key(3, impl=impl)
+    run = dict(steps=17, batch_size=5, chunk_size=6, progress=False, mode=mode)
+    got = {by: fit(_matmul_loss, params, optax.adamw(0.05), data, restarts=3, key=key,
+                   restarts_by=by, **run) for by in ("vmap", "map")}
+    for r, k in enumerate(jax.random.split(key, 3)):
+        one = fit(_matmul_loss, jax.tree.map(lambda x, r=r: x[r], params), optax.adamw(0.05),
+                  data, key=k, **run)
+        for by, out in got.items():
+            np.testing.assert_allclose(out.losses[r], one.losses, rtol=1e-5, err_msg=by)
+            np.testing.assert_allclose(out.params["w"][r], one.params["w"], rtol=1e-5,
+                                       atol=1e-6, err_msg=by)
+    assert not np.allclose(got["map"].losses[0], got["map"].losses[1])

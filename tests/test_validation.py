@@ -260,6 +260,7 @@ TYPOS = [
     ("nn_MaxPool_padding", lambda **kw: nn.MaxPool(**kw), "padding", "full_", "FULL"),
     ("nn_AvgPool_padding", lambda **kw: nn.AvgPool(**kw), "padding", "casual", "CAUSAL"),
     ("nn_GlobalPool_reduce", lambda **kw: nn.GlobalPool(**kw), "reduce", "mx", "max"),
+    ("fit_restarts_by", lambda **kw: _fit(**kw), "restarts_by", "mapp", "map"),
     ("conv_algorithm_far", _conv, "algorithm", "fastest", None),
     ("nn_GlobalPool_reduce_far", lambda **kw: nn.GlobalPool(**kw), "reduce", "median", None),
 ]

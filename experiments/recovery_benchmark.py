@@ -22,7 +22,7 @@
 # teachers with a 5x5 readout, 82 for deep_w4x4). The pipeline sees the architecture, the
 # images and the teacher's outputs, never its weights.
 #
-# **The pipeline** (`teachers.recover`): expand and cluster on `jaxconv.fit`'s vmapped
+# **The pipeline** (`teachers.recover`): expand and cluster on `jaxconv.fit`'s
 # restarts. For each hidden layer in turn: 8 students 4x as wide as the teacher (the
 # layers already recovered kept) train with Adam, the first layer's kernel in whitened
 # coordinates (`teachers.whitener`: the kernel is `M v` with `M` the inverse square root of

@@ -3,7 +3,7 @@
 ``benchmark()`` lists the teachers (the line -> crossing stack, 2-layer conv-ReLU stacks
 built from ``jaxconv.filters``' bank, 3-layer stacks, random teachers, stride and pooling
 variants), each with the images it is probed on (``make_data``). ``recover`` is an
-expand-and-cluster pipeline on ``jaxconv.fit``'s vmapped restarts; its result is scored by
+expand-and-cluster pipeline on ``jaxconv.fit``'s restarts; its result is scored by
 ``jaxconv.recovery.score_stack`` against the teacher, which the pipeline never reads. A
 tutorial helper: nothing in the library imports it.
 """
@@ -851,7 +851,7 @@ def recover(
     select: int = 3,
     select_steps: int = 30,
 ) -> Recovered:
-    """Expand-and-cluster on ``fit``'s vmapped restarts, pruned to ``widths``, polished.
+    """Expand-and-cluster on ``fit``'s restarts, pruned to ``widths``, polished.
 
     Stage ``k`` (one per hidden layer): train ``restarts`` students whose hidden layers
     ``>= k`` are ``factor`` times wider (layers ``< k`` start from the previous stage's

@@ -8,6 +8,8 @@ so the map scores exactly what recover_stack scores.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,12 +62,32 @@ def student(width, kernel2=3, *, algorithm="auto"):
 
 
 
+# Jitted once with the (hashable) model static: a ``jax.jit`` of a lambda or of a bound
+# method made inside a call compiles anew on every call.
+@functools.partial(jax.jit, static_argnums=0)
+def _apply_with_features(model, params, x):
+    return model.apply(params, x, return_features=True)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_each(model, keys, shape):
+    return jax.vmap(lambda k: model.init(k, shape))(keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _held_out_each(model, params, x):
+    def one(p):
+        out, feats = model.apply(p, x, return_features=True)
+        return out, feats["lines_relu"]
+
+    return jax.vmap(one)(params)
+
+
 def make_problem(key, *, n_images, size, n_test=N_TEST):
     """Training images and targets, held-out images and targets, and the share of the
     teacher's training outputs that are active (layer 2 before ReLU > 0)."""
     images = data.noise_images(key, n_images + n_test, size)[..., None]
-    targets, features = jax.jit(TEACHER.apply, static_argnames="return_features")(
-        teacher_params(), images, return_features=True)
+    targets, features = _apply_with_features(TEACHER, teacher_params(), images)
     active = float(jnp.mean(features["crossing"][:n_images] > 0))
     return (images[:n_images], targets[:n_images], images[n_images:], targets[n_images:],
             active)
@@ -93,11 +115,10 @@ def train(model, images, targets, *, key, restarts, steps, lr=LR, mesh=None):
     """``restarts`` students from random weights, fitted with Adam in one compiled call
     (``jaxconv.fit``) under full float32 precision."""
     k_init, k_fit = jax.random.split(key)
-    init = jax.jit(jax.vmap(lambda k: model.init(k, images.shape)))
     # XLA CPU takes seconds to compile partitionable threefry for small multi-dim shapes
     # such as a (3, 3, 2, 1) kernel; the classic threefry draws equally random numbers
     with jax.threefry_partitionable(False):
-        params = init(jax.random.split(k_init, restarts))
+        params = _init_each(model, jax.random.split(k_init, restarts), tuple(images.shape))
     kwargs = {} if mesh is None else {"mesh": mesh}
     with jax.default_matmul_precision(PRECISION):
         return _fitting.fit(loss_for(model), params, optax.adam(schedule(lr, steps)),
@@ -116,12 +137,8 @@ def lowered_step_text(model, images, targets):
 def held_out(model, params, x, y):
     """Every restart's outputs on x and its relative error ||student - teacher|| / ||teacher||,
     and layer 1's outputs after ReLU."""
-    def one(p):
-        out, feats = model.apply(p, x, return_features=True)
-        return out, feats["lines_relu"]
-
     with jax.default_matmul_precision(PRECISION):
-        out, feats = jax.jit(jax.vmap(one))(params)
+        out, feats = _held_out_each(model, params, x)
     err = jnp.sqrt(jnp.sum((out - y[None]) ** 2, axis=(1, 2, 3, 4))) / jnp.linalg.norm(y)
     return np.asarray(out), np.asarray(err), np.asarray(feats)
 

@@ -9,6 +9,7 @@ trains or plots. Assignments are optimal (exhaustive for up to 8 filters, else s
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -532,6 +533,17 @@ def _moved(kernel, bias, shift, n_spatial):
     return _vectors(moved, bias)
 
 
+@functools.cache
+def _jitted_apply():
+    """``model.apply(params, x, return_features=True)`` jitted once with the (hashable)
+    model static, so scoring many restarts of one architecture compiles once (jax is
+    imported here: this module's other helpers are numpy only)."""
+    import jax
+
+    return jax.jit(lambda model, params, x: model.apply(params, x, return_features=True),
+                   static_argnums=0)
+
+
 def score_stack(
     student_params: dict,
     teacher_params: dict,
@@ -591,10 +603,10 @@ def score_stack(
         import jax
 
         xs = np.asarray(x, np.float32)
+        apply = _jitted_apply()
         with jax.default_matmul_precision("highest"):
-            s_out, feats = jax.jit(student_model.apply, static_argnames="return_features")(
-                student_params, xs, return_features=True)
-            t_out = jax.jit(teacher_model.apply)(teacher_params, xs)
+            s_out, feats = apply(student_model, student_params, xs)
+            t_out, _ = apply(teacher_model, teacher_params, xs)
         t_out = np.asarray(t_out, np.float64)
         function_error = float(np.linalg.norm(np.asarray(s_out, np.float64) - t_out)
                                / max(float(np.linalg.norm(t_out)), 1e-300))

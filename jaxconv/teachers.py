@@ -277,8 +277,13 @@ def make_data(teacher: Teacher, key: Array, n: int) -> tuple[Array, Array]:
     """
     x = images(teacher, key, n)
     with jax.default_matmul_precision("highest"):
-        y = jax.jit(teacher.model.apply)(teacher.params, x)
+        y = _forward(teacher.model, teacher.params, x)
     return x, y
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(model: nn.Stack, params: dict, x: Array) -> Array:
+    return model.apply(params, x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -442,9 +447,28 @@ def _fit(model, params, x, y, *, key, steps, restarts, lr=2e-2, whiten=None):
                                             "kernel": _times_kernel(m, p[name]["kernel"])}})
 
 
+# The helpers below are jitted once at module level with the (hashable) model static, so
+# a second call with the same architecture and shapes reuses the executable; a
+# ``jax.jit(lambda ...)`` made inside the call traced and compiled anew every time (some
+# 0.4 s each, several per teacher).
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_each(model: nn.Stack, keys: Array, shape: tuple[int, ...]) -> dict:
+    return jax.vmap(lambda k: model.init(k, shape))(keys)
+
+
 def _init(model, key, shape, restarts):
     with jax.threefry_partitionable(False):
-        return jax.jit(jax.vmap(lambda k: model.init(k, shape)))(jax.random.split(key, restarts))
+        return _init_each(model, jax.random.split(key, restarts), tuple(shape))
+
+
+def _take(tree, r: int):
+    """Restart ``r`` of every leaf (on the host: no eager device op per shape)."""
+    return jax.tree.map(lambda a: np.asarray(a)[r], tree)
+
+
+def _repeat(tree, n: int):
+    """Every leaf repeated along a new leading axis of ``n`` (on the host)."""
+    return jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (n, *np.shape(a))), tree)
 
 
 def _canonical(params: dict, hidden: Sequence[str], after: dict, upto: int) -> dict:
@@ -489,21 +513,32 @@ def _cluster(vectors: np.ndarray, weights: np.ndarray, owners: np.ndarray, *, co
     return cents, support, members
 
 
-def _rel_errors(model, params, x, y) -> np.ndarray:
-    with jax.default_matmul_precision("highest"):
-        out = jax.jit(jax.vmap(lambda p: model.apply(p, x)))(params)
+@functools.partial(jax.jit, static_argnums=0)
+def _rel_errors_each(model: nn.Stack, params: dict, x: Array, y: Array) -> Array:
+    out = jax.vmap(lambda p: model.apply(p, x))(params)
     err = jnp.sqrt(jnp.sum((out - y[None]) ** 2, axis=tuple(range(1, out.ndim))))
-    return np.asarray(err / jnp.linalg.norm(y))
+    return err / jnp.linalg.norm(y)
 
 
-def _activity(model, params, x, name) -> np.ndarray:
-    """[R, n]: the share of positions where each channel of conv ``name`` is > 0."""
+def _rel_errors(model, params, x, y) -> np.ndarray:
+    """[R]: each restart's ``||model(x) - y|| / ||y||``."""
+    with jax.default_matmul_precision("highest"):
+        return np.asarray(_rel_errors_each(model, params, x, y))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _activity_each(model: nn.Stack, params: dict, x: Array, name: str) -> Array:
     def one(p):
         _, feats = model.apply(p, x, return_features=True)
         return jnp.mean(feats[name] > 0, axis=tuple(range(feats[name].ndim - 1)))
 
+    return jax.vmap(one)(params)
+
+
+def _activity(model, params, x, name) -> np.ndarray:
+    """[R, n]: the share of positions where each channel of conv ``name`` is > 0."""
     with jax.default_matmul_precision("highest"):
-        return np.asarray(jax.jit(jax.vmap(one))(params))
+        return np.asarray(_activity_each(model, params, x, name))
 
 
 # The most parameters per training output of the students ``recover``'s selection by fit
@@ -939,8 +974,7 @@ def recover(
         for k, name in enumerate(hidden):
             wide = widen(model, widths[:k] + [factor * w for w in widths[k:]])
             p0 = _init(wide, keys[2 * k], x.shape, restarts)
-            p0 = {n: (jax.tree.map(lambda a: jnp.broadcast_to(a, (restarts, *a.shape)),
-                                   fixed[n]) if n in fixed else v) for n, v in p0.items()}
+            p0 = {n: (_repeat(fixed[n], restarts) if n in fixed else v) for n, v in p0.items()}
             res = _fit(wide, p0, x, y, key=keys[2 * k + 1], steps=steps, restarts=restarts,
                        whiten=pre)
             expanded = res.params
@@ -949,7 +983,7 @@ def recover(
             act = _activity(wide, res.params, x, name)
             vecs, wts, owners = [], [], []
             for r in range(restarts):
-                p = _canonical(jax.tree.map(lambda a, r=r: a[r], res.params), hidden, after, k + 1)
+                p = _canonical(_take(res.params, r), hidden, after, k + 1)
                 w = p[name]["kernel"]
                 v = w.reshape(-1, w.shape[-1])
                 if "bias" in p[name]:
@@ -978,21 +1012,21 @@ def recover(
             p1 = _init(narrow, keys[2 * k + 1], x.shape, refit_restarts)
             for n, v in {**fixed, name: new_k}.items():
                 p1[n] = jax.tree.map(
-                    lambda a, b: jnp.broadcast_to(jnp.asarray(b, a.dtype), a.shape), p1[n], v)
+                    lambda a, b: np.broadcast_to(np.asarray(b, a.dtype), a.shape), p1[n], v)
             res = _fit(narrow, p1, x, y, key=keys[2 * k + 1], steps=refit_steps,
                        restarts=refit_restarts, whiten=pre)
             n_restarts += refit_restarts
             n_steps += refit_restarts * refit_steps
             if k + 1 < len(hidden):
                 best = int(np.argmin(_rel_errors(narrow, res.params, x, y)))
-                canon = _canonical(jax.tree.map(lambda a, b=best: a[b], res.params), hidden,
+                canon = _canonical(_take(res.params, best), hidden,
                                    after, k + 1)
                 fixed = {n: canon[n] for n in hidden[:k + 1]}
         # the refit students in order of training error; the rest are polished only while
         # none has reached ``good_enough`` (each polish costs Jacobians of every parameter)
         done: list[Polished] = []
         for r in np.argsort(_rel_errors(final, res.params, x, y)):
-            done.append(polish(final, jax.tree.map(lambda a, r=r: a[r], res.params), x, y,
+            done.append(polish(final, _take(res.params, r), x, y,
                                steps=polish_steps))
             if done[-1].rel_error <= good_enough:
                 break
@@ -1007,7 +1041,7 @@ def recover(
         trains ``restarts`` students of the widest last layer within that bound (no
         narrower than the teacher's) from the last stage's fixed layers, and selects from
         those."""
-        fixed = {n: jax.tree.map(lambda a: a[0], expanded[n]) for n in hidden[:-1]}
+        fixed = {n: _take(expanded[n], 0) for n in hidden[:-1]}
         n_out = int(np.size(y))
         cap = widths[-1]
         while (cap < factor * widths[-1]
@@ -1019,14 +1053,13 @@ def recover(
             wide = widen(model, [*widths[:-1], cap])
             k_init, k_fit = jax.random.split(key)
             p0 = _init(wide, k_init, x.shape, restarts)
-            p0 = {n: (jax.tree.map(lambda a: jnp.broadcast_to(a, (restarts, *a.shape)),
-                                   fixed[n]) if n in fixed else v) for n, v in p0.items()}
+            p0 = {n: (_repeat(fixed[n], restarts) if n in fixed else v) for n, v in p0.items()}
             expanded = _fit(wide, p0, x, y, key=k_fit, steps=steps, restarts=restarts,
                             whiten=pre).params
             n_restarts, n_steps = restarts, restarts * steps
         out, taken = [], 0
         for r in np.argsort(_rel_errors(wide, expanded, x, y))[:select]:
-            grown = polish(wide, jax.tree.map(lambda a, r=r: a[r], expanded), x, y,
+            grown = polish(wide, _take(expanded, r), x, y,
                            steps=select_steps)
             pruned = prune_by_fit(wide, grown.params, x, y, widths[-1])
             out.append(polish(final, pruned, x, y, steps=select_steps))
@@ -1117,7 +1150,7 @@ def plain_restarts(
     k_init, k_fit = jax.random.split(key)
     res = _fit(model, _init(model, k_init, x.shape, restarts), x, y, key=k_fit, steps=steps,
                restarts=restarts)
-    done = [polish(model, jax.tree.map(lambda a, r=r: a[r], res.params), x, y,
+    done = [polish(model, _take(res.params, r), x, y,
                    steps=polish_steps) for r in range(restarts)]
     params = jax.tree.map(lambda *a: jnp.stack(a), *[d.params for d in done])
     return Plain(params, np.array([d.rel_error for d in done]), restarts * steps,

@@ -34,10 +34,11 @@
 # each refit student, best first, is polished by Levenberg-Marquardt (Gauss-Newton steps
 # solved in float64 on the float32 Jacobian) until one reaches a training error of 1e-6.
 # Where none does, the selection by fit runs: an expanded student (each of the 8, best
-# first, one at a time, until one reaches 1e-6) is polished to ~1e-7, where it holds the teacher's filters exactly, some only as
-# negatives; `teachers.prune_by_fit` chooses the teacher's width of its last hidden layer's
-# filters, in both signs, by the least-squares fit of the readout (linear given them:
-# forward selection, then swaps), and the pruned student is polished. A student with more
+# first, one at a time, until one reaches 1e-6) is polished to ~1e-7, where it holds the
+# teacher's filters exactly, some only as negatives; `teachers.prune_by_fit` chooses the
+# teacher's width of its last hidden layer's filters, in both signs, by the least-squares
+# fit of the readout (linear given them: forward selection, then swaps), and the pruned
+# student is polished. A student with more
 # parameters than half its training outputs fits without the teacher's filters, so where
 # the data is that scarce the selection first trains 8 students as wide as that bound
 # allows (never here: `n_images` gives every teacher enough images). The Jacobian rank

@@ -436,3 +436,28 @@ def test_n_images_bounds_the_expanded_students_parameters_per_output(bench):
         teachers.n_images(ts["bank_w8_k5_s0"], factor=0)
     with pytest.raises(ValueError, match="params_per_output > 0"):
         teachers.n_images(ts["bank_w8_k5_s0"], params_per_output=0.0)
+
+
+def test_pipeline_helpers_compile_once_per_architecture(key):
+    """A second call with the same architecture and shapes reuses the executable (a
+    ``jax.jit`` of a lambda made inside the call compiled anew every time)."""
+    t = {t.name: t for t in teachers.benchmark()}["bank_w2_k3_s0"]
+    model = teachers.widen(t.model, [5])
+    x, y = teachers.make_data(t, key, 4)
+    def calls():
+        p = teachers._init(model, key, x.shape, 2)
+        teachers._rel_errors(model, p, x, y)
+        teachers._activity(model, p, x, "conv1")
+        teachers.make_data(t, key, 4)
+        recovery.score_stack(teachers._take(p, 0), t.params, teacher_model=t.model,
+                             student_model=model, x=x)
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **_: compiles.append(event)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+    calls()
+    assert compiles  # the listener sees this jaxlib's compilations: the check can fail
+    compiles.clear()
+    calls()
+    assert compiles == []

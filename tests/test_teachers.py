@@ -453,11 +453,17 @@ def test_pipeline_helpers_compile_once_per_architecture(key):
                              student_model=model, x=x)
 
     compiles = []
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda event, secs, **_: compiles.append(event)
-        if event == "/jax/core/compile/backend_compile_duration" else None)
-    calls()
-    assert compiles  # the listener sees this jaxlib's compilations: the check can fail
-    compiles.clear()
-    calls()
+
+    def listen(event, secs, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(secs)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        calls()
+        assert compiles  # the listener sees this jaxlib's compilations: the check can fail
+        compiles.clear()
+        calls()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
     assert compiles == []

@@ -62,18 +62,8 @@ def student(width, kernel2=3, *, algorithm="auto"):
 
 
 
-# Jitted once with the (hashable) model static: a ``jax.jit`` of a lambda or of a bound
-# method made inside a call compiles anew on every call.
-@functools.partial(jax.jit, static_argnums=0)
-def _apply_with_features(model, params, x):
-    return model.apply(params, x, return_features=True)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _init_each(model, keys, shape):
-    return jax.vmap(lambda k: model.init(k, shape))(keys)
-
-
+# Jitted once with the (hashable) model static: a ``jax.jit`` of a lambda made inside a
+# call compiles anew on every call.
 @functools.partial(jax.jit, static_argnums=0)
 def _held_out_each(model, params, x):
     def one(p):
@@ -87,7 +77,7 @@ def make_problem(key, *, n_images, size, n_test=N_TEST):
     """Training images and targets, held-out images and targets, and the share of the
     teacher's training outputs that are active (layer 2 before ReLU > 0)."""
     images = data.noise_images(key, n_images + n_test, size)[..., None]
-    targets, features = _apply_with_features(TEACHER, teacher_params(), images)
+    targets, features = recovery._jitted_apply()(TEACHER, teacher_params(), images)
     active = float(jnp.mean(features["crossing"][:n_images] > 0))
     return (images[:n_images], targets[:n_images], images[n_images:], targets[n_images:],
             active)
@@ -118,7 +108,8 @@ def train(model, images, targets, *, key, restarts, steps, lr=LR, mesh=None):
     # XLA CPU takes seconds to compile partitionable threefry for small multi-dim shapes
     # such as a (3, 3, 2, 1) kernel; the classic threefry draws equally random numbers
     with jax.threefry_partitionable(False):
-        params = _init_each(model, jax.random.split(k_init, restarts), tuple(images.shape))
+        params = jax.vmap(lambda k: model.init(k, images.shape))(
+            jax.random.split(k_init, restarts))
     kwargs = {} if mesh is None else {"mesh": mesh}
     with jax.default_matmul_precision(PRECISION):
         return _fitting.fit(loss_for(model), params, optax.adam(schedule(lr, steps)),

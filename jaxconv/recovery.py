@@ -536,8 +536,9 @@ def _moved(kernel, bias, shift, n_spatial):
 @functools.cache
 def _jitted_apply():
     """``model.apply(params, x, return_features=True)`` jitted once with the (hashable)
-    model static, so scoring many restarts of one architecture compiles once (jax is
-    imported here: this module's other helpers are numpy only)."""
+    model static, so scoring many restarts of one architecture compiles once (also the
+    teacher's outputs in ``_tasks``; jax is imported here: this module's other helpers are
+    numpy only)."""
     import jax
 
     return jax.jit(lambda model, params, x: model.apply(params, x, return_features=True),

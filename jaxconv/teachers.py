@@ -447,18 +447,11 @@ def _fit(model, params, x, y, *, key, steps, restarts, lr=2e-2, whiten=None):
                                             "kernel": _times_kernel(m, p[name]["kernel"])}})
 
 
-# The helpers below are jitted once at module level with the (hashable) model static, so
-# a second call with the same architecture and shapes reuses the executable; a
-# ``jax.jit(lambda ...)`` made inside the call traced and compiled anew every time (some
-# 0.4 s each, several per teacher).
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _init_each(model: nn.Stack, keys: Array, shape: tuple[int, ...]) -> dict:
-    return jax.vmap(lambda k: model.init(k, shape))(keys)
-
-
 def _init(model, key, shape, restarts):
+    # ``nn.Stack.init`` is one executable per model and shape, and so is its vmap: a
+    # ``jax.jit`` of a lambda around it compiled anew on every call
     with jax.threefry_partitionable(False):
-        return _init_each(model, jax.random.split(key, restarts), tuple(shape))
+        return jax.vmap(lambda k: model.init(k, shape))(jax.random.split(key, restarts))
 
 
 def _take(tree, r: int):
@@ -513,6 +506,10 @@ def _cluster(vectors: np.ndarray, weights: np.ndarray, owners: np.ndarray, *, co
     return cents, support, members
 
 
+# Jitted once at module level with the (hashable) model static, so a second call with the
+# same architecture and shapes reuses the executable; a ``jax.jit(jax.vmap(lambda ...))``
+# made inside the call traced and compiled anew every time (some 0.4 s each, several per
+# teacher).
 @functools.partial(jax.jit, static_argnums=0)
 def _rel_errors_each(model: nn.Stack, params: dict, x: Array, y: Array) -> Array:
     out = jax.vmap(lambda p: model.apply(p, x))(params)

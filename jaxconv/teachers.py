@@ -882,6 +882,7 @@ def recover(
     whiten: bool = True,
     select: int = 3,
     select_steps: int = 30,
+    prune_within: float | None = None,
 ) -> Recovered:
     """Expand-and-cluster on ``fit``'s restarts, pruned to ``widths``, polished.
 
@@ -896,7 +897,9 @@ def recover(
     reaches ``good_enough``. Where none has, the selection by fit runs: the last stage's
     ``select`` best expanded students, one at a time, are polished (``select_steps``
     Levenberg-Marquardt steps: the 4x students Adam leaves at 1e-2 fit to ~1e-7, and then
-    hold the teacher's filters exactly, some only as negatives), pruned by
+    hold the teacher's filters exactly, some only as negatives), and each whose polish
+    reached ``prune_within`` (a student that does not fit the data with the extra channels
+    does not hold the teacher's filters) is pruned by
     ``prune_by_fit`` (the last hidden layer's filters in both signs, chosen by joint
     least-squares fit of the readout, which is linear given them) and polished again. A
     student with more parameters than outputs fits without the teacher's filters, so where
@@ -934,6 +937,9 @@ def recover(
         effect where the readout conv is not the model's last layer).
       select_steps: the most Levenberg-Marquardt steps of each student the selection
         polishes (the expanded one, then the pruned one).
+      prune_within: the training relative error an expanded student's polish must reach
+        for the selection to prune and polish it again (default ``sqrt(good_enough)``;
+        ``inf``: every student tried).
 
     Returns:
       A ``Recovered``.
@@ -952,6 +958,10 @@ def recover(
         raise ValueError(f"recover: `attempts` (={attempts}) must be >= 1.")
     if select < 0:
         raise ValueError(f"recover: `select` (={select}) must be >= 0.")
+    if prune_within is None:
+        prune_within = float(np.sqrt(good_enough))
+    if not prune_within >= 0:
+        raise ValueError(f"recover: `prune_within` (={prune_within}) must be >= 0.")
     if model.names[-1] != convs[-1]:  # the readout is not linear in its weights
         select = 0
     final = widen(model, widths)
@@ -1058,9 +1068,11 @@ def recover(
         for r in np.argsort(_rel_errors(wide, expanded, x, y))[:select]:
             grown = polish(wide, _take(expanded, r), x, y,
                            steps=select_steps)
+            taken += grown.steps
+            if not grown.rel_error <= prune_within:
+                continue
             pruned = prune_by_fit(wide, grown.params, x, y, widths[-1])
             out.append(polish(final, pruned, x, y, steps=select_steps))
-            taken += grown.steps
             if out[-1].rel_error <= good_enough:
                 break
         return out, taken, n_restarts, n_steps

@@ -339,7 +339,7 @@ def test_prune_by_fit_rejects_bad_models_and_widths(key):
 def test_recover_selection_by_fit_adds_polish_and_restarts_only_past_the_bound(key):
     t = {t.name: t for t in teachers.benchmark()}["bank_w2_k3_s0"]
     settings = dict(key=key, restarts=2, steps=5, refit_restarts=1, refit_steps=5,
-                    polish_steps=2, select_steps=2)
+                    polish_steps=2, select_steps=2, prune_within=np.inf)
     # 16 images: 1,024 outputs; the 4x student (8 channels) has 8 * 9 + 8 * 9 + 1 = 145
     # parameters, under half the outputs: the selection polishes the expanded students
     x, y = teachers.make_data(t, key, 16)
@@ -361,6 +361,32 @@ def test_recover_selection_by_fit_adds_polish_and_restarts_only_past_the_bound(k
     jax.tree.map(np.testing.assert_array_equal, r2.params, r3.params)
     with pytest.raises(ValueError, match=r"recover: `select` \(=-1\) must be >= 0"):
         teachers.recover(t.model, x, y, [2], select=-1, **settings)
+
+
+def test_recover_selection_prunes_only_students_whose_polish_reached_prune_within(
+        key, monkeypatch):
+    """An expanded student whose polish stays above ``prune_within`` (default
+    ``sqrt(good_enough)``) is not pruned nor polished again; its polish steps still count."""
+    t = {t.name: t for t in teachers.benchmark()}["bank_w2_k3_s0"]
+    x, y = teachers.make_data(t, key, 16)
+    settings = dict(key=key, restarts=2, steps=5, refit_restarts=1, refit_steps=5,
+                    polish_steps=2, select_steps=2)
+    calls = []
+    prune = teachers.prune_by_fit
+    monkeypatch.setattr(teachers, "prune_by_fit", lambda *a: calls.append(1) or prune(*a))
+    # 5 Adam steps leave the students far above 1e-3 = sqrt(1e-6): nothing is pruned
+    r = teachers.recover(t.model, x, y, [2], select=2, **settings)
+    assert not calls and not r.by_fit and r.train_rel_error > 1e-3
+    r0 = teachers.recover(t.model, x, y, [2], select=0, **settings)
+    jax.tree.map(np.testing.assert_array_equal, r.params, r0.params)
+    assert r.polish_steps == r0.polish_steps + 2 * 2  # both grown students' polish
+    # an explicit bound both students reach: both are pruned (none reaches good_enough)
+    r = teachers.recover(t.model, x, y, [2], select=2, prune_within=1.0, **settings)
+    assert len(calls) == 2 and r.polish_steps > r0.polish_steps + 2 * 2
+    with pytest.raises(ValueError, match=r"recover: `prune_within` \(=-1.0\) must be >= 0"):
+        teachers.recover(t.model, x, y, [2], prune_within=-1.0, **settings)
+    with pytest.raises(ValueError, match=r"recover: `prune_within` \(=nan\) must be >= 0"):
+        teachers.recover(t.model, x, y, [2], prune_within=np.nan, **settings)
 
 
 @pytest.mark.slow
@@ -410,7 +436,7 @@ def test_recover_selection_does_not_depend_on_the_number_of_attempts(key):
     t = {t.name: t for t in teachers.benchmark()}["bank_w2_k3_s0"]
     x, y = teachers.make_data(t, key, 4)  # 256 outputs: the selection trains its students
     settings = dict(key=key, restarts=2, steps=5, refit_restarts=1, refit_steps=5,
-                    polish_steps=2, select=1, select_steps=2)
+                    polish_steps=2, select=1, select_steps=2, prune_within=np.inf)
     r1 = teachers.recover(t.model, x, y, [2], good_enough=0.0, attempts=1, **settings)
     assert r1.by_fit  # the selection's student is the best here: the hazard is exercised
     r3 = teachers.recover(t.model, x, y, [2], good_enough=r1.train_rel_error, attempts=3,

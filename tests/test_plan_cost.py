@@ -208,7 +208,7 @@ CHOICES = [
     ((64, 16, 16, 1), (3, 3, 1, 8), {},
      ("shift_add", "shift_add", "shift_add"),
      ("shift_add", "shift_add", "shift_add"),
-     ("im2col", "im2col", "im2col")),
+     ("xla", "im2col", "im2col")),
     ((32, 64, 64, 16), (3, 3, 16, 32), {},
      ("rows", "im2col", "im2col"),
      ("xla", "xla", "xla"),
@@ -256,15 +256,15 @@ CHOICES = [
     ((64, 28, 28, 1), (3, 3, 1, 32), {},
      ("shift_add", "im2col", "xla"),
      ("shift_add", "im2col", "xla"),
-     ("im2col", "im2col", "im2col")),
+     ("xla", "im2col", "im2col")),
     ((64, 28, 28, 1), (5, 5, 1, 32), {},
      ("xla", "im2col", "xla"),
      ("xla", "im2col", "xla"),
-     ("im2col", "im2col", "im2col")),
+     ("xla", "im2col", "im2col")),
     ((32, 64, 64, 1), (7, 7, 1, 16), {"padding": "SAME"},
      ("shift_add", "im2col", "xla"),
      ("shift_add", "im2col", "xla"),
-     ("im2col", "im2col", "im2col")),
+     ("xla", "im2col", "im2col")),
     ((8, 64, 64, 3), (7, 7, 3, 64), {"stride": 2, "padding": "SAME"},
      ("xla", "im2col", "xla"),
      ("xla", "im2col", "xla"),
@@ -284,7 +284,7 @@ CHOICES = [
     ((16, 16179, 1), (6, 1, 4), {},
      ("shift_add", "shift_add", "shift_add"),
      ("shift_add", "shift_add", "shift_add"),
-     ("im2col", "im2col", "im2col")),
+     ("xla", "im2col", "im2col")),
     ((64, 1024, 3), (6, 3, 64), {"stride": 2, "padding": "SAME"},
      ("shift_add", "im2col", "xla"),
      ("shift_add", "im2col", "xla"),
@@ -312,3 +312,60 @@ def test_the_model_changes_no_choice(x_shape, w_shape, kwargs, default, tuned, f
                         (float64, {"dtype": jnp.float64})):
         p = jaxconv.plan(x_shape, w_shape, backend="cpu", **kwargs, **extra)
         assert (p.algorithm, p.input_grad.algorithm, p.kernel_grad.algorithm) == want
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "kwargs", "forward"), [
+    ((64, 16, 16, 1), (3, 3, 1, 8), {}, "xla"),  # K 9, 72 per pixel
+    ((16, 32, 32, 2), (5, 5, 2, 18), {}, "xla"),  # K 50 (the bound), 900 per pixel (the bound)
+    ((16, 32, 32, 3), (3, 3, 3, 32), {"stride": 2}, "xla"),  # K 27, 864
+    ((8, 9, 9, 9, 1), (3, 3, 3, 1, 8), {}, "xla"),  # 3-D, K 27
+    ((16, 1024, 1), (6, 1, 4), {"dilation": 2}, "xla"),  # 1-D, K 6
+    ((16, 32, 32, 17), (3, 3, 17, 8), {}, "im2col"),  # K 153 > 50
+    ((16, 32, 32, 2), (5, 5, 2, 19), {}, "im2col"),  # 950 per pixel > 900
+    ((16, 32, 32, 16), (1, 1, 16, 32), {}, "im2col"),  # one tap: a plain GEMM, no patches
+    ((8, 16, 16, 8), (3, 3, 4, 16), {"groups": 2}, "im2col"),  # grouped: not measured
+])
+def test_float64_forward_runs_xlas_loop_only_within_its_measured_bounds(x_shape, w_shape,
+                                                                         kwargs, forward):
+    """float64 forwards with few multiply-adds per output (value and pixel) go to XLA's
+    convolution loop, the gradients stay on im2col's GEMM; float32 plans are unchanged."""
+    p = jaxconv.plan(x_shape, w_shape, backend="cpu", dtype=jnp.float64, **kwargs)
+    assert (p.algorithm, p.input_grad.algorithm, p.kernel_grad.algorithm) == (
+        forward, "im2col", "im2col")
+    if forward == "xla":
+        assert p.reason.startswith("float64 with "), p.reason
+        assert "XLA:CPU's float64 convolution loop" in p.reason
+    assert "float64" not in jaxconv.plan(x_shape, w_shape, backend="cpu", **kwargs).reason
+
+
+def test_float64_xla_forward_with_im2col_gradients_is_exact():
+    """The mixed plan (xla forward, im2col gradients) against the numpy oracle and lax, under
+    jit, vmap and grad."""
+    import functools
+
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _reference as ref
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 9, 9, 2))
+    w = rng.normal(size=(3, 3, 2, 5))
+    with jax.enable_x64(True):
+        xj, wj = jnp.asarray(x), jnp.asarray(w)
+        assert jaxconv.plan(x.shape, w.shape, dtype=jnp.float64).algorithm == "xla"
+        f = jax.jit(functools.partial(jaxconv.conv, padding=1))
+        want = ref.conv_nd(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        np.testing.assert_allclose(f(xj, wj), want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(jax.vmap(f, (0, None))(xj[:, None], wj)[:, 0], want,
+                                   rtol=1e-12, atol=1e-12)
+
+        def loss(conv, x, w):
+            return jnp.sum(jnp.sin(conv(x, w)))
+
+        lax_conv = functools.partial(jaxconv.conv, padding=1, algorithm="xla")
+        got = jax.jit(jax.grad(functools.partial(loss, f), (0, 1)))(xj, wj)
+        ref_g = jax.grad(functools.partial(loss, lax_conv), (0, 1))(xj, wj)
+        for a, b in zip(got, ref_g, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -150,6 +150,29 @@ def _grouped_few_channels(args: ConvArgs) -> str | None:
     return None
 
 
+# XLA:CPU's float64 convolution loop runs at a fixed rate per multiply-add, while the GEMM
+# pays for building the [pixels, K] patch matrix and gains with K and the output channels.
+# Measured forward, quiet Intel Xeon (AVX-512), 2026-12-06, 32 timings of 30 shapes, 1-3-D,
+# stride, dilation, SAME (benchmarks/NOTES.md): with K = taps * C/G <= 50, at most 900
+# multiply-adds per output pixel and more than one tap, XLA's loop was faster on all 21
+# (1.05-7.1x: B 3x3 1->8 on 64x16x16 74 vs 513 us, 5x5 1->32 on 64x28x28 1.37 vs 4.37 ms,
+# 1-D 6x1->4 521 vs 3,665 us); outside them the GEMM won 8 of 11 (D 5x5 3->16 3.6 vs 12.9
+# ms; a 1x1 16->32, no patches, 284 vs 773 us; 1-D 6x3->64 stride 2, 1,152 per pixel, 5.1 vs
+# 9.5 ms), XLA the other 3 by 1.13-1.23x (K 72). Grouped convs were not measured: they keep
+# the GEMM. The gradients keep it too (XLA's float64 gradient convolutions were 9x slower
+# than im2col's on B).
+F64_LOOP_MAX_MACS_PER_VALUE = 50
+F64_LOOP_MAX_MACS_PER_PIXEL = 900
+
+
+def f64_loop_forward(args: ConvArgs) -> bool:
+    """Whether XLA's float64 convolution loop beats im2col's GEMM on this forward (within
+    the measured bounds above)."""
+    return (args.dtype == jnp.float64 and args.part == "forward" and args.taps > 1
+            and args.groups == 1 and args.macs_per_value <= F64_LOOP_MAX_MACS_PER_VALUE
+            and args.macs_per_pixel <= F64_LOOP_MAX_MACS_PER_PIXEL)
+
+
 def prefers(args: ConvArgs) -> str | None:
     k = args.macs_per_value
     if args.dtype == jnp.float64:
@@ -159,6 +182,8 @@ def prefers(args: ConvArgs) -> str | None:
         # 1.78 and xla 0.31 / 8.1; C 175 / 631 vs xla 368 / 3,008 (benchmarks/NOTES.md).
         # shift_add keeps the single 1 -> 1 filters (A, F), where no GEMM has any width.
         if args.c_group * args.o_group == 1:
+            return None
+        if f64_loop_forward(args):
             return None
         return (
             f"float64: XLA:CPU runs float64 convolutions as a naive loop (only float16/32 reach "

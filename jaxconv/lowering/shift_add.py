@@ -98,7 +98,7 @@ def prefers(args: ConvArgs) -> str | None:
     if grouped is not None:
         return grouped
     if args.dtype == jnp.float64 and macs > args.taps:
-        return None  # float64 with channels: im2col's GEMM (see im2col.prefers)
+        return None  # float64 with channels: im2col's GEMM or XLA's loop (im2col.prefers)
     if macs <= MAX_MACS_PER_PIXEL:
         return (
             f"few multiply-adds per output pixel ({macs} <= {MAX_MACS_PER_PIXEL}): strided "

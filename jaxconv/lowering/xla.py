@@ -135,6 +135,12 @@ def linear_conv(x, w, args):
 
 
 def _prefers(args) -> str:
+    from jaxconv.lowering import im2col
+
+    if im2col.f64_loop_forward(args):
+        return (f"float64 with {args.macs_per_value} multiply-adds per output value and "
+                f"{args.macs_per_pixel} per output pixel: XLA:CPU's float64 convolution loop "
+                "beats building im2col's patch matrix for so small a GEMM")
     if convs_on_eigen():
         return ("XLA's Eigen convolution: compiled with YNNPACK's convolutions off "
                 "(jaxconv.compiler_options(), as fit does), no other exact lowering is faster")

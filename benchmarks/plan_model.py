@@ -8,7 +8,9 @@ of ``flops / (time x peak)`` over the measured calls of its key, prints the tabl
 model's cheapest lowering is the measured fastest, and how often the planner's choice (the
 thresholds) is, in-sample and with each case's efficiencies fitted without that case. It runs
 no convolution: the timings are ``plan_parts_results.json`` and ``plan_rows_results.json``
-(``plan_bench.py``) and ``results.json`` (``bench.py``).
+(``plan_bench.py``) and ``bench_results_2026-12-04_amd.json`` (``bench.py``'s run of that day
+on the same host, kept under its own name: ``make bench`` rewrites ``results.json`` on
+whatever host it runs, and efficiencies are fractions of one host's peak).
 
 Run: ``python benchmarks/plan_model.py``
 """
@@ -33,7 +35,7 @@ HERE = Path(__file__).parent
 # plan_bench.py's passes and option sets, in the planner's words
 PARTS = {"fwd": "forward", "grad_x": "input_grad", "grad_w": "kernel_grad"}
 ON_EIGEN = {"default": False, "tuned": True}
-# bench.py's workload H (its rows in results.json name no shapes): _op_h
+# bench.py's workload H (its rows in the results name no shapes): _op_h
 H = ((32, 64, 64, 64), (3, 3, 1, 64), {"padding": "SAME", "groups": 64})
 
 
@@ -60,6 +62,10 @@ def _case(x_shape, w_shape, kwargs) -> tuple:
     return (tuple(x_shape), tuple(w_shape), tuple(sorted(kwargs.items())))
 
 
+# bench.py's results the model was fitted on (same host as the plan_bench timings)
+BENCH_RESULTS = "bench_results_2026-12-04_amd.json"
+
+
 def load() -> list[Sample]:
     """Every per-part timing on disk as samples (float32 only)."""
     samples = []
@@ -84,7 +90,7 @@ def load() -> list[Sample]:
             if r["pass"] == "fwd":
                 add("plan_rows", spec, r["algorithm"], "forward", r["options"],
                     r["median_ms"] / 1e3)
-    bench = json.loads((HERE / "results.json").read_text())
+    bench = json.loads((HERE / BENCH_RESULTS).read_text())
     for w in bench["workloads"]:
         t = {name: r["median_us"] / 1e6 for name, r in w["results"].items()}
         impls = {"lax": ("xla", "default"), "lax_tuned": ("xla", "tuned"),

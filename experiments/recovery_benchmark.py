@@ -35,7 +35,8 @@
 # solved in float64 on the float32 Jacobian) until one reaches a training error of 1e-6.
 # Where none does, the selection by fit runs: an expanded student (each of the 8, best
 # first, one at a time, until one reaches 1e-6) is polished to ~1e-7, where it holds the
-# teacher's filters exactly, some only as negatives; `teachers.prune_by_fit` chooses the
+# teacher's filters exactly, some only as negatives (one whose polish stays above 1e-3, the
+# square root of 1e-6, does not fit the data and is not pruned); `teachers.prune_by_fit` chooses the
 # teacher's width of its last hidden layer's filters, in both signs, by the least-squares
 # fit of the readout (linear given them: forward selection, then swaps), and the pruned
 # student is polished. A student with more

@@ -959,7 +959,7 @@ def recover(
     if select < 0:
         raise ValueError(f"recover: `select` (={select}) must be >= 0.")
     if prune_within is None:
-        prune_within = float(np.sqrt(good_enough))
+        prune_within = float(np.sqrt(max(good_enough, 0.0)))
     if not prune_within >= 0:
         raise ValueError(f"recover: `prune_within` (={prune_within}) must be >= 0.")
     if model.names[-1] != convs[-1]:  # the readout is not linear in its weights

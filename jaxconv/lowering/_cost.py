@@ -16,8 +16,9 @@ from jaxconv.lowering._base import ConvArgs, Expected, Lowering, convs_on_eigen
 from jaxconv.lowering.im2col import FEW_INPUT_CHANNELS
 
 # The roofs of the machine the efficiencies were fitted on, as benchmarks/bench.py's
-# measure_ceilings measured them (benchmarks/results.json "ceilings", quiet, 2026-12-04 20:31:
-# 2-core AMD EPYC, AVX-512): a float32 2048^3 XLA matmul, and a 128 MiB numpy stream copy.
+# measure_ceilings measured them (benchmarks/bench_results_2026-12-04_amd.json "ceilings",
+# quiet, 2026-12-04 20:31: 2-core AMD EPYC, AVX-512): a float32 2048^3 XLA matmul, and a
+# 128 MiB numpy stream copy.
 FMA_PEAK_GFLOPS = 204.0
 MEMORY_GBPS = 26.4
 
@@ -27,8 +28,9 @@ MEMORY_GBPS = 26.4
 # Fitted by benchmarks/plan_model.py: the median over the measured calls of flops / (time x
 # peak), float32, from benchmarks/plan_parts_results.json (plan_bench.py's per-part timings of
 # the 64 convs timed in its four runs: 48 drawn first layers, 16 named, 2026-12-03, load 1-5),
-# plan_rows_results.json (the forwards of 4 YNNPACK-sized convs, quiet) and results.json
-# (bench.py, quiet, 2026-12-04: the forwards of workloads A-G, and H's forward and gradients),
+# plan_rows_results.json (the forwards of 4 YNNPACK-sized convs, quiet) and
+# bench_results_2026-12-04_amd.json (bench.py, quiet, 2026-12-04: the forwards of workloads
+# A-G, and H's forward and gradients),
 # all on the 2-core AMD EPYC above (jax 0.10.2). A lowering without an entry for a call's key
 # is not modelled for it (depthwise under compiler_options(): never timed so). The comment
 # after each entry: how many timings its median is of.

@@ -36,11 +36,11 @@
 # Where none does, the selection by fit runs: an expanded student (each of the 8, best
 # first, one at a time, until one reaches 1e-6) is polished to ~1e-7, where it holds the
 # teacher's filters exactly, some only as negatives (one whose polish stays above 1e-3, the
-# square root of 1e-6, does not fit the data and is not pruned); `teachers.prune_by_fit` chooses the
-# teacher's width of its last hidden layer's filters, in both signs, by the least-squares
-# fit of the readout (linear given them: forward selection, then swaps), and the pruned
-# student is polished. A student with more
-# parameters than half its training outputs fits without the teacher's filters, so where
+# square root of 1e-6, does not fit the data and is not pruned); `teachers.prune_by_fit`
+# chooses the teacher's width of its last hidden layer's filters, in both signs, by the
+# least-squares fit of the readout (linear given them: forward selection, then swaps), and
+# the pruned student is polished. A student with more parameters than half its training
+# outputs fits without the teacher's filters, so where
 # the data is that scarce the selection first trains 8 students as wide as that bound
 # allows (never here: `n_images` gives every teacher enough images). The Jacobian rank
 # test says whether the result is locally unique up to the positive scales.

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxconv import _fitting, data, filters, nn, recovery
+from jaxconv import _fitting, data, filters, nn, recovery, teachers
 
 NAMES = ("vertical_line", "horizontal_line")
 TEACHER_BIAS = -2.0
@@ -105,11 +105,7 @@ def train(model, images, targets, *, key, restarts, steps, lr=LR, mesh=None):
     """``restarts`` students from random weights, fitted with Adam in one compiled call
     (``jaxconv.fit``) under full float32 precision."""
     k_init, k_fit = jax.random.split(key)
-    # XLA CPU takes seconds to compile partitionable threefry for small multi-dim shapes
-    # such as a (3, 3, 2, 1) kernel; the classic threefry draws equally random numbers
-    with jax.threefry_partitionable(False):
-        params = jax.vmap(lambda k: model.init(k, images.shape))(
-            jax.random.split(k_init, restarts))
+    params = teachers._init(model, k_init, images.shape, restarts)
     kwargs = {} if mesh is None else {"mesh": mesh}
     with jax.default_matmul_precision(PRECISION):
         return _fitting.fit(loss_for(model), params, optax.adam(schedule(lr, steps)),

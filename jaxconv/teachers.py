@@ -448,8 +448,12 @@ def _fit(model, params, x, y, *, key, steps, restarts, lr=2e-2, whiten=None):
 
 
 def _init(model, key, shape, restarts):
+    """``restarts`` initialisations of ``model`` for inputs of ``shape``, from
+    ``split(key, restarts)`` (the restarts of this module and of ``_tasks``)."""
     # ``nn.Stack.init`` is one executable per model and shape, and so is its vmap: a
-    # ``jax.jit`` of a lambda around it compiled anew on every call
+    # ``jax.jit`` of a lambda around it compiled anew on every call. The keys are split with
+    # the classic threefry: XLA CPU takes seconds to compile partitionable threefry for small
+    # multi-dim shapes such as a (3, 3, 2, 1) kernel, and it draws equally random numbers
     with jax.threefry_partitionable(False):
         return jax.vmap(lambda k: model.init(k, shape))(jax.random.split(key, restarts))
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._canonical import canonical_dims
+from jaxconv.lowering import im2col
 from jaxconv.lowering._base import ConvArgs, Lowering, channels_last, convs_on_eigen, never
 
 
@@ -135,8 +136,6 @@ def linear_conv(x, w, args):
 
 
 def _prefers(args) -> str:
-    from jaxconv.lowering import im2col
-
     if im2col.f64_loop_forward(args):
         return (f"float64 with {args.macs_per_value} multiply-adds per output value and "
                 f"{args.macs_per_pixel} per output pixel: XLA:CPU's float64 convolution loop "
